@@ -1,0 +1,38 @@
+# Everything goes through the project's own virtual environment; nothing is assumed but python3 and cc.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+SMOL := models/SmolLM2-135M-Instruct.Q4_1.gguf
+
+.PHONY: all venv models demo test bench lint clean
+
+all: venv
+
+$(STAMP): pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+models: $(STAMP)
+	$(BIN)/python models/fetch.py
+
+demo: models
+	$(BIN)/python tools/demo.py
+
+test: models
+	$(BIN)/python -m pytest -q tests
+
+bench: models
+	$(BIN)/python tools/bench_convert.py
+	$(BIN)/python tools/bench_quantize.py
+	$(BIN)/python tools/bench_runtime.py
+
+lint: $(STAMP)
+	$(BIN)/python -m compileall -q ggufq kernels tools tests
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,64 @@
+"""The `ggufq` command: one sub-command per module in ggufq/commands.
+
+Each command module has `configure(parser)` and `run(args) -> int`, and keeps heavy imports (numba,
+the runtime) inside `run`, so `ggufq --help` and `ggufq inspect` start fast. Errors meant for the user
+are GGUFQError: one line on stderr, exit status 2, no traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from .errors import GGUFQError
+
+COMMANDS = {
+    "inspect": "show a GGUF file's metadata, tokenizer and tensors",
+    "convert": "convert a Hugging Face folder (safetensors) into GGUF",
+    "export": "write a GGUF back out as a Hugging Face folder",
+    "quantize": "quantize a GGUF like llama-quantize",
+    "perplexity": "perplexity of a GGUF on a text file, like llama-perplexity",
+    "bench": "prompt and generation speed, like llama-bench",
+    "tokenize": "tokenize text with a GGUF's tokenizer, like llama-tokenize",
+    "run": "complete a prompt, like llama-completion -no-cnv",
+    "chat": "chat with a model in the terminal",
+}
+
+
+def _available():
+    for name, help_ in COMMANDS.items():
+        try:
+            yield name, help_, importlib.import_module(f"ggufq.commands.{name}")
+        except ModuleNotFoundError as e:
+            if e.name != f"ggufq.commands.{name}":
+                raise
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ggufq", description=__doc__.splitlines()[0])
+    from . import __version__
+    parser.add_argument("--version", action="version", version=f"ggufq {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, help_, module in _available():
+        p = sub.add_parser(name, help=help_, description=help_)
+        module.configure(p)
+        p.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args._run(args) or 0)
+    except GGUFQError as e:
+        print(f"ggufq {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"ggufq {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,9 @@
+"""The one exception type the command line turns into a single line and exit status 2."""
+
+
+class GGUFQError(Exception):
+    """A user-facing failure: bad input, unsupported model, missing file. Never a bug."""
+
+
+class GGUFFormatError(GGUFQError):
+    """A GGUF file that is truncated, malformed or hostile."""

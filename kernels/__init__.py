@@ -1,0 +1,5 @@
+"""Numba kernels, one module per format family; importing this package fills the registry."""
+from .registry import FORMATS, QuantFormat, get_format  # noqa: F401
+from . import floats  # noqa: F401
+
+__all__ = ["FORMATS", "QuantFormat", "get_format"]

@@ -1,0 +1,57 @@
+"""One registry of tensor formats, keyed by GGML type id.
+
+Every format is one subclass of `QuantFormat`, declared with `qtype=`; its block geometry comes from the
+gguf package's GGML_QUANT_SIZES, never retyped. The converter, the recipes, the reader's size checks and
+the runtime all look formats up here (`FORMATS[qtype]` or `get_format`), so adding a format means adding
+one class, not editing if-chains.
+"""
+from __future__ import annotations
+
+import numpy as np
+from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
+
+FORMATS: dict[GGMLQuantizationType, type["QuantFormat"]] = {}
+
+
+class QuantFormat:
+    """A tensor format: rows of `block_size` weights stored as `type_size` bytes per block.
+
+    quantize(rows[n, k] float32, imatrix[k] | None) -> uint8[n, k // block_size * type_size]
+    dequantize(uint8[..., nbytes]) -> float32[..., nbytes // type_size * block_size]
+    """
+
+    qtype: GGMLQuantizationType
+    block_size: int
+    type_size: int
+    name: str
+
+    def __init_subclass__(cls, qtype: GGMLQuantizationType | None = None, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if qtype is None:
+            return
+        cls.qtype = GGMLQuantizationType(qtype)
+        cls.block_size, cls.type_size = GGML_QUANT_SIZES[cls.qtype]
+        cls.name = cls.qtype.name
+        FORMATS[cls.qtype] = cls
+
+    @classmethod
+    def row_bytes(cls, n_per_row: int) -> int:
+        if n_per_row % cls.block_size:
+            raise ValueError(f"{cls.name}: row of {n_per_row} is not a multiple of {cls.block_size}")
+        return n_per_row // cls.block_size * cls.type_size
+
+    @classmethod
+    def quantize(cls, rows: np.ndarray, imatrix: np.ndarray | None = None) -> np.ndarray:
+        raise NotImplementedError(f"quantizing to {cls.name} is not supported")
+
+    @classmethod
+    def dequantize(cls, data: np.ndarray) -> np.ndarray:
+        raise NotImplementedError(f"dequantizing {cls.name} is not supported")
+
+
+def get_format(qtype) -> type[QuantFormat]:
+    try:
+        return FORMATS[GGMLQuantizationType(qtype)]
+    except (KeyError, ValueError):
+        name = getattr(qtype, "name", qtype)
+        raise KeyError(f"tensor type {name} is not supported") from None
