@@ -1,0 +1,79 @@
+"""Gemma 3 text (Gemma3ForCausalLM): llama.cpp's Gemma3Model."""
+from __future__ import annotations
+
+import numpy as np
+
+from .base import DENSE_TENSORS, TextArch
+
+GEMMA3_TENSORS = {
+    **{k: v for k, v in DENSE_TENSORS.items() if k != "blk.{i}.ffn_norm.weight"},
+    "blk.{i}.post_attention_norm.weight": "model.layers.{i}.post_attention_layernorm.weight",
+    "blk.{i}.ffn_norm.weight": "model.layers.{i}.pre_feedforward_layernorm.weight",
+    "blk.{i}.post_ffw_norm.weight": "model.layers.{i}.post_feedforward_layernorm.weight",
+    "blk.{i}.attn_q_norm.weight": "model.layers.{i}.self_attn.q_norm.weight",
+    "blk.{i}.attn_k_norm.weight": "model.layers.{i}.self_attn.k_norm.weight",
+}
+
+
+class Gemma3(TextArch):
+    hf_architectures = ("Gemma3ForCausalLM",)
+    gguf_arch = "gemma3"
+    hf_model_type = "gemma3_text"
+    tensors = GEMMA3_TENSORS
+    vocab_kinds = ("sentencepiece", "gpt2")
+    add_space_prefix = False  # written after a SentencePiece vocabulary
+    n_vocab_real: int | None = None  # set by the converter from the tokenizer: embedding rows kept
+
+    def set_gguf_parameters(self, w) -> None:
+        super().set_gguf_parameters(w)
+        hp = self.hp
+        w.add_context_length(hp.get("max_position_embeddings", 131072))
+        w.add_head_count(hp.get("num_attention_heads", 8))
+        w.add_layer_norm_rms_eps(hp.get("rms_norm_eps", 1e-6))
+        w.add_key_length(hp.get("head_dim", 256))
+        w.add_value_length(hp.get("head_dim", 256))
+        w.add_rope_freq_base(self.rope_parameters.get("full_attention", self.rope_parameters)
+                             .get("rope_theta", 1_000_000.0))
+        if hp.get("final_logit_softcapping"):
+            w.add_final_logit_softcapping(hp["final_logit_softcapping"])
+        if hp.get("sliding_window_pattern") != 1:
+            w.add_sliding_window(hp["sliding_window"])
+        w.add_head_count_kv(hp.get("num_key_value_heads", 4))
+
+    @staticmethod
+    def _shifted(name: str) -> bool:
+        return name.endswith("norm.weight")  # Gemma3RMSNorm computes x * (1 + w)
+
+    def to_gguf(self, hf_name, data):
+        if "embed_tokens.weight" in hf_name and self.n_vocab_real is not None:
+            data = data[:self.n_vocab_real]
+        if self._shifted(hf_name):
+            data = data + data.dtype.type(1)
+        return data
+
+    def from_gguf(self, gguf_name, data):
+        return data - np.float32(1) if self._shifted(gguf_name) else data
+
+    @classmethod
+    def hf_config(cls, g):
+        cfg = super().hf_config(g)
+        a = g.arch_get
+        head_dim = a("attention.key_length", 256)
+        n_layer = a("block_count")
+        pattern = 6  # Gemma 3: five sliding-window layers, then one global
+        cfg.update({
+            "head_dim": head_dim,
+            "hidden_activation": "gelu_pytorch_tanh",
+            "query_pre_attn_scalar": head_dim,
+            "sliding_window": a("attention.sliding_window", 512),
+            "rope_local_base_freq": a("rope.freq_base_swa", 10000.0),
+            "rope_theta": a("rope.freq_base", 1_000_000.0),
+            "rope_scaling": None,
+            "attn_logit_softcapping": None,
+            "final_logit_softcapping": a("final_logit_softcapping"),
+            "layer_types": ["full_attention" if (i + 1) % pattern == 0 else "sliding_attention"
+                            for i in range(n_layer)],
+            "_sliding_window_pattern": pattern,
+        })
+        cfg.pop("hidden_act", None)
+        return cfg

@@ -1,0 +1,33 @@
+"""Qwen2 (biases on q/k/v) and Qwen3 (q/k RMS norms): llama.cpp's Qwen2Model and Qwen3Model."""
+from __future__ import annotations
+
+from .base import DENSE_TENSORS, TextArch
+
+QWEN2_TENSORS = {
+    **DENSE_TENSORS,
+    "blk.{i}.attn_q.bias": "model.layers.{i}.self_attn.q_proj.bias",
+    "blk.{i}.attn_k.bias": "model.layers.{i}.self_attn.k_proj.bias",
+    "blk.{i}.attn_v.bias": "model.layers.{i}.self_attn.v_proj.bias",
+}
+
+QWEN3_TENSORS = {
+    **DENSE_TENSORS,
+    "blk.{i}.attn_q_norm.weight": "model.layers.{i}.self_attn.q_norm.weight",
+    "blk.{i}.attn_k_norm.weight": "model.layers.{i}.self_attn.k_norm.weight",
+}
+
+
+class Qwen2(TextArch):
+    hf_architectures = ("Qwen2ForCausalLM",)
+    gguf_arch = "qwen2"
+    hf_model_type = "qwen2"
+    tensors = QWEN2_TENSORS
+    vocab_kinds = ("sentencepiece", "gpt2")
+
+
+class Qwen3(TextArch):
+    hf_architectures = ("Qwen3ForCausalLM",)
+    gguf_arch = "qwen3"
+    hf_model_type = "qwen3"
+    tensors = QWEN3_TENSORS
+    vocab_kinds = ("sentencepiece", "gpt2")
