@@ -82,7 +82,7 @@ class TextArch:
                 rp["original_max_position_embeddings"] = orig
         return rp
 
-    def set_gguf_parameters(self, w) -> None:
+    def set_gguf_parameters(self, w, file_type: int) -> None:
         """TextModel.set_gguf_parameters, for the dense models we support (no experts, no M-RoPE)."""
         import gguf
         w.add_block_count(self.block_count)
@@ -136,6 +136,10 @@ class TextArch:
         if (head_dim := self.hp.get("head_dim")) is not None:
             w.add_key_length(head_dim)
             w.add_value_length(head_dim)
+        w.add_file_type(file_type)
+
+    def set_vocab(self, w, vocab) -> None:
+        vocab.add_to(w)
 
     # ---- tensors --------------------------------------------------------------------------------
     def gguf_name(self, hf_name: str) -> str | None:
@@ -157,6 +161,12 @@ class TextArch:
         if gguf_name in self.tensors:
             return None  # a converter-generated tensor with no HF counterpart
         raise GGUFQError(f"{self.gguf_arch}: cannot map tensor {gguf_name!r} to a Hugging Face name")
+
+    n_vocab_real: int | None = None  # tokens in the vocabulary, set by the converter
+
+    def gguf_shape(self, hf_name: str, shape: tuple[int, ...]) -> tuple[int, ...]:
+        """Shape of the converted tensor (numpy order), known before its data are read."""
+        return tuple(shape)
 
     def to_gguf(self, hf_name: str, data: np.ndarray) -> np.ndarray:
         """The converter's modify_tensors: data arrives as float32 or float16, like llama.cpp's torch."""

@@ -20,12 +20,9 @@ class Gemma3(TextArch):
     gguf_arch = "gemma3"
     hf_model_type = "gemma3_text"
     tensors = GEMMA3_TENSORS
-    vocab_kinds = ("sentencepiece", "gpt2")
-    add_space_prefix = False  # written after a SentencePiece vocabulary
-    n_vocab_real: int | None = None  # set by the converter from the tokenizer: embedding rows kept
 
-    def set_gguf_parameters(self, w) -> None:
-        super().set_gguf_parameters(w)
+    def set_gguf_parameters(self, w, file_type: int) -> None:
+        super().set_gguf_parameters(w, file_type)
         hp = self.hp
         w.add_context_length(hp.get("max_position_embeddings", 131072))
         w.add_head_count(hp.get("num_attention_heads", 8))
@@ -40,9 +37,19 @@ class Gemma3(TextArch):
             w.add_sliding_window(hp["sliding_window"])
         w.add_head_count_kv(hp.get("num_key_value_heads", 4))
 
+    def set_vocab(self, w, vocab) -> None:
+        vocab.add_to(w)
+        if vocab.model == "llama":
+            w.add_add_space_prefix(False)
+
     @staticmethod
     def _shifted(name: str) -> bool:
         return name.endswith("norm.weight")  # Gemma3RMSNorm computes x * (1 + w)
+
+    def gguf_shape(self, hf_name, shape):
+        if "embed_tokens.weight" in hf_name and self.n_vocab_real is not None:
+            return (min(shape[0], self.n_vocab_real), *shape[1:])  # drop rows past the vocabulary
+        return tuple(shape)
 
     def to_gguf(self, hf_name, data):
         if "embed_tokens.weight" in hf_name and self.n_vocab_real is not None:

@@ -21,7 +21,6 @@ class Llama(TextArch):
     hf_architectures = ("LlamaForCausalLM", "MistralForCausalLM")
     gguf_arch = "llama"
     hf_model_type = "llama"
-    vocab_kinds = ("sentencepiece", "gpt2")
 
     def _heads(self, hf_name: str) -> int | None:
         n_head = self.find_hparam(["n_heads", "num_attention_heads"])
@@ -32,11 +31,22 @@ class Llama(TextArch):
             return n_kv
         return None
 
-    def set_gguf_parameters(self, w) -> None:
-        super().set_gguf_parameters(w)
+    def set_gguf_parameters(self, w, file_type: int) -> None:
+        super().set_gguf_parameters(w, file_type)
         w.add_vocab_size(self.hp["vocab_size"])
         rope_dim = self.hp.get("head_dim") or self.hp["hidden_size"] // self.hp["num_attention_heads"]
         w.add_rope_dimension_count(rope_dim)
+
+    def set_vocab(self, w, vocab) -> None:
+        cfg = vocab.folder / "tokenizer_config.json"
+        if cfg.is_file():
+            import json
+            add_prefix_space = json.loads(cfg.read_text(encoding="utf-8")).get("add_prefix_space")
+            if add_prefix_space is not None:
+                w.add_add_space_prefix(add_prefix_space)
+        vocab.add_to(w)
+        if self.hp.get("vocab_size", 32000) == 49152:  # llama.cpp: granite-small / SmolLM vocabularies
+            w.add_add_bos_token(False)
 
     def to_gguf(self, hf_name, data):
         n = self._heads(hf_name)

@@ -22,7 +22,6 @@ class Qwen2(TextArch):
     gguf_arch = "qwen2"
     hf_model_type = "qwen2"
     tensors = QWEN2_TENSORS
-    vocab_kinds = ("sentencepiece", "gpt2")
 
 
 class Qwen3(TextArch):
@@ -30,4 +29,3 @@ class Qwen3(TextArch):
     gguf_arch = "qwen3"
     hf_model_type = "qwen3"
     tensors = QWEN3_TENSORS
-    vocab_kinds = ("sentencepiece", "gpt2")

@@ -1,0 +1,188 @@
+"""Hugging Face folder -> GGUF, as llama.cpp's convert_hf_to_gguf.py writes it, streaming.
+
+The plan (names, types, shapes) is made from the safetensors headers alone; the header, metadata and
+tensor table are written first, then one tensor at a time is read from the mapping, transformed,
+quantized and appended. Peak memory is one tensor (plus its converted copy), not the model.
+
+The order of the metadata keys and tensors is llama.cpp's, so the files can be compared byte for byte:
+general.architecture, general.type, the model card (gguf.Metadata), the hyper-parameters
+(TextModel.set_gguf_parameters, then the family's own), general.quantization_version, then the vocabulary.
+Tensors: the generated ones (llama3 rope_freqs), then the checkpoint's, shard by shard, by name.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import gguf
+import numpy as np
+from gguf import GGMLQuantizationType as T
+from gguf import LlamaFileType as FT
+
+from .arch import arch_for_hf
+from .errors import GGUFQError
+from .hf_vocab import HFVocab
+from .kernels import get_format
+from .safetensors import INDEX_NAME, open_safetensors
+
+OUTTYPES = {  # --outtype -> (general.file_type, tensor type for the weights)
+    "f32": (FT.ALL_F32, T.F32),
+    "f16": (FT.MOSTLY_F16, T.F16),
+    "bf16": (FT.MOSTLY_BF16, T.BF16),
+    "q8_0": (FT.MOSTLY_Q8_0, T.Q8_0),
+}
+
+
+@dataclass
+class PlannedTensor:
+    gguf_name: str
+    hf_name: str | None        # None for generated tensors
+    shape: tuple[int, ...]     # numpy order
+    qtype: T
+    generated: np.ndarray | None = None
+
+    @property
+    def nbytes(self) -> int:
+        fmt = get_format(self.qtype)
+        n = int(np.prod(self.shape, dtype=np.int64))
+        return n // fmt.block_size * fmt.type_size
+
+
+def load_hparams(folder: Path) -> dict:
+    path = folder / "config.json"
+    if not folder.is_dir():
+        raise GGUFQError(f"{folder}: not a folder")
+    if not path.is_file():
+        raise GGUFQError(f"{folder}: missing config.json")
+    try:
+        hp = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise GGUFQError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(hp, dict):
+        raise GGUFQError(f"{path}: not a JSON object")
+    return hp
+
+
+def checkpoint_order(folder: Path, names) -> list[str]:
+    """llama.cpp's order: shard files sorted by name, tensors in each sorted by name."""
+    index = folder / INDEX_NAME
+    if index.is_file():
+        wm = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+        return sorted(names, key=lambda n: (wm[n], n))
+    return sorted(names)
+
+
+def _weight_type(gguf_name: str, shape, wanted: T) -> T:
+    # llama.cpp: 1-D tensors and norms stay F32, so does anything that is not a ".weight"
+    if len(shape) <= 1 or gguf_name.endswith("_norm.weight") or not gguf_name.endswith(".weight"):
+        return T.F32
+    fmt = get_format(wanted)
+    if shape[-1] % fmt.block_size:
+        return T.F16  # llama.cpp falls back to F16 when rows are not whole blocks
+    return wanted
+
+
+def plan(folder: Path, outtype: str):
+    hp = load_hparams(folder)
+    arch = arch_for_hf(hp)(hp)
+    tensors = open_safetensors(folder)
+    vocab = HFVocab(folder, arch.hp)
+    arch.n_vocab_real = len(vocab.tokens)
+    file_type, wanted = OUTTYPES[outtype]
+    planned: list[PlannedTensor] = []
+    for name, data in arch.extra_tensors():
+        planned.append(PlannedTensor(name, None, data.shape, _weight_type(name, data.shape, wanted), data))
+    for hf_name in checkpoint_order(folder, tensors):
+        st = tensors[hf_name]
+        if st.dtype not in ("F32", "F16", "BF16"):
+            raise GGUFQError(f"{hf_name}: safetensors dtype {st.dtype} is not supported")
+        g_name = arch.gguf_name(hf_name)
+        if g_name is None:
+            continue
+        shape = arch.gguf_shape(hf_name, st.shape)
+        planned.append(PlannedTensor(g_name, hf_name, tuple(shape), _weight_type(g_name, shape, wanted)))
+    return arch, tensors, vocab, file_type, planned
+
+
+def _load(st) -> np.ndarray:
+    """The tensor as llama.cpp's converter sees it: F16 and F32 kept, anything else made F32."""
+    if st.dtype == "BF16":
+        return (np.asarray(st.data, dtype=np.uint16).astype(np.uint32) << 16).view(np.float32)
+    return np.asarray(st.data)
+
+
+def _encode(data: np.ndarray, qtype: T) -> np.ndarray:
+    if qtype == T.F32:
+        return np.ascontiguousarray(data, dtype=np.float32)
+    if qtype == T.F16:
+        return np.ascontiguousarray(data).astype(np.float16)
+    rows = np.ascontiguousarray(data, dtype=np.float32).reshape(-1, data.shape[-1])
+    return get_format(qtype).quantize(rows)
+
+
+def write_metadata(w: gguf.GGUFWriter, folder: Path, arch, vocab, file_type) -> None:
+    total, shared, expert, expert_count = w.get_total_parameter_count()
+    meta = gguf.Metadata.load(None, folder, None, total)
+    gen = folder / "generation_config.json"
+    if gen.is_file():  # llama.cpp's current converter also reads transformers' name for it
+        cfg = json.loads(gen.read_text(encoding="utf-8"))
+        if "penalty_repeat" not in cfg and "repetition_penalty" in cfg:
+            meta.sampling_penalty_repeat = cfg["repetition_penalty"]
+    if meta.name is None:
+        meta.name = folder.name
+    if meta.size_label is None and total > 0:
+        meta.size_label = gguf.size_label(total, shared, expert, expert_count)
+    w.add_type(gguf.GGUFType.MODEL)
+    meta.set_gguf_meta_model(w)
+    arch.set_gguf_parameters(w, file_type)
+    w.add_quantization_version(gguf.GGML_QUANT_VERSION)
+    arch.set_vocab(w, vocab)
+
+
+def convert(folder: str | Path, outfile: str | Path, outtype: str = "f16", progress: bool = True) -> dict:
+    folder, outfile = Path(folder), Path(outfile)
+    if outtype not in OUTTYPES:
+        raise GGUFQError(f"unknown --outtype {outtype}; choose from {', '.join(OUTTYPES)}")
+    t0 = time.perf_counter()
+    arch, tensors, vocab, file_type, planned = plan(folder, outtype)
+    outfile.parent.mkdir(parents=True, exist_ok=True)
+    tmp = outfile.with_name(f".{outfile.name}.tmp{os.getpid()}")
+    w = gguf.GGUFWriter(tmp, arch.gguf_arch)
+    try:
+        for p in planned:
+            w.add_tensor_info(p.gguf_name, p.shape, np.dtype(np.float32), p.nbytes, raw_dtype=p.qtype)
+        write_metadata(w, folder, arch, vocab, file_type)
+        w.write_header_to_file()
+        w.write_kv_data_to_file()
+        w.write_ti_data_to_file()
+        bar = _progress(sum(p.nbytes for p in planned), progress, outfile.name)
+        for p in planned:
+            if p.generated is not None:
+                data = p.generated
+            else:
+                data = arch.to_gguf(p.hf_name, _load(tensors[p.hf_name]))
+            if not np.isfinite(data).all():
+                raise GGUFQError(f"tensor {p.hf_name or p.gguf_name} holds NaN or Inf")
+            out = _encode(data, p.qtype)
+            w.write_tensor_data(out)
+            bar.update(p.nbytes)
+        bar.close()
+        w.close()
+        os.replace(tmp, outfile)
+    except BaseException:
+        w.close()
+        tmp.unlink(missing_ok=True)
+        raise
+    n_params = sum(int(np.prod(p.shape)) for p in planned)
+    size = outfile.stat().st_size
+    return {"file": str(outfile), "bytes": size, "tensors": len(planned), "parameters": n_params,
+            "bits_per_weight": 8 * sum(p.nbytes for p in planned) / max(n_params, 1),
+            "seconds": time.perf_counter() - t0}
+
+
+def _progress(total: int, enabled: bool, name: str):
+    from tqdm import tqdm
+    return tqdm(total=total, unit="B", unit_scale=True, desc=name, disable=not enabled, leave=False)
