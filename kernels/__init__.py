@@ -3,3 +3,4 @@ from .registry import FORMATS, QuantFormat, get_format  # noqa: F401
 from . import floats  # noqa: F401
 
 __all__ = ["FORMATS", "QuantFormat", "get_format"]
+from . import legacy  # noqa: F401
