@@ -81,10 +81,12 @@ def export_hf(gguf_path: Path, folder: str, extra: list[str]) -> None:
 
 
 def main() -> None:
+    gguf_only = "--gguf-only" in sys.argv[1:]
     for name, spec in MODELS.items():
         path = fetch_gguf(name, spec)
-        folder, extra = spec["hf"]
-        export_hf(path, folder, extra)
+        if not gguf_only:
+            folder, extra = spec["hf"]
+            export_hf(path, folder, extra)
     print("models ready")
 
 

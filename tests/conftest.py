@@ -1,0 +1,27 @@
+"""Shared paths. The real models are fetched by `make models` (models/fetch.py) before the suite runs;
+if they are missing, the fetch runs here, so `pytest` alone works too."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+MODELS = ROOT / "models"
+DATA = Path(__file__).resolve().parent / "data"
+SMOL = str(MODELS / "SmolLM2-135M-Instruct.Q4_1.gguf")
+GEMMA = str(MODELS / "gemma-3-270m-q4_k_m.gguf")
+SMOL_HF = MODELS / "smollm2-hf"
+GEMMA_HF = MODELS / "gemma3-hf"
+
+
+def pytest_sessionstart(session):
+    if not (Path(SMOL).exists() and Path(GEMMA).exists()):
+        subprocess.run([sys.executable, str(MODELS / "fetch.py"), "--gguf-only"], check=True)
+
+
+def hf_folders() -> tuple[Path, Path]:
+    """The BF16 Hugging Face folders exported from the real models (made on first use)."""
+    if not ((SMOL_HF / "config.json").exists() and (GEMMA_HF / "config.json").exists()):
+        subprocess.run([sys.executable, str(MODELS / "fetch.py")], check=True)
+    return SMOL_HF, GEMMA_HF
