@@ -4,3 +4,4 @@ from . import floats  # noqa: F401
 
 __all__ = ["FORMATS", "QuantFormat", "get_format"]
 from . import legacy  # noqa: F401
+from . import kquants  # noqa: F401

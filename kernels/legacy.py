@@ -441,6 +441,9 @@ def np_make_qkx_quants(nmax: int, x: np.ndarray, weights: np.ndarray, rmin: floa
     diff = np.abs(diff) if use_mad else (diff * diff).astype(F32)
     best = np_seqsum((w * diff).astype(F32))
     for is_ in range(nstep + 1):
+        # the C loop reads the current `min`, which an accepted step has replaced
+        rng = np.where(flat, F32(1.0), (mx - mn)).astype(F32)
+        xm = (x - mn[:, None]).astype(F32)
         iscale = ((F32(rmin) + F32(rdelta) * F32(is_) + F32(nmax)) / rng).astype(F32)
         la = np.clip(np_nearest_int(iscale[:, None] * xm), 0, nmax)
         fl = la.astype(F32)

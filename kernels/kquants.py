@@ -1,0 +1,772 @@
+"""The K-quants: super-blocks of 256 weights. Q4_K, Q5_K, Q6_K (and Q8_K, the activation format).
+
+Byte-exact with llama.cpp's `ggml-quants.c` (see kernels/legacy.py for the shared numerics). Without an
+importance matrix llama-quantize runs `quantize_row_q{4,5,6}_K_ref` (make_qkx2_quants per 32-block,
+scales rounded against the largest one); with one it runs `quantize_row_q*_K_impl` (make_qkx3_quants on
+weights qw * sqrt(sigma2 + x^2), then make_qp_quants for the 6-bit scales). Q6_K uses make_qx_quants.
+
+Block layouts:
+    Q4_K  d:f16 dmin:f16 scales[12] qs[128]              (144 bytes)  x = d*sc*q - dmin*m
+    Q5_K  d:f16 dmin:f16 scales[12] qh[32] qs[128]       (176 bytes)  x = d*sc*q - dmin*m
+    Q6_K  ql[128] qh[64] scales[16]:int8 d:f16           (210 bytes)  x = d*sc*(q - 32)
+    Q8_K  d:f32 qs[256]:int8 bsums[16]:int16             (292 bytes)  x = d*q
+The 6-bit scales and mins of Q4_K/Q5_K are packed by `pack_scales_k4` (get_scale_min_k4 unpacks).
+"""
+from __future__ import annotations
+
+import numpy as np
+from gguf import GGMLQuantizationType as T
+from numba import njit, prange
+
+from .legacy import (F32, GROUP_MAX_EPS, dequant_blocks, fp16_to_fp32, get_f16, make_qkx_quants,
+                     make_qx_quants, nearest_int, np_absmax_signed, np_fp16_bits, np_fp16_to_f32,
+                     np_make_qkx_quants, np_make_qx_quants, np_nearest_int, np_seqsum, prepare_rows, put_f16)
+from .registry import QuantFormat
+
+QK_K = 256
+
+# ================================================================================================
+# Numba helpers
+# ================================================================================================
+
+
+@njit(cache=True, inline="always")
+def pack_scales_k4(out, o, j, ls, lm):
+    """Store the 6-bit scale ls and min lm of 32-block j into the 12 scale bytes at out[o:o+12]."""
+    if j < 4:
+        out[o + j] = ls
+        out[o + j + 4] = lm
+    else:
+        out[o + j + 4] = (ls & 0xF) | ((lm & 0xF) << 4)
+        out[o + j - 4] |= (ls >> 4) << 6
+        out[o + j] |= (lm >> 4) << 6
+
+
+@njit(cache=True, inline="always")
+def get_scale_min_k4(j, q, o):
+    if j < 4:
+        return np.int64(q[o + j]) & 63, np.int64(q[o + j + 4]) & 63
+    d = (np.int64(q[o + j + 4]) & 0xF) | ((np.int64(q[o + j - 4]) >> 6) << 4)
+    m = (np.int64(q[o + j + 4]) >> 4) | ((np.int64(q[o + j]) >> 6) << 4)
+    return d, m
+
+
+@njit(cache=True)
+def make_qp_quants(n, nmax, x, L, qw):
+    """make_qp_quants: quantize the n non-negative values x to [0, nmax] with weights qw."""
+    mx = np.float32(0.0)
+    for i in range(n):
+        mx = max(mx, x[i])
+    if mx < GROUP_MAX_EPS:
+        for i in range(n):
+            L[i] = 0
+        return np.float32(0.0)
+    iscale = np.float32(nmax) / mx
+    for i in range(n):
+        L[i] = nearest_int(iscale * x[i]) & 0xFF
+    scale = np.float32(1.0) / iscale
+    best_mse = np.float32(0.0)
+    for i in range(n):
+        diff = x[i] - scale * np.float32(L[i])
+        best_mse += qw[i] * diff * diff
+    for is_ in range(-4, 5):
+        if is_ == 0:
+            continue
+        iscale_is = (np.float32(0.1) * np.float32(is_) + np.float32(nmax)) / mx
+        scale_is = np.float32(1.0) / iscale_is
+        mse = np.float32(0.0)
+        for i in range(n):
+            l = min(nmax, nearest_int(iscale_is * x[i]))
+            diff = x[i] - scale_is * np.float32(l)
+            mse += qw[i] * diff * diff
+        if mse < best_mse:
+            best_mse = mse
+            iscale = iscale_is
+    sumlx = np.float32(0.0)
+    suml2 = np.float32(0.0)
+    for i in range(n):
+        l = min(nmax, nearest_int(iscale * x[i]))
+        L[i] = l & 0xFF
+        fl = np.float32(L[i])
+        sumlx += qw[i] * x[i] * fl
+        suml2 += qw[i] * fl * fl
+    for itry in range(5):
+        n_changed = 0
+        for i in range(n):
+            w = qw[i]
+            li = np.float32(L[i])
+            slx = sumlx - w * x[i] * li
+            sl2 = suml2 - w * li * li
+            if slx > np.float32(0.0) and sl2 > np.float32(0.0):
+                new_l = min(nmax, nearest_int(x[i] * sl2 / slx))
+                if new_l != np.int64(L[i]):
+                    fn = np.float32(new_l)
+                    slx += w * x[i] * fn
+                    sl2 += w * fn * fn
+                    if slx * slx * suml2 > sumlx * sumlx * sl2:
+                        L[i] = new_l & 0xFF
+                        sumlx = slx
+                        suml2 = sl2
+                        n_changed += 1
+        if n_changed == 0:
+            break
+    return sumlx / suml2 if suml2 > np.float32(0.0) else np.float32(0.0)
+
+
+@njit(cache=True)
+def _qk_superblock(x, xo, qw, use_qw, nmax, out, o, L, Laux, weights, scales, mins, Ls, Lm, sw):
+    """Shared by Q4_K (nmax 15) and Q5_K (nmax 31): choose L[0:256] and write d, dmin, scales[12] at o."""
+    if not use_qw:
+        # quantize_row_q{4,5}_K_ref
+        max_scale = np.float32(0.0)
+        max_min = np.float32(0.0)
+        for j in range(8):
+            sum_x2 = np.float32(0.0)
+            for l in range(32):
+                sum_x2 += x[xo + 32 * j + l] * x[xo + 32 * j + l]
+            av_x = np.sqrt(sum_x2 / np.float32(32.0))
+            for l in range(32):
+                weights[l] = av_x + abs(x[xo + 32 * j + l])
+            if nmax == 15:
+                s, m = make_qkx_quants(32, 15, x, xo + 32 * j, weights, 0, L, 32 * j, Laux,
+                                       np.float32(-1.0), np.float32(0.1), 20, False)
+            else:
+                s, m = make_qkx_quants(32, 31, x, xo + 32 * j, weights, 0, L, 32 * j, Laux,
+                                       np.float32(-0.5), np.float32(0.1), 15, False)
+            scales[j] = s
+            mins[j] = m
+            if s > max_scale:
+                max_scale = s
+            if m > max_min:
+                max_min = m
+        inv_scale = np.float32(63.0) / max_scale if max_scale > np.float32(0.0) else np.float32(0.0)
+        inv_min = np.float32(63.0) / max_min if max_min > np.float32(0.0) else np.float32(0.0)
+        for j in range(12):
+            out[o + 4 + j] = 0
+        for j in range(8):
+            ls = min(63, nearest_int(inv_scale * scales[j]) & 0xFF)
+            lm = min(63, nearest_int(inv_min * mins[j]) & 0xFF)
+            pack_scales_k4(out, o + 4, j, ls, lm)
+        put_f16(out, o, max_scale / np.float32(63.0))
+        put_f16(out, o + 2, max_min / np.float32(63.0))
+    else:
+        # quantize_row_q{4,5}_K_impl with quant_weights
+        sum_x2 = np.float32(0.0)
+        for l in range(256):
+            sum_x2 += x[xo + l] * x[xo + l]
+        sigma2 = np.float32(2.0) * sum_x2 / np.float32(256.0)
+        for j in range(8):
+            for l in range(32):
+                xv = x[xo + 32 * j + l]
+                weights[l] = qw[xo + 32 * j + l] * np.sqrt(sigma2 + xv * xv)
+            sumw = np.float32(0.0)
+            for l in range(32):
+                sumw += weights[l]
+            sw[j] = sumw
+            s, m = make_qkx_quants(32, nmax, x, xo + 32 * j, weights, 0, L, 32 * j, Laux,
+                                   np.float32(-0.9), np.float32(0.05), 36, False)
+            scales[j] = s
+            mins[j] = m
+        d_block = make_qp_quants(8, 63, scales, Ls, sw)
+        m_block = make_qp_quants(8, 63, mins, Lm, sw)
+        for j in range(12):
+            out[o + 4 + j] = 0
+        for j in range(8):
+            ls = np.int64(Ls[j])
+            lm = np.int64(Lm[j])
+            if nmax == 31:
+                ls = min(63, ls)
+                lm = min(63, lm)
+            pack_scales_k4(out, o + 4, j, ls, lm)
+        put_f16(out, o, d_block)
+        put_f16(out, o + 2, m_block)
+    dd = get_f16(out, o)
+    dmin = get_f16(out, o + 2)
+    for j in range(8):
+        sc, m = get_scale_min_k4(j, out, o + 4)
+        d = dd * np.float32(sc)
+        if d == np.float32(0.0):
+            continue
+        dm = dmin * np.float32(m)
+        for ii in range(32):
+            l = nearest_int((x[xo + 32 * j + ii] + dm) / d)
+            L[32 * j + ii] = max(0, min(nmax, l))
+
+
+@njit(parallel=True, cache=True)
+def quantize_q4_k_nb(rows, qw, use_qw, out):
+    n, k = rows.shape
+    nb = k // QK_K
+    for r in prange(n):
+        x = rows[r]
+        o = out[r]
+        L = np.empty(256, dtype=np.uint8)
+        Laux = np.empty(32, dtype=np.uint8)
+        weights = np.empty(32, dtype=np.float32)
+        scales = np.empty(8, dtype=np.float32)
+        mins = np.empty(8, dtype=np.float32)
+        Ls = np.empty(8, dtype=np.uint8)
+        Lm = np.empty(8, dtype=np.uint8)
+        sw = np.empty(8, dtype=np.float32)
+        for i in range(nb):
+            ob = i * 144
+            _qk_superblock(x, i * 256, qw, use_qw, 15, o, ob, L, Laux, weights, scales, mins, Ls, Lm, sw)
+            for jj in range(4):
+                for l in range(32):
+                    o[ob + 16 + jj * 32 + l] = (L[jj * 64 + l] | (L[jj * 64 + l + 32] << 4)) & 0xFF
+
+
+@njit(parallel=True, cache=True)
+def quantize_q5_k_nb(rows, qw, use_qw, out):
+    n, k = rows.shape
+    nb = k // QK_K
+    for r in prange(n):
+        x = rows[r]
+        o = out[r]
+        L = np.empty(256, dtype=np.uint8)
+        Laux = np.empty(32, dtype=np.uint8)
+        weights = np.empty(32, dtype=np.float32)
+        scales = np.empty(8, dtype=np.float32)
+        mins = np.empty(8, dtype=np.float32)
+        Ls = np.empty(8, dtype=np.uint8)
+        Lm = np.empty(8, dtype=np.uint8)
+        sw = np.empty(8, dtype=np.float32)
+        for i in range(nb):
+            ob = i * 176
+            _qk_superblock(x, i * 256, qw, use_qw, 31, o, ob, L, Laux, weights, scales, mins, Ls, Lm, sw)
+            for j in range(32):
+                o[ob + 16 + j] = 0
+            m1 = 1
+            m2 = 2
+            for nn in range(4):
+                for j in range(32):
+                    l1 = np.int64(L[nn * 64 + j])
+                    if l1 > 15:
+                        l1 -= 16
+                        o[ob + 16 + j] |= m1
+                    l2 = np.int64(L[nn * 64 + j + 32])
+                    if l2 > 15:
+                        l2 -= 16
+                        o[ob + 16 + j] |= m2
+                    o[ob + 48 + nn * 32 + j] = (l1 | (l2 << 4)) & 0xFF
+                m1 <<= 2
+                m2 <<= 2
+
+
+@njit(parallel=True, cache=True)
+def quantize_q6_k_nb(rows, qw, use_qw, out):
+    n, k = rows.shape
+    nb = k // QK_K
+    for r in prange(n):
+        x = rows[r]
+        o = out[r]
+        L = np.empty(256, dtype=np.int8)
+        scales = np.empty(16, dtype=np.float32)
+        for i in range(nb):
+            xo = i * 256
+            ob = i * 210
+            max_scale = np.float32(0.0)
+            max_abs_scale = np.float32(0.0)
+            for ib in range(16):
+                s = make_qx_quants(16, 32, x, xo + 16 * ib, L, 16 * ib, 1, qw, xo + 16 * ib, use_qw)
+                scales[ib] = s
+                if abs(s) > max_abs_scale:
+                    max_abs_scale = abs(s)
+                    max_scale = s
+            if max_abs_scale < GROUP_MAX_EPS:
+                for j in range(210):
+                    o[ob + j] = 0
+                continue
+            iscale = np.float32(-128.0) / max_scale
+            put_f16(o, ob + 208, np.float32(1.0) / iscale)
+            for ib in range(16):
+                o[ob + 192 + ib] = min(127, nearest_int(iscale * scales[ib])) & 0xFF
+            dd = get_f16(o, ob + 208)
+            for j in range(16):
+                sc = np.int64(o[ob + 192 + j])
+                if sc >= 128:
+                    sc -= 256
+                d = dd * np.float32(sc)
+                if d == np.float32(0.0):
+                    continue
+                for ii in range(16):
+                    l = nearest_int(x[xo + 16 * j + ii] / d)
+                    L[16 * j + ii] = max(-32, min(31, l)) + 32
+            for jj in range(2):
+                for l in range(32):
+                    b = jj * 128
+                    q1 = np.int64(L[b + l]) & 0xF
+                    q2 = np.int64(L[b + l + 32]) & 0xF
+                    q3 = np.int64(L[b + l + 64]) & 0xF
+                    q4 = np.int64(L[b + l + 96]) & 0xF
+                    o[ob + jj * 64 + l] = q1 | (q3 << 4)
+                    o[ob + jj * 64 + l + 32] = q2 | (q4 << 4)
+                    o[ob + 128 + jj * 32 + l] = ((np.int64(L[b + l]) >> 4) | ((np.int64(L[b + l + 32]) >> 4) << 2)
+                                                 | ((np.int64(L[b + l + 64]) >> 4) << 4)
+                                                 | ((np.int64(L[b + l + 96]) >> 4) << 6)) & 0xFF
+
+
+@njit(parallel=True, cache=True)
+def quantize_q8_k_nb(rows, out):
+    n, k = rows.shape
+    nb = k // QK_K
+    for r in prange(n):
+        x = rows[r]
+        o = out[r]
+        for i in range(nb):
+            xo = i * 256
+            ob = i * 292
+            mx = np.float32(0.0)
+            amax = np.float32(0.0)
+            for j in range(256):
+                if abs(x[xo + j]) > amax:
+                    amax = abs(x[xo + j])
+                    mx = x[xo + j]
+            if amax == np.float32(0.0):
+                for j in range(292):
+                    o[ob + j] = 0
+                continue
+            iscale = np.float32(-127.0) / mx
+            for j in range(256):
+                o[ob + 4 + j] = min(127, nearest_int(iscale * x[xo + j])) & 0xFF
+            for j in range(16):
+                s = 0
+                for ii in range(16):
+                    v = np.int64(o[ob + 4 + j * 16 + ii])
+                    s += v - 256 if v >= 128 else v
+                o[ob + 260 + 2 * j] = s & 0xFF
+                o[ob + 261 + 2 * j] = (s >> 8) & 0xFF
+            d = np.float32(1.0) / iscale
+            o[ob:ob + 4] = np.array([d], dtype=np.float32).view(np.uint8)
+
+
+@njit(parallel=True, cache=True)
+def dequantize_q4_k_nb(b, y):
+    for i in prange(b.shape[0]):
+        blk = b[i]
+        d = get_f16(blk, 0)
+        mn = get_f16(blk, 2)
+        for jj in range(4):
+            sc, m = get_scale_min_k4(2 * jj, blk, 4)
+            d1 = d * np.float32(sc)
+            m1 = mn * np.float32(m)
+            sc, m = get_scale_min_k4(2 * jj + 1, blk, 4)
+            d2 = d * np.float32(sc)
+            m2 = mn * np.float32(m)
+            for l in range(32):
+                q = np.int64(blk[16 + jj * 32 + l])
+                y[i, jj * 64 + l] = d1 * np.float32(q & 0xF) - m1
+                y[i, jj * 64 + 32 + l] = d2 * np.float32(q >> 4) - m2
+
+
+@njit(parallel=True, cache=True)
+def dequantize_q5_k_nb(b, y):
+    for i in prange(b.shape[0]):
+        blk = b[i]
+        d = get_f16(blk, 0)
+        mn = get_f16(blk, 2)
+        u1 = 1
+        u2 = 2
+        for jj in range(4):
+            sc, m = get_scale_min_k4(2 * jj, blk, 4)
+            d1 = d * np.float32(sc)
+            m1 = mn * np.float32(m)
+            sc, m = get_scale_min_k4(2 * jj + 1, blk, 4)
+            d2 = d * np.float32(sc)
+            m2 = mn * np.float32(m)
+            for l in range(32):
+                q = np.int64(blk[48 + jj * 32 + l])
+                h = np.int64(blk[16 + l])
+                y[i, jj * 64 + l] = d1 * np.float32((q & 0xF) + (16 if h & u1 else 0)) - m1
+                y[i, jj * 64 + 32 + l] = d2 * np.float32((q >> 4) + (16 if h & u2 else 0)) - m2
+            u1 <<= 2
+            u2 <<= 2
+
+
+@njit(cache=True, inline="always")
+def _i8f(v):
+    v = np.int64(v)
+    return np.float32(v - 256 if v >= 128 else v)
+
+
+@njit(parallel=True, cache=True)
+def dequantize_q6_k_nb(b, y):
+    for i in prange(b.shape[0]):
+        blk = b[i]
+        d = get_f16(blk, 208)
+        for nn in range(2):
+            for l in range(32):
+                is_ = l // 16
+                ql0 = np.int64(blk[nn * 64 + l])
+                ql1 = np.int64(blk[nn * 64 + l + 32])
+                qh = np.int64(blk[128 + nn * 32 + l])
+                q1 = ((ql0 & 0xF) | (((qh >> 0) & 3) << 4)) - 32
+                q2 = ((ql1 & 0xF) | (((qh >> 2) & 3) << 4)) - 32
+                q3 = ((ql0 >> 4) | (((qh >> 4) & 3) << 4)) - 32
+                q4 = ((ql1 >> 4) | (((qh >> 6) & 3) << 4)) - 32
+                so = 192 + nn * 8 + is_
+                y[i, nn * 128 + l] = d * _i8f(blk[so]) * np.float32(q1)
+                y[i, nn * 128 + l + 32] = d * _i8f(blk[so + 2]) * np.float32(q2)
+                y[i, nn * 128 + l + 64] = d * _i8f(blk[so + 4]) * np.float32(q3)
+                y[i, nn * 128 + l + 96] = d * _i8f(blk[so + 6]) * np.float32(q4)
+
+
+@njit(parallel=True, cache=True)
+def dequantize_q8_k_nb(b, y):
+    for i in prange(b.shape[0]):
+        d = b[i, 0:4].copy().view(np.float32)[0]
+        for j in range(256):
+            v = np.int64(b[i, 4 + j])
+            y[i, j] = d * np.float32(v - 256 if v >= 128 else v)
+
+
+# ================================================================================================
+# Numpy references (vectorised over super-blocks, sums in C's order)
+# ================================================================================================
+
+def np_make_qp_quants(nmax: int, x: np.ndarray, qw: np.ndarray):
+    """Vectorised make_qp_quants over rows of x (non-negative values). Returns (scale[B], L[B, n])."""
+    B, n = x.shape
+    x = x.astype(F32)
+    qw = qw.astype(F32)
+    mx = x.max(axis=1)
+    zero = mx < GROUP_MAX_EPS
+    smx = np.where(zero, F32(1.0), mx).astype(F32)
+    iscale = (F32(nmax) / smx).astype(F32)
+    L = np_nearest_int(iscale[:, None] * x) & 0xFF
+    scale = (F32(1.0) / iscale).astype(F32)
+    diff = (x - (scale[:, None] * L.astype(F32)).astype(F32)).astype(F32)
+    best = np_seqsum((qw * diff * diff).astype(F32))
+    for is_ in range(-4, 5):
+        if is_ == 0:
+            continue
+        iscale_is = ((F32(0.1) * F32(is_) + F32(nmax)) / smx).astype(F32)
+        scale_is = (F32(1.0) / iscale_is).astype(F32)
+        l = np.minimum(nmax, np_nearest_int(iscale_is[:, None] * x))
+        diff = (x - (scale_is[:, None] * l.astype(F32)).astype(F32)).astype(F32)
+        mse = np_seqsum((qw * diff * diff).astype(F32))
+        better = mse < best
+        best = np.where(better, mse, best)
+        iscale = np.where(better, iscale_is, iscale).astype(F32)
+    L = np.minimum(nmax, np_nearest_int(iscale[:, None] * x)) & 0xFF
+    fl = L.astype(F32)
+    sumlx = np_seqsum((qw * x * fl).astype(F32))
+    suml2 = np_seqsum((qw * fl * fl).astype(F32))
+    active = np.ones(B, dtype=bool)
+    for _ in range(5):
+        changed = np.zeros(B, dtype=bool)
+        for i in range(n):
+            w = qw[:, i]
+            xi = x[:, i]
+            li = L[:, i].astype(F32)
+            slx = (sumlx - (w * xi * li).astype(F32)).astype(F32)
+            sl2 = (suml2 - (w * li * li).astype(F32)).astype(F32)
+            ok = active & (slx > 0) & (sl2 > 0)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                q = ((xi * sl2).astype(F32) / np.where(ok, slx, F32(1))).astype(F32)
+            new_l = np.minimum(nmax, np_nearest_int(np.where(ok, q, F32(0))))
+            ok &= new_l != L[:, i]
+            fn = new_l.astype(F32)
+            slx2 = (slx + (w * xi * fn).astype(F32)).astype(F32)
+            sl22 = (sl2 + (w * fn * fn).astype(F32)).astype(F32)
+            ok &= (slx2 * slx2 * suml2).astype(F32) > (sumlx * sumlx * sl22).astype(F32)
+            L[:, i] = np.where(ok, new_l & 0xFF, L[:, i])
+            sumlx = np.where(ok, slx2, sumlx).astype(F32)
+            suml2 = np.where(ok, sl22, suml2).astype(F32)
+            changed |= ok
+        active &= changed
+        if not active.any():
+            break
+    with np.errstate(divide="ignore", invalid="ignore"):
+        scale = np.where(suml2 > 0, sumlx / np.where(suml2 > 0, suml2, F32(1)), F32(0)).astype(F32)
+    scale = np.where(zero, F32(0.0), scale).astype(F32)
+    L = np.where(zero[:, None], 0, L)
+    return scale, L
+
+
+def np_pack_scales_k4(ls: np.ndarray, lm: np.ndarray) -> np.ndarray:
+    """[B, 8] 6-bit scales and mins -> [B, 12] bytes."""
+    s = np.zeros((ls.shape[0], 12), dtype=np.int64)
+    s[:, 0:4] = ls[:, 0:4]
+    s[:, 4:8] = lm[:, 0:4]
+    s[:, 8:12] = (ls[:, 4:8] & 0xF) | ((lm[:, 4:8] & 0xF) << 4)
+    s[:, 0:4] |= (ls[:, 4:8] >> 4) << 6
+    s[:, 4:8] |= (lm[:, 4:8] >> 4) << 6
+    return (s & 0xFF).astype(np.uint8)
+
+
+def np_unpack_scales_k4(s: np.ndarray):
+    s = s.astype(np.int64)
+    sc = np.empty((s.shape[0], 8), dtype=np.int64)
+    mn = np.empty_like(sc)
+    sc[:, 0:4] = s[:, 0:4] & 63
+    mn[:, 0:4] = s[:, 4:8] & 63
+    sc[:, 4:8] = (s[:, 8:12] & 0xF) | ((s[:, 0:4] >> 6) << 4)
+    mn[:, 4:8] = (s[:, 8:12] >> 4) | ((s[:, 4:8] >> 6) << 4)
+    return sc, mn
+
+
+def _np_qk_scales(rows: np.ndarray, imatrix, nmax: int):
+    """Shared Q4_K / Q5_K reference: returns (x[B,256], d bits, dmin bits, scale bytes[B,12], L[B,256])."""
+    x = np.ascontiguousarray(rows, dtype=F32).reshape(-1, QK_K)
+    B = x.shape[0]
+    xs = x.reshape(B * 8, 32)
+    if imatrix is None:
+        sum_x2 = np_seqsum((xs * xs).astype(F32))
+        av_x = np.sqrt((sum_x2 / F32(32)).astype(F32)).astype(F32)
+        w = (av_x[:, None] + np.abs(xs)).astype(F32)
+        rmin, rdelta, nstep = (-1.0, 0.1, 20) if nmax == 15 else (-0.5, 0.1, 15)
+        scales, mins, L = np_make_qkx_quants(nmax, xs, w, rmin, rdelta, nstep)
+        scales = scales.reshape(B, 8)
+        mins = mins.reshape(B, 8)
+        max_scale = np.zeros(B, dtype=F32)
+        max_min = np.zeros(B, dtype=F32)
+        for j in range(8):
+            max_scale = np.where(scales[:, j] > max_scale, scales[:, j], max_scale)
+            max_min = np.where(mins[:, j] > max_min, mins[:, j], max_min)
+        with np.errstate(divide="ignore"):
+            inv_scale = np.where(max_scale > 0, F32(63.0) / np.where(max_scale > 0, max_scale, F32(1)),
+                                 F32(0)).astype(F32)
+            inv_min = np.where(max_min > 0, F32(63.0) / np.where(max_min > 0, max_min, F32(1)),
+                               F32(0)).astype(F32)
+        ls = np.minimum(63, np_nearest_int(inv_scale[:, None] * scales) & 0xFF)
+        lm = np.minimum(63, np_nearest_int(inv_min[:, None] * mins) & 0xFF)
+        d = (max_scale / F32(63.0)).astype(F32)
+        dmin = (max_min / F32(63.0)).astype(F32)
+    else:
+        qw = np.asarray(imatrix, dtype=F32).reshape(-1)
+        nrow = x.size // np.shape(rows)[-1]
+        qwb = np.broadcast_to(qw[None, :], (nrow, qw.shape[0])).reshape(B * 8, 32)
+        sum_x2 = np_seqsum((x * x).astype(F32))
+        sigma2 = (F32(2.0) * sum_x2 / F32(256.0)).astype(F32)
+        s2 = np.repeat(sigma2, 8)
+        w = (qwb * np.sqrt((s2[:, None] + (xs * xs).astype(F32)).astype(F32))).astype(F32)
+        sw = np_seqsum(w).reshape(B, 8)
+        scales, mins, L = np_make_qkx_quants(nmax, xs, w, -0.9, 0.05, 36)
+        d, ls = np_make_qp_quants(63, scales.reshape(B, 8), sw)
+        dmin, lm = np_make_qp_quants(63, mins.reshape(B, 8), sw)
+        if nmax == 31:
+            ls = np.minimum(63, ls)
+            lm = np.minimum(63, lm)
+    sbytes = np_pack_scales_k4(ls, lm)
+    dbits = np_fp16_bits(d)
+    mbits = np_fp16_bits(dmin)
+    sc, m = np_unpack_scales_k4(sbytes)
+    dd = (np_fp16_to_f32(dbits)[:, None] * sc.astype(F32)).astype(F32)
+    dm = (np_fp16_to_f32(mbits)[:, None] * m.astype(F32)).astype(F32)
+    L = L.reshape(B, 8, 32)
+    xb = x.reshape(B, 8, 32)
+    ok = dd != 0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        q = ((xb + dm[:, :, None]).astype(F32) / np.where(ok, dd, F32(1))[:, :, None]).astype(F32)
+    lnew = np.clip(np_nearest_int(np.where(ok[:, :, None], q, F32(0))), 0, nmax)
+    L = np.where(ok[:, :, None], lnew, L).reshape(B, 256)
+    return x, dbits, mbits, sbytes, L
+
+
+def q4_k_quantize_ref(rows, imatrix=None):
+    nrow = int(np.prod(np.shape(rows)[:-1])) if np.ndim(rows) > 1 else 1
+    x, dbits, mbits, sbytes, L = _np_qk_scales(rows, imatrix, 15)
+    L4 = L.reshape(-1, 4, 2, 32)
+    qs = ((L4[:, :, 0, :] | (L4[:, :, 1, :] << 4)) & 0xFF).astype(np.uint8).reshape(-1, 128)
+    blk = np.concatenate([dbits[:, None].view(np.uint8), mbits[:, None].view(np.uint8), sbytes, qs], axis=1)
+    return blk.reshape(nrow, -1)
+
+
+def q5_k_quantize_ref(rows, imatrix=None):
+    nrow = int(np.prod(np.shape(rows)[:-1])) if np.ndim(rows) > 1 else 1
+    x, dbits, mbits, sbytes, L = _np_qk_scales(rows, imatrix, 31)
+    L4 = L.reshape(-1, 4, 2, 32)
+    hi = (L4 > 15).astype(np.int64)
+    lo = np.where(L4 > 15, L4 - 16, L4)
+    qs = ((lo[:, :, 0, :] | (lo[:, :, 1, :] << 4)) & 0xFF).astype(np.uint8).reshape(-1, 128)
+    qh = np.zeros((L4.shape[0], 32), dtype=np.int64)
+    for nn in range(4):
+        qh |= hi[:, nn, 0, :] << (2 * nn)
+        qh |= hi[:, nn, 1, :] << (2 * nn + 1)
+    blk = np.concatenate([dbits[:, None].view(np.uint8), mbits[:, None].view(np.uint8), sbytes,
+                          qh.astype(np.uint8), qs], axis=1)
+    return blk.reshape(nrow, -1)
+
+
+def q6_k_quantize_ref(rows, imatrix=None):
+    nrow = int(np.prod(np.shape(rows)[:-1])) if np.ndim(rows) > 1 else 1
+    x = np.ascontiguousarray(rows, dtype=F32).reshape(-1, QK_K)
+    B = x.shape[0]
+    xs = x.reshape(B * 16, 16)
+    qw = None
+    if imatrix is not None:
+        qv = np.asarray(imatrix, dtype=F32).reshape(-1)
+        qw = np.broadcast_to(qv[None, :], (nrow, qv.shape[0])).reshape(B * 16, 16)
+    scales, L = np_make_qx_quants(32, xs, 1, qw)
+    scales = scales.reshape(B, 16)
+    L = L.reshape(B, 16, 16)
+    max_scale = np.zeros(B, dtype=F32)
+    max_abs = np.zeros(B, dtype=F32)
+    for ib in range(16):
+        a = np.abs(scales[:, ib])
+        up = a > max_abs
+        max_abs = np.where(up, a, max_abs)
+        max_scale = np.where(up, scales[:, ib], max_scale)
+    zero = max_abs < GROUP_MAX_EPS
+    with np.errstate(divide="ignore"):
+        iscale = (F32(-128.0) / np.where(zero, F32(1), max_scale)).astype(F32)
+    dbits = np_fp16_bits((F32(1.0) / iscale).astype(F32))
+    sc = np.minimum(127, np_nearest_int(iscale[:, None] * scales))
+    d = (np_fp16_to_f32(dbits)[:, None] * sc.astype(F32)).astype(F32)
+    ok = d != 0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        q = (x.reshape(B, 16, 16) / np.where(ok, d, F32(1))[:, :, None]).astype(F32)
+    lnew = np.clip(np_nearest_int(np.where(ok[:, :, None], q, F32(0))), -32, 31) + 32
+    L = np.where(ok[:, :, None], lnew, L).reshape(B, 2, 4, 32)
+    ql = np.concatenate([(L[:, :, 0] & 0xF) | ((L[:, :, 2] & 0xF) << 4),
+                         (L[:, :, 1] & 0xF) | ((L[:, :, 3] & 0xF) << 4)], axis=2).reshape(B, 128)
+    qh = ((L[:, :, 0] >> 4) | ((L[:, :, 1] >> 4) << 2) | ((L[:, :, 2] >> 4) << 4)
+          | ((L[:, :, 3] >> 4) << 6)).reshape(B, 64)
+    blk = np.concatenate([ql.astype(np.uint8), (qh & 0xFF).astype(np.uint8), (sc & 0xFF).astype(np.uint8),
+                          dbits[:, None].view(np.uint8)], axis=1)
+    blk[zero] = 0
+    return blk.reshape(nrow, -1)
+
+
+def q8_k_quantize_ref(rows, imatrix=None):
+    nrow = int(np.prod(np.shape(rows)[:-1])) if np.ndim(rows) > 1 else 1
+    x = np.ascontiguousarray(rows, dtype=F32).reshape(-1, QK_K)
+    mx, amax = np_absmax_signed(x)
+    zero = amax == 0
+    with np.errstate(divide="ignore"):
+        iscale = (F32(-127.0) / np.where(zero, F32(1), mx)).astype(F32)
+    q = np.minimum(127, np_nearest_int(iscale[:, None] * x))
+    q = np.where(zero[:, None], 0, q)
+    bsums = q.reshape(-1, 16, 16).sum(axis=2).astype("<i2")
+    d = np.where(zero, F32(0), (F32(1.0) / iscale).astype(F32)).astype("<f4")
+    blk = np.concatenate([d[:, None].view(np.uint8), q.astype(np.int8).view(np.uint8), bsums.view(np.uint8)],
+                         axis=1)
+    return blk.reshape(nrow, -1)
+
+
+def _sb(data, ts):
+    data = np.ascontiguousarray(data, dtype=np.uint8)
+    return data.reshape(-1, ts), data.shape[:-1], data.shape[-1] // ts
+
+
+def q4_k_dequantize_ref(data):
+    b, lead, nb = _sb(data, 144)
+    d = np_fp16_to_f32(b[:, 0:2].copy().view("<u2")[:, 0])
+    dmin = np_fp16_to_f32(b[:, 2:4].copy().view("<u2")[:, 0])
+    sc, m = np_unpack_scales_k4(b[:, 4:16])
+    qs = b[:, 16:].reshape(-1, 4, 32).astype(np.int64)
+    q = np.stack([qs & 0xF, qs >> 4], axis=2).reshape(-1, 8, 32)
+    d1 = (d[:, None] * sc.astype(F32)).astype(F32)
+    m1 = (dmin[:, None] * m.astype(F32)).astype(F32)
+    y = ((d1[:, :, None] * q.astype(F32)).astype(F32) - m1[:, :, None]).astype(F32)
+    return y.reshape(*lead, nb * 256)
+
+
+def q5_k_dequantize_ref(data):
+    b, lead, nb = _sb(data, 176)
+    d = np_fp16_to_f32(b[:, 0:2].copy().view("<u2")[:, 0])
+    dmin = np_fp16_to_f32(b[:, 2:4].copy().view("<u2")[:, 0])
+    sc, m = np_unpack_scales_k4(b[:, 4:16])
+    qh = b[:, 16:48].astype(np.int64)
+    qs = b[:, 48:].reshape(-1, 4, 32).astype(np.int64)
+    q = np.stack([qs & 0xF, qs >> 4], axis=2).reshape(-1, 8, 32)
+    h = (qh[:, None, :] >> np.arange(8)[None, :, None]) & 1
+    q = q + 16 * h
+    d1 = (d[:, None] * sc.astype(F32)).astype(F32)
+    m1 = (dmin[:, None] * m.astype(F32)).astype(F32)
+    y = ((d1[:, :, None] * q.astype(F32)).astype(F32) - m1[:, :, None]).astype(F32)
+    return y.reshape(*lead, nb * 256)
+
+
+def q6_k_dequantize_ref(data):
+    b, lead, nb = _sb(data, 210)
+    ql = b[:, 0:128].reshape(-1, 2, 64).astype(np.int64)
+    qh = b[:, 128:192].reshape(-1, 2, 32).astype(np.int64)
+    sc = b[:, 192:208].view(np.int8).astype(F32).reshape(-1, 16)
+    d = np_fp16_to_f32(b[:, 208:210].copy().view("<u2")[:, 0])
+    q = np.stack([(ql[:, :, :32] & 0xF) | (((qh >> 0) & 3) << 4),
+                  (ql[:, :, 32:] & 0xF) | (((qh >> 2) & 3) << 4),
+                  (ql[:, :, :32] >> 4) | (((qh >> 4) & 3) << 4),
+                  (ql[:, :, 32:] >> 4) | (((qh >> 6) & 3) << 4)], axis=2) - 32  # [B, 2, 4, 32]
+    # element (n, t, l) uses scale sc[8n + 2t + l//16]
+    s = sc.reshape(-1, 2, 4, 2)[:, :, :, np.arange(32) // 16]  # [B, 2, 4, 32]
+    y = ((d[:, None, None, None] * s).astype(F32) * q.astype(F32)).astype(F32)
+    return y.reshape(*lead, nb * 256)
+
+
+def q8_k_dequantize_ref(data):
+    b, lead, nb = _sb(data, 292)
+    d = b[:, 0:4].copy().view("<f4")[:, 0]
+    y = (d[:, None] * b[:, 4:260].view(np.int8).astype(F32)).astype(F32)
+    return y.reshape(*lead, nb * 256)
+
+
+# ================================================================================================
+# Registry entries
+# ================================================================================================
+
+class _KQuant(QuantFormat):
+    _kernel = None
+    _dekernel = None
+    _ref = None
+    _deref = None
+    uses_imatrix = True
+
+    @classmethod
+    def quantize(cls, rows, imatrix=None):
+        rows, qw, use = prepare_rows(cls, rows, imatrix)
+        out = np.empty((rows.shape[0], cls.row_bytes(rows.shape[1])), dtype=np.uint8)
+        if rows.shape[0]:
+            cls._kernel(rows, qw, use, out)
+        return out
+
+    @classmethod
+    def dequantize(cls, data):
+        return dequant_blocks(cls, data, cls._dekernel)
+
+    @classmethod
+    def quantize_ref(cls, rows, imatrix=None):
+        rows = np.ascontiguousarray(rows, dtype=np.float32)
+        return cls._ref(rows.reshape(-1, rows.shape[-1]), imatrix)
+
+    @classmethod
+    def dequantize_ref(cls, data):
+        return cls._deref(data)
+
+
+class Q4_K(_KQuant, qtype=T.Q4_K):
+    _kernel = staticmethod(quantize_q4_k_nb)
+    _dekernel = staticmethod(dequantize_q4_k_nb)
+    _ref = staticmethod(q4_k_quantize_ref)
+    _deref = staticmethod(q4_k_dequantize_ref)
+
+
+class Q5_K(_KQuant, qtype=T.Q5_K):
+    _kernel = staticmethod(quantize_q5_k_nb)
+    _dekernel = staticmethod(dequantize_q5_k_nb)
+    _ref = staticmethod(q5_k_quantize_ref)
+    _deref = staticmethod(q5_k_dequantize_ref)
+
+
+class Q6_K(_KQuant, qtype=T.Q6_K):
+    _kernel = staticmethod(quantize_q6_k_nb)
+    _dekernel = staticmethod(dequantize_q6_k_nb)
+    _ref = staticmethod(q6_k_quantize_ref)
+    _deref = staticmethod(q6_k_dequantize_ref)
+
+
+class Q8_K(_KQuant, qtype=T.Q8_K):
+    """The activation format of the K-quant dot products (quantize_row_q8_K_ref); no importance matrix."""
+    uses_imatrix = False
+    _dekernel = staticmethod(dequantize_q8_k_nb)
+    _ref = staticmethod(q8_k_quantize_ref)
+    _deref = staticmethod(q8_k_dequantize_ref)
+
+    @classmethod
+    def quantize(cls, rows, imatrix=None):
+        rows, _, _ = prepare_rows(cls, rows, None)
+        out = np.empty((rows.shape[0], cls.row_bytes(rows.shape[1])), dtype=np.uint8)
+        if rows.shape[0]:
+            quantize_q8_k_nb(rows, out)
+        return out
