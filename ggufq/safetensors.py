@@ -219,8 +219,9 @@ def write_safetensors(path: str | Path, specs: list[TensorSpec],
                       produce: Callable[[TensorSpec], np.ndarray],
                       metadata: dict[str, str] | None = None,
                       on_tensor: Callable[[TensorSpec], None] | None = None) -> int:
-    """Write one file; `produce(spec)` is called once per tensor, in order, and must return an array of
-    spec.shape in spec.dtype (uint16 bits for BF16). Only one tensor is held at a time. Returns bytes."""
+    """Write one file; `produce(spec)` is called once per tensor, in order, and returns either an array of
+    spec.shape in spec.dtype (uint16 bits for BF16) or an iterable of such arrays (consecutive row
+    blocks), so that only one tensor, or one block of it, is held at a time. Returns bytes written."""
     names = [s.name for s in specs]
     if len(set(names)) != len(names):
         raise ValueError("duplicate tensor names")
@@ -230,13 +231,19 @@ def write_safetensors(path: str | Path, specs: list[TensorSpec],
     with open(path, "wb") as f:
         f.write(head)
         for s in specs:
-            arr = produce(s)
+            out = produce(s)
             want = DTYPES[s.dtype]
-            if tuple(arr.shape) != tuple(s.shape) or arr.dtype.newbyteorder("<") != want.newbyteorder("<"):
-                raise ValueError(f"{s.name}: produced {arr.dtype}{list(arr.shape)}, expected "
-                                 f"{s.dtype}{list(s.shape)}")
-            arr = np.ascontiguousarray(arr, dtype=want)
-            f.write(memoryview(arr.reshape(-1).view(np.uint8)))
+            if isinstance(out, np.ndarray) and tuple(out.shape) != tuple(s.shape):
+                raise ValueError(f"{s.name}: produced shape {list(out.shape)}, expected {list(s.shape)}")
+            written = 0
+            for arr in ([out] if isinstance(out, np.ndarray) else out):
+                if arr.dtype.newbyteorder("<") != want.newbyteorder("<"):
+                    raise ValueError(f"{s.name}: produced {arr.dtype}, expected {s.dtype}")
+                arr = np.ascontiguousarray(arr, dtype=want)
+                f.write(memoryview(arr.reshape(-1).view(np.uint8)))
+                written += arr.nbytes
+            if written != s.nbytes:
+                raise ValueError(f"{s.name}: produced {written} bytes, expected {s.nbytes}")
             if on_tensor:
                 on_tensor(s)
         return f.tell()
