@@ -1,0 +1,74 @@
+"""llama.cpp's own tokenizer tests (models/ggml-vocab-*.gguf with .inp/.out, from the llama.cpp source vendored
+in the llama-cpp-python sdist; fetched by models/fetch_vocabs.py into models/vocab/).
+
+Checked as llama.cpp's test-tokenizer-0 does: add_special=False, parse_special=False, ids equal.
+Left out, and why:
+  bert-bge        WPM (BERT word-piece) tokenizer: not implemented in ggufq (no BERT runtime)
+  aquila, baichuan, gpt-neox, nomic-bert-moe: vocab files without .inp/.out test cases in llama.cpp
+"""
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+
+from ggufq.gguf_file import GGUFFile
+from ggufq.tokenizer import Tokenizer
+
+from .conftest import MODELS
+
+VOCABS = ["llama-bpe", "llama-spm", "qwen2", "qwen35", "gpt-2", "phi-3", "falcon", "mpt", "starcoder", "refact",
+          "command-r", "deepseek-llm", "deepseek-coder", "gemma-4"]
+SEP = "\n__ggml_vocab_test__\n"
+
+
+@pytest.fixture(scope="module")
+def vocab_dir():
+    spec = importlib.util.spec_from_file_location("fetch_vocabs", MODELS / "fetch_vocabs.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod.fetch_vocabs()
+
+
+def read_cases(path):
+    """The test-tokenizer-0 format: inputs separated by SEP, one line of space-separated ids per input."""
+    with open(str(path) + ".inp", encoding="utf-8", newline="") as f:
+        raw = f.read()
+    with open(str(path) + ".out", encoding="utf-8") as f:
+        outs = f.read().split("\n")
+    inps, pos = [], 0
+    while pos < len(raw):
+        nxt = raw.find(SEP, pos)
+        if nxt < 0:
+            inps.append(raw[pos:])
+            break
+        inps.append(raw[pos:nxt])
+        pos = nxt + len(SEP)
+    assert len(outs) >= len(inps)
+    return [(s, [int(x) for x in o.split()]) for s, o in zip(inps, outs)]
+
+
+@pytest.mark.parametrize("name", VOCABS)
+def test_llama_cpp_vocab(vocab_dir, name):
+    path = vocab_dir / f"ggml-vocab-{name}.gguf"
+    with GGUFFile(path) as g:
+        tok = Tokenizer.from_gguf(g)
+    cases = read_cases(path)
+    assert len(cases) >= 40
+    bad = [(s, exp, got) for s, exp in cases
+           if (got := tok.encode(s, add_special=False, parse_special=False)) != exp]
+    assert not bad, f"{name}: {len(bad)}/{len(cases)} differ, first: {bad[0]!r}"
+
+
+@pytest.mark.parametrize("name", ["gpt-2", "llama-bpe", "qwen2", "command-r"])
+def test_own_bpe_merge_equals_tokenizers_package(vocab_dir, name):
+    """Both BPE paths (the tokenizers package, and our merge loop used when the vocabulary is not
+    consistent enough for it) give llama.cpp's ids."""
+    path = vocab_dir / f"ggml-vocab-{name}.gguf"
+    with GGUFFile(path) as g:
+        tok = Tokenizer.from_gguf(g)
+    assert tok._hf is not None
+    tok._hf = None
+    tok._word_cache.clear()
+    for s, exp in read_cases(path):
+        assert tok.encode(s, add_special=False, parse_special=False) == exp, s
