@@ -1,0 +1,260 @@
+"""ggufq quantize IN.gguf OUT.gguf TYPE: quantize a GGUF the way llama-quantize does, byte for byte.
+
+Same tensor order (by layer, then name), same types (ggufq/recipes.py), same metadata (every key copied
+with its value type, then general.quantization_version, general.file_type and the quantize.imatrix.*
+keys appended as llama-quantize appends them), same alignment. Tensors are streamed one slab of rows at a
+time into a temporary file in the output folder, renamed into place when complete.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+
+def configure(p):
+    p.add_argument("input", help="input GGUF (F32/F16/BF16; quantized with --allow-requantize)")
+    p.add_argument("output", help="output GGUF")
+    p.add_argument("type", help="Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K_S, Q4_K_M, Q5_K_S, Q5_K_M, Q6_K, "
+                                "F16, BF16, F32 (llama-quantize's names; Q4_K = Q4_K_M, Q5_K = Q5_K_M)")
+    p.add_argument("--imatrix", metavar="FILE", help="importance matrix from llama-imatrix (GGUF or legacy .dat)")
+    p.add_argument("--tensor-type", action="append", default=[], metavar="REGEX=TYPE",
+                   help="quantize tensors whose name matches REGEX to TYPE (first match wins; repeatable)")
+    p.add_argument("--output-tensor-type", metavar="TYPE", help="type of output.weight")
+    p.add_argument("--token-embedding-type", metavar="TYPE", help="type of token_embd.weight")
+    p.add_argument("--leave-output-tensor", action="store_true", help="keep output.weight unquantized")
+    p.add_argument("--pure", action="store_true", help="no k-quant mixture: every tensor gets TYPE")
+    p.add_argument("--allow-requantize", action="store_true", help="allow an already-quantized input")
+    p.add_argument("--dry-run", action="store_true", help="print each tensor's type and the size, write nothing")
+    p.add_argument("-t", "--threads", type=int, default=0, help="threads (default: all cores)")
+
+
+def _options(args, has_imatrix: bool):
+    from ..errors import GGUFQError
+    from ..recipes import Options, parse_tensor_type
+
+    overrides = []
+    for spec in args.tensor_type:
+        pat, sep, tname = spec.partition("=")
+        if not sep or not pat or not tname:
+            raise GGUFQError(f"--tensor-type {spec!r}: expected REGEX=TYPE")
+        overrides.append((pat.lower(), parse_tensor_type(tname)))
+    return Options(
+        ftype_name=args.type,
+        output_tensor_type=parse_tensor_type(args.output_tensor_type) if args.output_tensor_type else None,
+        token_embedding_type=parse_tensor_type(args.token_embedding_type) if args.token_embedding_type else None,
+        tensor_types=overrides, pure=args.pure, quantize_output=not args.leave_output_tensor,
+        has_imatrix=has_imatrix)
+
+
+def build_plan(g, opts):
+    from ..recipes import ModelFacts, plan, tensor_order
+
+    names = tensor_order(list(g.tensors))
+    tensors = [(n, g.tensors[n].shape, g.tensors[n].qtype) for n in names]
+    return plan(tensors, ModelFacts.from_gguf(g), opts)
+
+
+def _nbytes(qtype, shape) -> int:
+    from gguf import GGML_QUANT_SIZES
+
+    block, tsize = GGML_QUANT_SIZES[qtype]
+    n = 1
+    for d in shape:
+        n *= d
+    return n // block * tsize
+
+
+def _to_f32(t, rows):
+    """Rows [r0, r1) of tensor t (2-D view [n_rows, ne0]) as float32."""
+    import numpy as np
+    from gguf import GGMLQuantizationType as GT
+
+    from ..kernels import get_format
+
+    if t.qtype == GT.F32:
+        return rows
+    if t.qtype == GT.F16:
+        return rows.astype(np.float32)
+    return get_format(t.qtype).dequantize(rows)
+
+
+class _FastWriter:
+    """GGUFWriter with array values packed by numpy (a 262k-token vocabulary packs in milliseconds)."""
+
+    def __new__(cls, *a, **kw):
+        from gguf import GGUFValueType, GGUFWriter
+
+        class Writer(GGUFWriter):
+            def _pack_val(self, val, vtype, add_vtype, sub_type=None):
+                import numpy as np
+
+                if vtype != GGUFValueType.ARRAY or sub_type is None:
+                    return super()._pack_val(val, vtype, add_vtype, sub_type)
+                head = self._pack("I", vtype) if add_vtype else b""
+                head += self._pack("I", sub_type) + self._pack("Q", len(val))
+                if sub_type == GGUFValueType.STRING:
+                    parts = []
+                    for s in val:
+                        b = s.encode("utf-8")
+                        parts.append(len(b).to_bytes(8, "little"))
+                        parts.append(b)
+                    return head + b"".join(parts)
+                fmt = self._simple_value_packing.get(sub_type)
+                if fmt is None:  # nested arrays
+                    return head + b"".join(super(Writer, self)._pack_val(v, sub_type, False) for v in val)
+                dt = np.dtype("<" + {"?": "u1"}.get(fmt, fmt))
+                return head + np.asarray(val).astype(dt).tobytes()
+        return Writer(*a, **kw)
+
+
+def run(args) -> int:
+    import numpy as np
+    from gguf import GGMLQuantizationType as GT, GGUFValueType
+
+    from ..errors import GGUFQError
+    from ..gguf_file import GGUFFile
+    from ..recipes import is_quantized, quantize_tensor
+
+    t_start = time.time()
+    if args.threads and args.threads > 0:
+        import numba
+        numba.set_num_threads(min(args.threads, numba.config.NUMBA_NUM_THREADS))
+
+    imatrix = None
+    if args.imatrix:
+        from ..imatrix_file import load_imatrix
+        imatrix = load_imatrix(args.imatrix)
+
+    opts = _options(args, imatrix is not None)
+    g = GGUFFile(args.input)
+    try:
+        choices = build_plan(g, opts)
+        n_elements = sum(g.tensors[c.name].n_elements for c in choices)
+        size_in = sum(g.tensors[c.name].nbytes for c in choices)
+        size_out = sum(_nbytes(c.dst_type, c.shape) for c in choices)
+        if args.dry_run:
+            from ..recipes import format_plan
+            print(format_plan(choices))
+            print(f"{args.input}: {size_in / 2**20:.2f} MiB -> {size_out / 2**20:.2f} MiB as {opts.ftype_name} "
+                  f"({8 * size_out / max(n_elements, 1):.2f} bits per weight)")
+            return 0
+        for c in choices:
+            if c.quantize and is_quantized(c.src_type) and not args.allow_requantize:
+                raise GGUFQError(f"tensor {c.name} is already {c.src_type.name}: requantizing is disabled "
+                                 f"(use --allow-requantize)")
+        out_path = Path(args.output)
+        if out_path.exists() and out_path.resolve() == Path(args.input).resolve():
+            raise GGUFQError("input and output files are the same")
+
+        # ---- metadata: every key with its value type, then the keys llama-quantize (re)sets ----
+        arch = g.get("general.architecture", "")
+        tmp = out_path.with_name(f".{out_path.name}.{os.getpid()}.tmp")
+        w = _FastWriter(tmp, arch)
+        w.kv_data[0].clear()
+        moved = ("general.quantization_version", "general.file_type", "split.no", "split.count",
+                 "split.tensors.count")
+        for key, kv in g.kv.items():
+            if key in moved:
+                continue
+            val = kv.value
+            if kv.vtype == GGUFValueType.ARRAY:
+                if len(val) == 0:
+                    raise GGUFQError(f"{args.input}: key {key} is an empty array, which gguf's writer refuses")
+                if isinstance(val, np.ndarray):
+                    val = val.tolist() if kv.subtype == GGUFValueType.BOOL else val
+            w.add_key_value(key, val, kv.vtype, sub_type=kv.subtype)
+        w.add_uint32("general.quantization_version", 2)  # GGML_QNT_VERSION
+        w.add_uint32("general.file_type", int(opts.ftype))
+        if imatrix is not None:
+            w.add_string("quantize.imatrix.file", args.imatrix[:127])
+            if imatrix.datasets:
+                w.add_string("quantize.imatrix.dataset", imatrix.datasets[0][:127])
+            w.add_uint32("quantize.imatrix.entries_count", len(imatrix.entries))
+            if imatrix.chunk_count > 0:
+                w.add_uint32("quantize.imatrix.chunks_count", imatrix.chunk_count)
+        alignment = g.get("general.alignment")
+        if isinstance(alignment, int) and alignment > 0:
+            w.data_alignment = alignment
+        for c in choices:
+            w.add_tensor_info(c.name, tuple(reversed(c.shape)), np.float32, _nbytes(c.dst_type, c.shape),
+                              raw_dtype=c.dst_type)
+
+        try:
+            w.write_header_to_file()
+            w.write_kv_data_to_file()
+            w.write_ti_data_to_file()
+            fout = w.fout[0]
+            w.write_padding(fout, fout.tell())
+            _write_tensors(g, choices, imatrix, fout, w, quantize_tensor)
+            w.close()
+            os.replace(tmp, out_path)
+        except BaseException:
+            w.close()
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            raise
+    finally:
+        g.close()
+
+    secs = time.time() - t_start
+    print(f"{args.output}: {size_out / 2**20:.2f} MiB ({size_in / 2**20:.2f} MiB in), "
+          f"{8 * size_out / max(n_elements, 1):.2f} bits per weight, {opts.ftype_name}, {secs:.1f} s")
+    return 0
+
+
+SLAB_ELEMENTS = 1 << 23  # rows converted to float32 at a time (32 MiB)
+
+
+def _write_tensors(g, choices, imatrix, fout, w, quantize_tensor):
+    import numpy as np
+    from tqdm import tqdm
+
+    from ..errors import GGUFQError
+
+    total = sum(g.tensors[c.name].n_elements for c in choices)
+    bar = tqdm(total=total, unit="w", unit_scale=True, desc="quantizing", file=sys.stderr,
+               disable=None, leave=False)
+    try:
+        for c in choices:
+            t = g.tensors[c.name]
+            if not c.quantize:
+                np.asarray(t.data).reshape(-1).view(np.uint8).tofile(fout)
+                w.write_padding(fout, t.nbytes)
+                bar.update(t.n_elements)
+                continue
+            ne0 = t.shape[0]
+            raw = np.asarray(t.data).reshape(t.n_rows, -1)  # [rows, bytes or elements per row]
+            n_expert = t.shape[2] if len(t.shape) >= 3 else 1
+            rows_per_expert = t.n_rows // n_expert
+            qw = imatrix.get(c.name) if imatrix is not None else None
+            if qw is not None and qw.size != ne0 * n_expert:
+                if c.name not in ("token_embd.weight", "per_layer_token_embd.weight"):
+                    raise GGUFQError(f"imatrix size {qw.size} is different from tensor size {ne0 * n_expert} "
+                                     f"for {c.name}")
+                qw = None
+            step = max(1, SLAB_ELEMENTS // ne0)
+            written = 0
+            for e in range(n_expert):
+                qe = None if qw is None else qw[e * ne0:(e + 1) * ne0]
+                base = e * rows_per_expert
+                for r0 in range(0, rows_per_expert, step):
+                    r1 = min(rows_per_expert, r0 + step)
+                    x = _to_f32(t, raw[base + r0:base + r1])
+                    q = quantize_tensor(c.name, x, c.dst_type, qe)
+                    q = np.ascontiguousarray(q).reshape(-1).view(np.uint8)
+                    q.tofile(fout)
+                    written += q.nbytes
+                    bar.update((r1 - r0) * ne0)
+            if written != _nbytes_of(c):
+                raise RuntimeError(f"{c.name}: wrote {written} bytes, expected {_nbytes_of(c)}")
+            w.write_padding(fout, written)
+    finally:
+        bar.close()
+
+
+def _nbytes_of(c):
+    return _nbytes(c.dst_type, c.shape)
