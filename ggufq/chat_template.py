@@ -1,0 +1,184 @@
+"""Chat templates: render `tokenizer.chat_template` the way transformers' apply_chat_template does.
+
+    tmpl = ChatTemplate.from_gguf(g, tokenizer)      # the file's template, or a named fallback
+    prompt = tmpl.render(messages, add_generation_prompt=True)
+
+Templates come from files we do not trust, so they run in jinja2's ImmutableSandboxedEnvironment, with the
+settings and variables transformers uses (trim_blocks, lstrip_blocks, loopcontrols; `messages`, `tools`,
+`documents`, `add_generation_prompt`, the special tokens' texts `bos_token`, `eos_token`, ..., plus
+`raise_exception` and `strftime_now`, and a `tojson` that does not escape HTML). Before anything runs, the
+template's syntax tree is checked: any reach for a Python internal (an attribute or key starting with an
+underscore, `|attr('__...')`, known escape hatches like `cycler.__init__`) refuses the whole template with
+a GGUFQError. At render time the sandbox stops whatever the static check cannot see, and that too becomes
+a GGUFQError.
+
+A file without a template gets a fallback, announced on stderr: Gemma's turn format for the gemma
+architectures, ChatML otherwise.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from datetime import datetime
+
+from .errors import GGUFQError
+
+CHATML_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+
+# Gemma's turn format (as Gemma 3 instruction-tuned models use it): BOS, a system message folded into the first
+# user turn, "assistant" called "model", contents trimmed, each turn closed by <end_of_turn>.
+GEMMA_TEMPLATE = (
+    "{{ bos_token }}"
+    "{% if messages and messages[0]['role'] == 'system' %}"
+    "{% set first_user_prefix = messages[0]['content'] | trim + '\\n\\n' %}"
+    "{% set loop_messages = messages[1:] %}"
+    "{% else %}"
+    "{% set first_user_prefix = '' %}"
+    "{% set loop_messages = messages %}"
+    "{% endif %}"
+    "{% for message in loop_messages %}"
+    "{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}"
+    "{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}"
+    "{% endif %}"
+    "{% set role = 'model' if message['role'] == 'assistant' else message['role'] %}"
+    "{{ '<start_of_turn>' + role + '\\n' + (first_user_prefix if loop.first else '') }}"
+    "{{ message['content'] | trim }}"
+    "{{ '<end_of_turn>\\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<start_of_turn>model\\n' }}{% endif %}"
+)
+
+FALLBACKS = {"chatml": CHATML_TEMPLATE, "gemma": GEMMA_TEMPLATE}
+
+# names whose attributes lead out of the sandbox in known exploits; any attribute of them is refused
+_ESCAPE_HATCHES = {"cycler", "joiner", "namespace", "lipsum", "self", "range", "dict", "config", "request",
+                   "get_flashed_messages", "url_for"}
+_SAFE_METHODS_OF_HATCHES = {("cycler", "next"), ("cycler", "reset"), ("cycler", "current")}
+
+
+def _environment():
+    import jinja2
+    import jinja2.ext
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    def raise_exception(message):
+        raise jinja2.exceptions.TemplateError(message)
+
+    def tojson(x, ensure_ascii=False, indent=None, separators=None, sort_keys=False):
+        return json.dumps(x, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
+
+    def strftime_now(fmt):
+        return datetime.now().strftime(fmt)
+
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True,
+                                        extensions=[jinja2.ext.loopcontrols, _generation_extension()])
+    env.filters["tojson"] = tojson
+    env.globals["raise_exception"] = raise_exception
+    env.globals["strftime_now"] = strftime_now
+    return env
+
+
+def _generation_extension():
+    """transformers' {% generation %} ... {% endgeneration %} block (it only marks assistant text); rendered
+    as its body."""
+    import jinja2
+    from jinja2.ext import Extension
+
+    class Generation(Extension):
+        tags = {"generation"}
+
+        def parse(self, parser):
+            lineno = next(parser.stream).lineno
+            body = parser.parse_statements(["name:endgeneration"], drop_needle=True)
+            return jinja2.nodes.CallBlock(self.call_method("_body"), [], [], body).set_lineno(lineno)
+
+        def _body(self, caller):
+            return caller()
+
+    return Generation
+
+
+def check_template(source: str, env=None) -> None:
+    """Refuse a template that reaches for Python internals, before any of it runs."""
+    import jinja2
+    from jinja2 import nodes
+
+    env = env or _environment()
+    try:
+        ast = env.parse(source)
+    except jinja2.TemplateSyntaxError as e:
+        raise GGUFQError(f"chat template: syntax error at line {e.lineno}: {e.message}") from None
+
+    def refuse(what: str, node):
+        raise GGUFQError(f"chat template refused: it reaches for Python internals ({what}, line {node.lineno}); "
+                         "nothing was rendered")
+
+    for node in ast.find_all((nodes.Getattr, nodes.Getitem, nodes.Filter, nodes.Const, nodes.Call)):
+        if isinstance(node, nodes.Getattr):
+            if node.attr.startswith("_"):
+                refuse(f".{node.attr}", node)
+            if isinstance(node.node, nodes.Name) and node.node.name in _ESCAPE_HATCHES \
+                    and (node.node.name, node.attr) not in _SAFE_METHODS_OF_HATCHES:
+                refuse(f"{node.node.name}.{node.attr}", node)
+        elif isinstance(node, nodes.Getitem):
+            if isinstance(node.arg, nodes.Const) and isinstance(node.arg.value, str) and node.arg.value.startswith("_"):
+                refuse(f"[{node.arg.value!r}]", node)
+        elif isinstance(node, nodes.Filter):
+            if node.name == "attr":
+                arg = node.args[0] if node.args else None
+                if not (isinstance(arg, nodes.Const) and isinstance(arg.value, str) and not arg.value.startswith("_")):
+                    refuse("|attr with a computed or private name", node)
+        elif isinstance(node, nodes.Const):
+            if isinstance(node.value, str) and node.value.startswith("__") and node.value.endswith("__"):
+                refuse(repr(node.value), node)
+
+
+class ChatTemplate:
+    """A compiled, checked chat template and the special-token texts it is rendered with."""
+
+    def __init__(self, source: str, special_tokens: dict[str, str] | None = None, name: str = "file"):
+        self.source = source
+        self.name = name
+        self.special_tokens = dict(special_tokens or {})
+        self._env = _environment()
+        check_template(source, self._env)
+        self._template = self._env.from_string(source)
+
+    @classmethod
+    def from_gguf(cls, g, tokenizer=None, quiet: bool = False) -> "ChatTemplate":
+        """The file's tokenizer.chat_template, or a fallback (with a notice on stderr) when it has none."""
+        special = {}
+        if tokenizer is not None:
+            for key, tid in (("bos_token", tokenizer.bos_id), ("eos_token", tokenizer.eos_id),
+                             ("unk_token", tokenizer.unk_id), ("pad_token", tokenizer.pad_id)):
+                if tid is not None:
+                    special[key] = tokenizer.tokens[tid]
+        source = g.get("tokenizer.chat_template")
+        if source:
+            return cls(source, special, name="file")
+        arch = g.get("general.architecture", "") or ""
+        name = "gemma" if arch.startswith("gemma") else "chatml"
+        if not quiet:
+            print(f"ggufq: the file has no chat template; using the built-in {name} template "
+                  f"({'Gemma turn format' if name == 'gemma' else 'ChatML'})", file=sys.stderr)
+        return cls(FALLBACKS[name], special, name=name)
+
+    def render(self, messages: list[dict], add_generation_prompt: bool = True, tools: list | None = None,
+               documents: list | None = None, **kwargs) -> str:
+        """The prompt text for a conversation, as apply_chat_template(..., tokenize=False) returns it."""
+        import jinja2
+        from jinja2.sandbox import SecurityError
+
+        variables = {**self.special_tokens, **kwargs}
+        try:
+            return self._template.render(messages=messages, tools=tools, documents=documents,
+                                         add_generation_prompt=add_generation_prompt, **variables)
+        except SecurityError as e:
+            raise GGUFQError(f"chat template refused by the sandbox: {e}") from None
+        except jinja2.TemplateError as e:
+            raise GGUFQError(f"chat template: {e}") from None
