@@ -171,7 +171,7 @@ def export_gguf(gguf_path: str | Path, out_dir: str | Path, dtype: str = "bf16",
         config = hf_config(g, arch_cls, dtype)
         arch = arch_cls(config)
         items = plan(g, arch, dtype)
-        Vocab(g)  # tokenizer problems surface before anything is written
+        Vocab(g).check()  # tokenizer problems surface before anything is written
         gen_config = generation_config(g)
 
         out.parent.mkdir(parents=True, exist_ok=True)

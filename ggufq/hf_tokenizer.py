@@ -102,6 +102,15 @@ class Vocab:
         self.context_length = g.get(f"{g.get('general.architecture')}.context_length")
         self.eot = g.get("tokenizer.ggml.eot_token_id")
 
+    def check(self) -> None:
+        """Fail now (before any file is written) if this vocabulary cannot be exported."""
+        if self.model == "gpt2" and self.pre not in BPE_FAMILIES:
+            raise GGUFQError(f"{self.path}: pre-tokenizer {self.pre!r} is not supported for export; supported: "
+                             + ", ".join(sorted(BPE_FAMILIES)))
+        if self.model not in ("gpt2", "llama"):
+            raise GGUFQError(f"{self.path}: tokenizer model {self.model!r} cannot be exported (gpt2 BPE and "
+                             f"llama SentencePiece can)")
+
     def content(self, i: int) -> str:
         """An added token's text as Hugging Face stores it."""
         t = self.tokens[i]
@@ -155,9 +164,7 @@ def tokenizer_json(v: Vocab) -> dict:
     if v.model != "gpt2":
         raise GGUFQError(f"{v.path}: tokenizer.json is written for byte-level BPE (gpt2) vocabularies, "
                          f"this one is {v.model!r}")
-    if v.pre not in BPE_FAMILIES:
-        raise GGUFQError(f"{v.path}: pre-tokenizer {v.pre!r} is not supported for export; supported: "
-                         + ", ".join(sorted(BPE_FAMILIES)))
+    v.check()
     normalizer, pre_tokenizer, ignore_merges = BPE_FAMILIES[v.pre]
     vocab: dict[str, int] = {}
     for i, t in enumerate(v.tokens):
@@ -302,6 +309,7 @@ def write_hf_tokenizer(g, out_dir: str | Path) -> list[str]:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     v = Vocab(g)
+    v.check()
     files = []
     if v.model == "gpt2":
         (out / "tokenizer.json").write_text(json.dumps(tokenizer_json(v), ensure_ascii=False),
@@ -310,9 +318,6 @@ def write_hf_tokenizer(g, out_dir: str | Path) -> list[str]:
     elif v.model == "llama":
         (out / "tokenizer.model").write_bytes(sentencepiece_model(v))
         files.append("tokenizer.model")
-    else:
-        raise GGUFQError(f"{g.path}: tokenizer model {v.model!r} cannot be exported (gpt2 BPE and llama "
-                         f"SentencePiece can)")
     _dump(out / "tokenizer_config.json", tokenizer_config(v, g.get("general.architecture")))
     _dump(out / "special_tokens_map.json", special_tokens_map(v))
     return files + ["tokenizer_config.json", "special_tokens_map.json"]

@@ -1,0 +1,145 @@
+"""ggufq export on bad input: one line on stderr, exit status 2, and no OUT_DIR (nor temp dir) left behind."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from gguf import GGUFWriter
+
+from ggufq import export as export_mod
+from ggufq.cli import main
+from ggufq.errors import GGUFQError
+from ggufq.safetensors import open_safetensors
+
+from .conftest import SMOL
+
+
+def tiny_gguf(path, arch="llama", pre="gpt-2", tokens=("a", "b", "ab", "<s>")):
+    """A 1-block llama-shaped GGUF with a 4-token byte-level BPE vocabulary, F32 weights."""
+    rng = np.random.default_rng(0)
+    n_embd, n_ff, n_vocab = 32, 64, len(tokens)
+    w = GGUFWriter(str(path), arch)
+    w.add_block_count(1)
+    w.add_context_length(128)
+    w.add_embedding_length(n_embd)
+    w.add_feed_forward_length(n_ff)
+    w.add_head_count(4)
+    w.add_head_count_kv(2)
+    w.add_layer_norm_rms_eps(1e-5)
+    w.add_rope_freq_base(10000.0)
+    w.add_tokenizer_model("gpt2")
+    w.add_tokenizer_pre(pre)
+    w.add_token_list(list(tokens))
+    w.add_token_types([1, 1, 1, 3])
+    w.add_token_merges(["a b"])
+    w.add_bos_token_id(3)
+    w.add_add_bos_token(False)
+    shapes = {"token_embd.weight": (n_vocab, n_embd), "output_norm.weight": (n_embd,),
+              "blk.0.attn_norm.weight": (n_embd,), "blk.0.ffn_norm.weight": (n_embd,),
+              "blk.0.attn_q.weight": (n_embd, n_embd), "blk.0.attn_k.weight": (n_embd // 2, n_embd),
+              "blk.0.attn_v.weight": (n_embd // 2, n_embd), "blk.0.attn_output.weight": (n_embd, n_embd),
+              "blk.0.ffn_gate.weight": (n_ff, n_embd), "blk.0.ffn_up.weight": (n_ff, n_embd),
+              "blk.0.ffn_down.weight": (n_embd, n_ff)}
+    for name, shape in shapes.items():
+        w.add_tensor(name, rng.standard_normal(shape).astype(np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return path
+
+
+def _fails(capsys, args, out, expect):
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("ggufq export: error: "), err
+    assert expect in err, err
+    assert not out.exists()
+    assert not [p for p in out.parent.iterdir() if p.name.startswith(f".{out.name}.")]
+    return err
+
+
+def test_tiny_llama_exports(tmp_path, capsys):
+    g = tiny_gguf(tmp_path / "tiny.gguf")
+    out = tmp_path / "tiny-hf"
+    assert main(["export", str(g), str(out), "--dtype", "f32", "--quiet"]) == 0
+    t = open_safetensors(out)
+    assert t["model.layers.0.self_attn.k_proj.weight"].shape == (16, 32)
+    assert all(x.dtype == "F32" for x in t.values())
+    tj = json.loads((out / "tokenizer.json").read_text())
+    assert tj["model"]["vocab"] == {"a": 0, "b": 1, "ab": 2, "<s>": 3}
+
+
+def test_truncated_header(tmp_path, capsys):
+    bad = tmp_path / "trunc.gguf"
+    with open(SMOL, "rb") as f:
+        bad.write_bytes(f.read(100_000))
+    _fails(capsys, ["export", str(bad), str(tmp_path / "out")], tmp_path / "out", "truncated")
+
+
+def test_truncated_data(tmp_path, capsys):
+    bad = tmp_path / "trunc.gguf"
+    shutil.copyfile(SMOL, bad)
+    with open(bad, "r+b") as f:
+        f.truncate(bad.stat().st_size - 4096)
+    _fails(capsys, ["export", str(bad), str(tmp_path / "out")], tmp_path / "out", "truncated")
+
+
+def test_unknown_architecture(tmp_path, capsys):
+    g = tiny_gguf(tmp_path / "x.gguf", arch="rwkv7")
+    _fails(capsys, ["export", str(g), str(tmp_path / "out")], tmp_path / "out", "unsupported architecture 'rwkv7'")
+
+
+def test_unsupported_pre_tokenizer(tmp_path, capsys):
+    g = tiny_gguf(tmp_path / "x.gguf", pre="falcon")
+    _fails(capsys, ["export", str(g), str(tmp_path / "out")], tmp_path / "out", "pre-tokenizer 'falcon'")
+
+
+def test_missing_file_and_bad_size(tmp_path, capsys):
+    _fails(capsys, ["export", str(tmp_path / "nope.gguf"), str(tmp_path / "out")], tmp_path / "out", "nope.gguf")
+    g = tiny_gguf(tmp_path / "x.gguf")
+    _fails(capsys, ["export", str(g), str(tmp_path / "out"), "--shard-size", "lots"], tmp_path / "out",
+           "cannot read size")
+
+
+def test_existing_out_dir_is_left_alone(tmp_path, capsys):
+    g = tiny_gguf(tmp_path / "x.gguf")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    assert main(["export", str(g), str(out), "--quiet"]) == 2
+    assert "already exists" in capsys.readouterr().err
+    assert [p.name for p in out.iterdir()] == ["keep.txt"]
+    assert main(["export", str(g), str(out), "--quiet", "--force"]) == 0
+    assert (out / "config.json").exists() and not (out / "keep.txt").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "x.gguf"]
+
+
+def test_failure_while_writing_leaves_nothing(tmp_path, capsys, monkeypatch):
+    g = tiny_gguf(tmp_path / "x.gguf")
+    calls = []
+
+    def boom(t):
+        calls.append(t.name)
+        if len(calls) == 3:
+            raise GGUFQError(f"simulated failure on {t.name}")
+        return real(t)
+
+    real = export_mod.dequantize_tensor
+    monkeypatch.setattr(export_mod, "dequantize_tensor", boom)
+    _fails(capsys, ["export", str(g), str(tmp_path / "out"), "--quiet"], tmp_path / "out", "simulated failure")
+    assert len(calls) == 3
+
+
+@pytest.mark.parametrize("dtype", ["bf16", "f16", "f32"])
+def test_dtypes(tmp_path, dtype):
+    from ggufq.export import export_gguf
+    g = tiny_gguf(tmp_path / "x.gguf")
+    r = export_gguf(g, tmp_path / "out", dtype=dtype, progress=False)
+    t = open_safetensors(r.out_dir)
+    assert t["model.layers.0.mlp.up_proj.weight"].dtype == dtype.upper()
+    assert t["model.norm.weight"].dtype == "F32"
+    assert json.loads((r.out_dir / "config.json").read_text())["torch_dtype"] == \
+        {"bf16": "bfloat16", "f16": "float16", "f32": "float32"}[dtype]
