@@ -1,0 +1,57 @@
+"""write_hf_tokenizer on llama.cpp's own vocabulary test files (models/vocab/ggml-vocab-*.gguf with .inp/.out,
+fetched by models/fetch_vocabs.py): the exported tokenizer.json, read by the `tokenizers` package, or
+tokenizer.model, read by sentencepiece, gives the .out ids for every .inp string (add_special_tokens=False,
+as the .out files were made). One BPE vocabulary per supported pre-tokenizer family, and two SentencePiece
+ones (with and without a dummy-prefix space)."""
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+
+from ggufq.gguf_file import GGUFFile
+from ggufq.hf_tokenizer import write_hf_tokenizer
+
+from .conftest import MODELS
+
+SEP = "\n__ggml_vocab_test__\n"
+VOCABS = {"qwen2": "tokenizer.json", "llama-bpe": "tokenizer.json", "gpt-2": "tokenizer.json",
+          "starcoder": "tokenizer.json", "refact": "tokenizer.json",
+          "llama-spm": "tokenizer.model", "phi-3": "tokenizer.model"}
+
+
+@pytest.fixture(scope="module")
+def vocab_dir():
+    spec = importlib.util.spec_from_file_location("fetch_vocabs", MODELS / "fetch_vocabs.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod.fetch_vocabs()
+
+
+def cases(path):
+    with open(f"{path}.inp", encoding="utf-8", newline="") as f:
+        inputs = f.read().split(SEP)
+    if inputs and inputs[-1].endswith(SEP.rstrip("\n")):
+        inputs[-1] = inputs[-1][:-len(SEP.rstrip("\n"))]
+    with open(f"{path}.out", encoding="utf-8") as f:
+        outputs = f.read().split("\n")
+    return [(s, [int(x) for x in o.split()]) for s, o in zip(inputs, outputs)]
+
+
+@pytest.mark.parametrize("name", VOCABS)
+def test_exported_tokenizer_matches_llama_cpp_vocab_tests(vocab_dir, tmp_path, name):
+    path = vocab_dir / f"ggml-vocab-{name}.gguf"
+    with GGUFFile(path) as g:
+        files = write_hf_tokenizer(g, tmp_path)
+    assert files[0] == VOCABS[name]
+    if files[0] == "tokenizer.json":
+        from tokenizers import Tokenizer
+        tok = Tokenizer.from_file(str(tmp_path / "tokenizer.json"))
+        encode = lambda s: tok.encode(s, add_special_tokens=False).ids  # noqa: E731
+    else:
+        import sentencepiece as spm
+        encode = spm.SentencePieceProcessor(model_file=str(tmp_path / "tokenizer.model")).encode
+    got = cases(path)
+    assert len(got) >= 40
+    bad = [(s, want, encode(s)) for s, want in got if encode(s) != want]
+    assert not bad, f"{name}: {len(bad)}/{len(got)} differ, first {bad[0]!r}"
