@@ -12,6 +12,7 @@ Tensors: the generated ones (llama3 rope_freqs), then the checkpoint's, shard by
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 from dataclasses import dataclass
@@ -27,6 +28,9 @@ from .errors import GGUFQError
 from .hf_vocab import HFVocab
 from .kernels import get_format
 from .safetensors import INDEX_NAME, open_safetensors
+
+# gguf warns on every key a family sets twice (llama.cpp's converter does that on purpose)
+logging.getLogger("gguf.gguf_writer").setLevel(logging.ERROR)
 
 OUTTYPES = {  # --outtype -> (general.file_type, tensor type for the weights)
     "f32": (FT.ALL_F32, T.F32),

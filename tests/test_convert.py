@@ -108,3 +108,15 @@ def test_bad_inputs_fail_cleanly(tiny, tmp_path):
     data = (d / "model.safetensors").read_bytes()
     (d / "model.safetensors").write_bytes(data[: len(data) // 2])
     _assert_one_line_error(_cli("convert", d, "--outfile", out), out)
+
+
+@pytest.mark.parametrize("model", ["smollm2", "gemma3"])
+def test_export_convert_round_trip_is_byte_identical(tmp_path, model):
+    smol, gemma = hf_folders()
+    first = tmp_path / "first.gguf"
+    convert({"smollm2": smol, "gemma3": gemma}[model], first, "f16", progress=False)
+    r = _cli("export", first, tmp_path / "hf", "--dtype", "f16")
+    assert r.returncode == 0, r.stderr
+    second = tmp_path / "second.gguf"
+    convert(tmp_path / "hf", second, "f16", progress=False)
+    assert _file_sha256(first) == _file_sha256(second)

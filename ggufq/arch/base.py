@@ -43,14 +43,25 @@ class TextArch:
     gguf_arch: str = ""
     tensors: dict[str, str | None] = DENSE_TENSORS
 
+    # transformers' config-class defaults for the keys the converter reads: llama.cpp's converter loads
+    # config.json through AutoConfig, so an absent key takes the class default there.
+    config_defaults: dict[str, Any] = {}
+
     def __init__(self, hparams: dict[str, Any]):
         if "text_config" in hparams:  # multimodal wrappers: the text model's keys at the top
             hparams = {**hparams, **hparams["text_config"]}
-        self.hp = hparams
+        self.hp = self.with_config_defaults(hparams)
         self.block_count = self.find_hparam(["n_layers", "num_hidden_layers", "n_layer", "num_layers"])
         self.rope_parameters = self._rope_parameters()
         self._to_gguf = [(_template_regex(h), g) for g, h in self.tensors.items() if h]
         self._to_hf = [(_template_regex(g), h) for g, h in self.tensors.items() if h]
+
+    @classmethod
+    def with_config_defaults(cls, hparams: dict[str, Any]) -> dict[str, Any]:
+        hp = {**cls.config_defaults, **{k: v for k, v in hparams.items() if v is not None or k not in cls.config_defaults}}
+        if hp.get("num_key_value_heads") is None and "num_attention_heads" in hp:
+            hp["num_key_value_heads"] = hp["num_attention_heads"]
+        return hp
 
     # ---- hyper-parameters -----------------------------------------------------------------------
     def find_hparam(self, keys: Iterable[str], optional: bool = False) -> Any:

@@ -20,6 +20,10 @@ class Gemma3(TextArch):
     gguf_arch = "gemma3"
     hf_model_type = "gemma3_text"
     tensors = GEMMA3_TENSORS
+    config_defaults = {"vocab_size": 262208, "max_position_embeddings": 131072, "hidden_size": 2304,
+                       "intermediate_size": 9216, "num_attention_heads": 8, "num_key_value_heads": 4,
+                       "head_dim": 256, "rms_norm_eps": 1e-6, "rope_theta": 1_000_000.0,
+                       "rope_local_base_freq": 10000.0, "sliding_window": 4096, "query_pre_attn_scalar": 256}
 
     def set_gguf_parameters(self, w, file_type: int) -> None:
         super().set_gguf_parameters(w, file_type)

@@ -21,6 +21,16 @@ class Llama(TextArch):
     hf_architectures = ("LlamaForCausalLM", "MistralForCausalLM")
     gguf_arch = "llama"
     hf_model_type = "llama"
+    config_defaults = {"vocab_size": 32000, "max_position_embeddings": 2048, "hidden_size": 4096,
+                       "intermediate_size": 11008, "num_attention_heads": 32, "rms_norm_eps": 1e-6,
+                       "rope_theta": 10000.0}
+
+    @classmethod
+    def with_config_defaults(cls, hparams):
+        hp = super().with_config_defaults(hparams)
+        if hp.get("head_dim") is None:  # LlamaConfig derives it
+            hp["head_dim"] = hp["hidden_size"] // hp["num_attention_heads"]
+        return hp
 
     def _heads(self, hf_name: str) -> int | None:
         n_head = self.find_hparam(["n_heads", "num_attention_heads"])

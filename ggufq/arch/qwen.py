@@ -17,11 +17,17 @@ QWEN3_TENSORS = {
 }
 
 
+_QWEN_DEFAULTS = {"vocab_size": 151936, "max_position_embeddings": 32768, "hidden_size": 4096,
+                  "intermediate_size": 22016, "num_attention_heads": 32, "rms_norm_eps": 1e-6,
+                  "rope_theta": 10000.0}
+
+
 class Qwen2(TextArch):
     hf_architectures = ("Qwen2ForCausalLM",)
     gguf_arch = "qwen2"
     hf_model_type = "qwen2"
     tensors = QWEN2_TENSORS
+    config_defaults = _QWEN_DEFAULTS
 
 
 class Qwen3(TextArch):
@@ -29,3 +35,4 @@ class Qwen3(TextArch):
     gguf_arch = "qwen3"
     hf_model_type = "qwen3"
     tensors = QWEN3_TENSORS
+    config_defaults = {**_QWEN_DEFAULTS, "head_dim": 128}
