@@ -30,6 +30,9 @@ from .safetensors import TensorSpec, write_safetensors_sharded
 
 DTYPES = {"bf16": "BF16", "f16": "F16", "f32": "F32"}
 TORCH_DTYPES = {"bf16": "bfloat16", "f16": "float16", "f32": "float32"}
+# The config format written follows transformers 4.57; recording it also keeps transformers >= 5 from
+# suspecting a local folder without a version of carrying Mistral's broken regex (and warning).
+TRANSFORMERS_VERSION = "4.57.1"
 CHUNK_ELEMENTS = 1 << 22  # rows are dequantized / converted in blocks of about this many weights
 
 
@@ -104,6 +107,7 @@ def plan(g: GGUFFile, arch, dtype: str) -> list[_Item]:
 def hf_config(g: GGUFFile, arch_cls, dtype: str) -> dict:
     cfg = arch_cls.hf_config(g)
     cfg["torch_dtype"] = TORCH_DTYPES[dtype]
+    cfg.setdefault("transformers_version", TRANSFORMERS_VERSION)
     if g.get("tokenizer.ggml.model") == "llama":
         # Without a tokenizer.json, llama.cpp's converter reads the remaining special ids from config.json.
         for kind, key in (("unk", "tokenizer.ggml.unknown_token_id"), ("sep", "tokenizer.ggml.seperator_token_id"),
@@ -172,7 +176,7 @@ def export_gguf(gguf_path: str | Path, out_dir: str | Path, dtype: str = "bf16",
         arch = arch_cls(config)
         items = plan(g, arch, dtype)
         Vocab(g).check()  # tokenizer problems surface before anything is written
-        gen_config = generation_config(g)
+        gen_config = {**generation_config(g), "transformers_version": TRANSFORMERS_VERSION}
 
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))

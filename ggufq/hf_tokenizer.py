@@ -112,11 +112,16 @@ class Vocab:
                              f"llama SentencePiece can)")
 
     def content(self, i: int) -> str:
-        """An added token's text as Hugging Face stores it."""
+        """An added token's text as Hugging Face stores it. llama.cpp's converter stored SentencePiece
+        user-defined pieces pre-normalized ('▁▁' as two spaces): give them back their U+2581."""
         t = self.tokens[i]
         if self.model == "llama" and self.types[i] == USER_DEFINED:
-            return t.replace(" ", SPM_SPACE)  # llama.cpp's converter stored it with plain spaces
+            return t.replace(" ", SPM_SPACE)
         return t
+
+    def normalized(self, i: int) -> bool:
+        """SentencePiece user-defined pieces are matched in normalized text (spaces already U+2581)."""
+        return bool(self.model == "llama" and self.types[i] == USER_DEFINED and SPM_SPACE in self.content(i))
 
     def added_ids(self) -> list[int]:
         """CONTROL and USER_DEFINED tokens; for BPE also the special tokens, which llama.cpp's converter
@@ -260,8 +265,8 @@ def sentencepiece_model(v: Vocab) -> bytes:
 
 
 # ---- tokenizer_config.json / special_tokens_map.json --------------------------------------------
-def _token_entry(content: str) -> dict:
-    return {"content": content, "lstrip": False, "normalized": False, "rstrip": False, "single_word": False}
+def _token_entry(content: str, normalized: bool = False) -> dict:
+    return {"content": content, "lstrip": False, "normalized": normalized, "rstrip": False, "single_word": False}
 
 
 TOKENIZER_CLASSES = {("llama", "gemma3"): "GemmaTokenizer", ("llama", None): "LlamaTokenizer",
@@ -276,7 +281,7 @@ def tokenizer_config(v: Vocab, arch: str | None = None) -> dict:
     if v.add_space_prefix is not None:
         cfg["add_prefix_space"] = bool(v.add_space_prefix)
     cfg["added_tokens_decoder"] = {
-        str(i): {**_token_entry(v.content(i)), "special": bool(v.types[i] != USER_DEFINED)}
+        str(i): {**_token_entry(v.content(i), v.normalized(i)), "special": bool(v.types[i] != USER_DEFINED)}
         for i in v.added_ids()}
     for kind, i in v.special.items():
         cfg[f"{kind}_token"] = v.content(i)
