@@ -1,0 +1,548 @@
+"""CPU inference over a memory-mapped GGUF: config, weights, run-state, one forward per family.
+
+    m = Model.load("model.gguf", n_ctx=None, n_threads=None, kv_type="f16")
+    m.logits(tokens) -> float32[len(tokens), n_vocab]   a fresh sequence, every position
+    m.eval(tokens)   -> float32[n_vocab]                appends to the KV cache, last token's logits
+    m.reset(); m.truncate(n); m.n_past; m.n_ctx; m.n_vocab; m.gguf; m.tokenizer
+
+Weights are never copied: each matrix is a view into the mapping and the kernels (ggufq.kernels.dot_*)
+read its blocks in place. A batch of one to a few tokens goes through the integer-dot kernels with
+activations quantized as llama.cpp does; a larger batch (prompt, perplexity) multiplies through BLAS,
+one tile of dequantized rows at a time, with the activations rounded the same way. Every buffer
+(activations, scratch, KV cache) is allocated once, in RunState.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numba
+import numpy as np
+
+from . import ops
+from .errors import GGUFQError
+from .gguf_file import GGUFFile
+from .kernels.dot_common import DOT, FAKE_QUANT, Activations
+from .kernels.registry import GGMLQuantizationType
+
+BLAS_MIN_TOKENS = 16        # from this many tokens on, matrix products go through BLAS
+TILE_FLOATS = 1 << 20       # dequantized weight tile for the BLAS path: 4 MiB
+DEFAULT_N_CTX = 4096
+
+# ==================================================================================================
+# Config
+# ==================================================================================================
+
+FAMILIES = {"llama": "llama", "qwen2": "llama", "qwen3": "llama", "gemma3": "gemma3"}
+NEOX_ROPE = {"qwen2", "qwen3", "gemma3"}   # llama.cpp's llama_model_rope_type: the others are "normal"
+
+
+@dataclass
+class Config:
+    arch: str
+    n_layer: int
+    n_embd: int
+    n_ff: int
+    n_head: int
+    n_kv: int
+    head_dim: int            # key_length (= value_length here)
+    n_vocab: int
+    n_ctx_train: int
+    eps: float
+    n_rot: int
+    rope_base: float
+    rope_freq_scale: float   # 1 / linear scaling factor
+    neox: bool
+    attn_scale: float
+    sliding_window: int = 0          # gemma3: window of the local layers
+    swa_layers: tuple = ()           # gemma3: which layers are local
+    rope_base_swa: float = 10000.0
+    embd_scale: float = 1.0
+    logit_softcap: float = 0.0
+
+    @classmethod
+    def from_gguf(cls, g: GGUFFile) -> "Config":
+        arch = g.arch
+        if arch not in FAMILIES:
+            raise GGUFQError(f"{g.path}: architecture {arch!r} is not supported by the runtime "
+                             f"(supported: {', '.join(sorted(FAMILIES))})")
+
+        def req(suffix):
+            v = g.arch_get(suffix)
+            if v is None:
+                raise GGUFQError(f"{g.path}: missing metadata key {arch}.{suffix}")
+            return v
+
+        n_layer, n_embd = int(req("block_count")), int(req("embedding_length"))
+        n_head = int(req("attention.head_count"))
+        n_kv = g.arch_get("attention.head_count_kv", n_head)
+        for name, v in (("attention.head_count", n_head), ("attention.head_count_kv", n_kv),
+                        ("feed_forward_length", g.arch_get("feed_forward_length"))):
+            if not isinstance(v, int):
+                raise GGUFQError(f"{g.path}: {arch}.{name} = {v!r}: per-layer values are not supported")
+        head_dim = int(g.arch_get("attention.key_length", n_embd // n_head))
+        if int(g.arch_get("attention.value_length", head_dim)) != head_dim:
+            raise GGUFQError(f"{g.path}: {arch}.attention.value_length differs from key_length: not supported")
+        emb = g.tensors.get("token_embd.weight")
+        if emb is None:
+            raise GGUFQError(f"{g.path}: missing tensor token_embd.weight")
+        n_vocab = int(emb.shape[1])
+        scaling = g.arch_get("rope.scaling.type", "none" if g.arch_get("rope.scaling.factor") is None else "linear")
+        if scaling not in ("none", "linear"):
+            raise GGUFQError(f"{g.path}: {arch}.rope.scaling.type {scaling!r} is not supported (none, linear)")
+        factor = float(g.arch_get("rope.scaling.factor", 0.0) or 0.0)
+        c = cls(arch=arch, n_layer=n_layer, n_embd=n_embd, n_ff=int(req("feed_forward_length")),
+                n_head=n_head, n_kv=int(n_kv), head_dim=head_dim, n_vocab=n_vocab,
+                n_ctx_train=int(req("context_length")), eps=float(req("attention.layer_norm_rms_epsilon")),
+                n_rot=int(g.arch_get("rope.dimension_count", head_dim)),
+                rope_base=float(g.arch_get("rope.freq_base", 10000.0)),
+                rope_freq_scale=1.0 / factor if scaling == "linear" and factor else 1.0,
+                neox=arch in NEOX_ROPE, attn_scale=1.0 / math.sqrt(head_dim))
+        if n_head % c.n_kv:
+            raise GGUFQError(f"{g.path}: {n_head} heads is not a multiple of {c.n_kv} KV heads")
+        if arch == "gemma3":
+            c.embd_scale = math.sqrt(n_embd)
+            c.logit_softcap = float(g.arch_get("final_logit_softcapping", 0.0) or 0.0)
+            if n_layer == 62:  # Gemma 3 27B scales by the model width per head (as llama.cpp)
+                c.attn_scale = 1.0 / math.sqrt(n_embd / n_head)
+            window = int(g.arch_get("attention.sliding_window", 0) or 0)
+            if window > 0:
+                c.sliding_window = window
+                c.rope_base_swa = float(g.arch_get("rope.freq_base_swa", 10000.0))
+                pattern = g.arch_get("attention.sliding_window_pattern", 6)
+                if isinstance(pattern, int):
+                    c.swa_layers = tuple(pattern == 0 or il % pattern < pattern - 1 for il in range(n_layer))
+                else:
+                    c.swa_layers = tuple(bool(v) for v in pattern)[:n_layer]
+        return c
+
+    def is_swa(self, il: int) -> bool:
+        return bool(self.swa_layers) and self.swa_layers[il]
+
+
+# ==================================================================================================
+# Weights
+# ==================================================================================================
+
+
+class Linear:
+    """A weight matrix y[T, rows] = x[T, k] @ W.T, read in place from the mapped file."""
+
+    def __init__(self, g: GGUFFile, name: str, rows: int | None = None, k: int | None = None):
+        ti = g.tensors.get(name)
+        if ti is None:
+            raise GGUFQError(f"{g.path}: missing tensor {name}")
+        dot = DOT.get(ti.qtype)
+        if dot is None:
+            raise GGUFQError(f"{g.path}: tensor {name} has type {ti.qtype.name}, which the runtime does not support")
+        if len(ti.shape) != 2 or (k is not None and ti.shape[0] != k) or (rows is not None and ti.shape[1] != rows):
+            raise GGUFQError(f"{g.path}: tensor {name} has shape {list(ti.shape)}, expected {[k, rows]}")
+        self.name, self.qtype, self.dot = name, ti.qtype, dot
+        self.k, self.rows = int(ti.shape[0]), int(ti.shape[1])
+        self.w = dot.weight_view(ti.data)
+        self.act = dot.act
+        self.tile_rows = max(1, min(self.rows, TILE_FLOATS // self.k))
+
+
+def _vector(g: GGUFFile, name: str, n: int, required: bool = True) -> np.ndarray | None:
+    """A small 1-D tensor (norm weight, bias) as float32 (copied: a few KB)."""
+    ti = g.tensors.get(name)
+    if ti is None:
+        if required:
+            raise GGUFQError(f"{g.path}: missing tensor {name}")
+        return None
+    if ti.n_elements != n:
+        raise GGUFQError(f"{g.path}: tensor {name} has {ti.n_elements} values, expected {n}")
+    dot = DOT.get(ti.qtype)
+    if dot is None or ti.qtype not in (GGMLQuantizationType.F32, GGMLQuantizationType.F16, GGMLQuantizationType.BF16):
+        raise GGUFQError(f"{g.path}: tensor {name} has type {ti.qtype.name}, which the runtime does not support")
+    out = np.zeros((1, n), np.float32)
+    dot.dequant(dot.weight_view(ti.data).reshape(1, n), 0, 1, out)
+    return out[0]
+
+
+@dataclass
+class Layer:
+    attn_norm: np.ndarray        # [n_embd]
+    wq: Linear                   # [n_head * hd, n_embd]
+    wk: Linear                   # [n_kv * hd, n_embd]
+    wv: Linear                   # [n_kv * hd, n_embd]
+    wo: Linear                   # [n_embd, n_head * hd]
+    ffn_norm: np.ndarray         # [n_embd]
+    w_gate: Linear               # [n_ff, n_embd]
+    w_up: Linear                 # [n_ff, n_embd]
+    w_down: Linear               # [n_embd, n_ff]
+    bq: np.ndarray | None = None          # qwen2: q/k/v biases
+    bk: np.ndarray | None = None
+    bv: np.ndarray | None = None
+    q_norm: np.ndarray | None = None      # qwen3, gemma3: RMS norm of each head of q and k  [hd]
+    k_norm: np.ndarray | None = None
+    post_attn_norm: np.ndarray | None = None  # gemma3: norms after attention and after the FFN
+    post_ffn_norm: np.ndarray | None = None
+
+
+class Weights:
+    def __init__(self, g: GGUFFile, c: Config):
+        d, hd = c.n_embd, c.head_dim
+        self.token_embd = Linear(g, "token_embd.weight", c.n_vocab, d)     # [n_vocab, n_embd]
+        self.output_norm = _vector(g, "output_norm.weight", d)               # [n_embd]
+        self.output = (Linear(g, "output.weight", c.n_vocab, d)              # [n_vocab, n_embd], tied
+                       if "output.weight" in g.tensors else self.token_embd)
+        rf = g.tensors.get("rope_freqs.weight")
+        self.rope_freqs = _vector(g, "rope_freqs.weight", c.n_rot // 2) if rf is not None else None
+        self.layers = []
+        for i in range(c.n_layer):
+            p = f"blk.{i}."
+            opt = lambda n, size: _vector(g, p + n, size, required=False)  # noqa: E731
+            self.layers.append(Layer(
+                attn_norm=_vector(g, p + "attn_norm.weight", d),
+                wq=Linear(g, p + "attn_q.weight", c.n_head * hd, d),
+                wk=Linear(g, p + "attn_k.weight", c.n_kv * hd, d),
+                wv=Linear(g, p + "attn_v.weight", c.n_kv * hd, d),
+                wo=Linear(g, p + "attn_output.weight", d, c.n_head * hd),
+                ffn_norm=_vector(g, p + "ffn_norm.weight", d),
+                w_gate=Linear(g, p + "ffn_gate.weight", c.n_ff, d),
+                w_up=Linear(g, p + "ffn_up.weight", c.n_ff, d),
+                w_down=Linear(g, p + "ffn_down.weight", d, c.n_ff),
+                bq=opt("attn_q.bias", c.n_head * hd), bk=opt("attn_k.bias", c.n_kv * hd),
+                bv=opt("attn_v.bias", c.n_kv * hd),
+                q_norm=opt("attn_q_norm.weight", hd), k_norm=opt("attn_k_norm.weight", hd),
+                post_attn_norm=opt("post_attention_norm.weight", d), post_ffn_norm=opt("post_ffw_norm.weight", d),
+            ))
+        if c.arch == "gemma3":
+            for i, L in enumerate(self.layers):
+                if L.q_norm is None or L.k_norm is None or L.post_attn_norm is None or L.post_ffn_norm is None:
+                    raise GGUFQError(f"{g.path}: gemma3 layer {i} lacks its q/k or post norms")
+
+    def linears(self):
+        yield self.token_embd
+        yield self.output
+        for L in self.layers:
+            yield from (L.wq, L.wk, L.wv, L.wo, L.w_gate, L.w_up, L.w_down)
+
+
+# ==================================================================================================
+# Run state: every buffer, allocated once
+# ==================================================================================================
+
+
+class RunState:
+    def __init__(self, c: Config, w: Weights, n_ctx: int, n_batch: int, kv_type: str):
+        B, d, hd = n_batch, c.n_embd, c.head_dim
+        self.x = np.zeros((B, d), np.float32)                 # residual stream
+        self.xb = np.zeros((B, d), np.float32)                # normed input of a sub-layer
+        self.xb2 = np.zeros((B, d), np.float32)               # a sub-layer's output
+        self.q = np.zeros((B, c.n_head * hd), np.float32)
+        self.k = np.zeros((B, c.n_kv * hd), np.float32)
+        self.v = np.zeros((B, c.n_kv * hd), np.float32)
+        self.att_out = np.zeros((B, c.n_head * hd), np.float32)
+        self.hg = np.zeros((B, c.n_ff), np.float32)           # FFN gate, then gate * up
+        self.hu = np.zeros((B, c.n_ff), np.float32)           # FFN up
+        self.att = np.zeros((BLAS_MIN_TOKENS * c.n_head, n_ctx), np.float32)  # scores (small batches)
+        self.logits = np.zeros((1, c.n_vocab), np.float32)
+        kv_dtype = {"f16": np.float16, "f32": np.float32}[kv_type]
+        self.kc = np.zeros((c.n_layer, n_ctx, c.n_kv * hd), kv_dtype)        # KV cache
+        self.vc = np.zeros((c.n_layer, n_ctx, c.n_kv * hd), kv_dtype)
+        # the kernels read fp16 as its bits
+        self.kc_k = self.kc.view(np.uint16) if kv_type == "f16" else self.kc
+        self.vc_k = self.vc.view(np.uint16) if kv_type == "f16" else self.vc
+        # quantized activations, one buffer per (kind, width)
+        self.acts = {}
+        self.fq = {}
+        tile = 1
+        for lin in w.linears():
+            key = (lin.act, lin.k)
+            if key not in self.acts:
+                self.acts[key] = Activations(lin.act, min(B, BLAS_MIN_TOKENS), lin.k)
+                self.fq[key] = np.zeros((B, lin.k), np.float32)
+            tile = max(tile, lin.tile_rows * lin.k)
+        self.tile = np.zeros(tile, np.float32)                # dequantized weight rows (BLAS path)
+        self.tile_out = np.zeros(B * max(l.tile_rows for l in w.linears()), np.float32)
+
+
+class Input:
+    """One activation matrix x[T, k] prepared lazily for each kind of kernel that reads it."""
+
+    __slots__ = ("x", "rs", "forms")
+
+    def __init__(self, x: np.ndarray, rs: RunState):
+        self.x, self.rs, self.forms = x, rs, {}
+
+    def get(self, kind: str):
+        f = self.forms.get(kind)
+        if f is None:
+            T, k = self.x.shape
+            if T < BLAS_MIN_TOKENS:
+                f = self.rs.acts[(kind, k)].set(self.x)
+            elif kind == "f32":
+                f = self.x
+            else:
+                f = self.rs.fq[(kind, k)][:T]
+                FAKE_QUANT[kind](self.x, f)
+            self.forms[kind] = f
+        return f
+
+
+def matmul(lin: Linear, inp: Input, out: np.ndarray) -> None:
+    """out[T, rows] = inp[T, k] @ W.T"""
+    T = inp.x.shape[0]
+    a = inp.get(lin.act)
+    if T < BLAS_MIN_TOKENS:
+        lin.dot.matmul(lin.w, a.xf, a.xq, a.xd, a.xs, out)
+        return
+    rs = inp.rs
+    for r0 in range(0, lin.rows, lin.tile_rows):
+        r1 = min(lin.rows, r0 + lin.tile_rows)
+        n = r1 - r0
+        tile = rs.tile[:n * lin.k].reshape(n, lin.k)
+        lin.dot.dequant(lin.w, r0, r1, tile)
+        if n == lin.rows:
+            np.matmul(a, tile.T, out=out)
+        else:
+            tmp = rs.tile_out[:T * n].reshape(T, n)
+            np.matmul(a, tile.T, out=tmp)
+            out[:, r0:r1] = tmp
+
+
+# ==================================================================================================
+# The model
+# ==================================================================================================
+
+
+class Model:
+    def __init__(self, g: GGUFFile, n_ctx: int | None = None, n_threads: int | None = None,
+                 kv_type: str = "f16", n_batch: int = 512):
+        if kv_type not in ("f16", "f32"):
+            raise GGUFQError(f"kv_type must be f16 or f32, not {kv_type!r}")
+        self.gguf = g
+        self.config = c = Config.from_gguf(g)
+        if n_ctx is None or n_ctx <= 0:
+            n_ctx = min(c.n_ctx_train, DEFAULT_N_CTX)
+        if n_ctx > c.n_ctx_train:
+            raise GGUFQError(f"context {n_ctx} exceeds the model's training context of {c.n_ctx_train}")
+        if n_threads:
+            set_threads(n_threads)
+        self.n_ctx = n_ctx
+        self.n_batch = max(1, min(n_batch, n_ctx))
+        self.weights = Weights(g, c)
+        self.rs = RunState(c, self.weights, n_ctx, self.n_batch, kv_type)
+        self.n_past = 0
+        self._tokenizer = None
+        # RoPE tables per distinct (base, scale): [n_ctx, n_rot / 2]
+        ff = self.weights.rope_freqs
+        self.rope_global = ops.rope_table(n_ctx, c.n_rot, c.rope_base, c.rope_freq_scale, ff)
+        self.rope_local = (ops.rope_table(n_ctx, c.n_rot, c.rope_base_swa, 1.0, ff)
+                           if c.swa_layers else self.rope_global)
+        self._block = {"llama": self._block_llama, "gemma3": self._block_gemma3}[FAMILIES[c.arch]]
+
+    @classmethod
+    def load(cls, path, n_ctx: int | None = None, n_threads: int | None = None, kv_type: str = "f16",
+             n_batch: int = 512) -> "Model":
+        return cls(GGUFFile(path), n_ctx=n_ctx, n_threads=n_threads, kv_type=kv_type, n_batch=n_batch)
+
+    # ---- public API ------------------------------------------------------------------------------
+    @property
+    def n_vocab(self) -> int:
+        return self.config.n_vocab
+
+    @property
+    def tokenizer(self):
+        if self._tokenizer is None:
+            from .tokenizer import Tokenizer
+            self._tokenizer = Tokenizer.from_gguf(self.gguf)
+        return self._tokenizer
+
+    def reset(self) -> None:
+        self.n_past = 0
+
+    def truncate(self, n: int) -> None:
+        """Forget the KV entries past position n (keep a shared prefix)."""
+        if not 0 <= n <= self.n_past:
+            raise ValueError(f"cannot truncate to {n}: the cache holds {self.n_past} positions")
+        self.n_past = n
+
+    def eval(self, tokens) -> np.ndarray:
+        """Append tokens to the sequence; the last one's logits, float32[n_vocab] (a fresh array)."""
+        tokens = self._check(tokens)
+        h = None
+        for s in range(0, len(tokens), self.n_batch):
+            h = self._forward(tokens[s:s + self.n_batch])
+        out = np.zeros((1, self.n_vocab), np.float32)
+        self._project(h[-1:], out)
+        return out[0]
+
+    def logits(self, tokens) -> np.ndarray:
+        """A fresh sequence; float32[len(tokens), n_vocab], the logits after every position."""
+        tokens = self._check(tokens, fresh=True)
+        self.reset()
+        out = np.zeros((len(tokens), self.n_vocab), np.float32)
+        for s in range(0, len(tokens), self.n_batch):
+            h = self._forward(tokens[s:s + self.n_batch])
+            self._project(h, out[s:s + len(h)])
+        return out
+
+    def nll(self, tokens, first: int, rows_per_pass: int = 32) -> np.ndarray:
+        """A fresh sequence; -log p(tokens[i+1] | tokens[..i]) for i = first .. len-2 (float64), the
+        logits computed a few rows at a time (never the whole [n, n_vocab] matrix)."""
+        tokens = self._check(tokens, fresh=True)
+        self.reset()
+        n = len(tokens)
+        out = np.zeros(max(0, n - 1 - first), np.float64)
+        logits = np.zeros((rows_per_pass, self.n_vocab), np.float32)
+        lp = np.zeros(rows_per_pass, np.float64)
+        for s in range(0, n, self.n_batch):
+            h = self._forward(tokens[s:s + self.n_batch])
+            for i0 in range(max(s, first), min(s + len(h), n - 1), rows_per_pass):
+                i1 = min(i0 + rows_per_pass, s + len(h), n - 1)
+                m = i1 - i0
+                self._project(h[i0 - s:i1 - s], logits[:m])
+                ops.log_softmax_at(logits[:m], tokens[i0 + 1:i1 + 1], lp[:m])
+                out[i0 - first:i1 - first] = -lp[:m]
+        return out
+
+    # ---- internals -------------------------------------------------------------------------------
+    def _check(self, tokens, fresh: bool = False) -> np.ndarray:
+        tokens = np.asarray(tokens, dtype=np.int64).reshape(-1)
+        if len(tokens) == 0:
+            raise ValueError("no tokens")
+        start = 0 if fresh else self.n_past
+        if start + len(tokens) > self.n_ctx:
+            raise GGUFQError(f"context full: {start} + {len(tokens)} tokens exceed n_ctx {self.n_ctx}")
+        if tokens.min() < 0 or tokens.max() >= self.n_vocab:
+            raise ValueError(f"token id out of range 0..{self.n_vocab - 1}")
+        return tokens
+
+    def _project(self, h: np.ndarray, out: np.ndarray) -> None:
+        """logits = output(h) (h already normed), with gemma's soft-capping."""
+        matmul(self.weights.output, Input(np.ascontiguousarray(h), self.rs), out)
+        cap = self.config.logit_softcap
+        if cap:
+            np.tanh(out / cap, out=out)
+            out *= cap
+
+    def _embed(self, tokens: np.ndarray, x: np.ndarray) -> None:
+        e = self.weights.token_embd
+        for t, tok in enumerate(tokens):
+            e.dot.dequant(e.w, int(tok), int(tok) + 1, x[t:t + 1])
+        if self.config.embd_scale != 1.0:
+            ops.scale_rows(x, np.float32(self.config.embd_scale))
+
+    def _forward(self, tokens: np.ndarray) -> np.ndarray:
+        """Run tokens (at most n_batch) at positions n_past..; the final-normed hidden states [T, d]."""
+        c, w, rs = self.config, self.weights, self.rs
+        T = len(tokens)
+        x = rs.x[:T]
+        self._embed(tokens, x)
+        for il in range(c.n_layer):
+            self._block(il, T)
+        ops.rmsnorm(x, w.output_norm, np.float32(c.eps), rs.xb[:T])
+        self.n_past += T
+        return rs.xb[:T]
+
+    def _attention(self, il: int, T: int, q, k, v, out) -> None:
+        """Rotate q and k, store k and v in the cache, attend over the cache."""
+        c, rs, p0 = self.config, self.rs, self.n_past
+        swa = c.is_swa(il)
+        cos, sin = self.rope_local if swa else self.rope_global
+        ops.rope(q, c.n_head, c.head_dim, c.n_rot, p0, cos, sin, c.neox)
+        ops.rope(k, c.n_kv, c.head_dim, c.n_rot, p0, cos, sin, c.neox)
+        rs.kc[il, p0:p0 + T] = k
+        rs.vc[il, p0:p0 + T] = v
+        window = c.sliding_window if swa else 0
+        if T < BLAS_MIN_TOKENS:
+            ops.attention(q, rs.kc_k[il], rs.vc_k[il], p0, c.n_head, c.n_kv, c.head_dim, window,
+                          np.float32(c.attn_scale), out, rs.att)
+        else:
+            ops.attention_blas(q, rs.kc[il], rs.vc[il], p0, c.n_head, c.n_kv, c.head_dim, window,
+                               c.attn_scale, out)
+
+    # ---- llama, qwen2, qwen3 ---------------------------------------------------------------------
+    def _block_llama(self, il: int, T: int) -> None:
+        """x = x + Attention(RMSNorm(x)); x = x + FFN_SwiGLU(RMSNorm(x)).
+        qwen2 adds biases to q, k, v; qwen3 RMS-normalizes each head of q and k before RoPE."""
+        c, L, rs = self.config, self.weights.layers[il], self.rs
+        eps = np.float32(c.eps)
+        x, xb, xb2 = rs.x[:T], rs.xb[:T], rs.xb2[:T]
+        q, k, v, att = rs.q[:T], rs.k[:T], rs.v[:T], rs.att_out[:T]
+
+        ops.rmsnorm(x, L.attn_norm, eps, xb)
+        inp = Input(xb, rs)
+        matmul(L.wq, inp, q)
+        matmul(L.wk, inp, k)
+        matmul(L.wv, inp, v)
+        if L.bq is not None:
+            ops.add_bias(q, L.bq)
+            ops.add_bias(k, L.bk)
+            ops.add_bias(v, L.bv)
+        if L.q_norm is not None:
+            hd = c.head_dim
+            ops.rmsnorm(q.reshape(T * c.n_head, hd), L.q_norm, eps, q.reshape(T * c.n_head, hd))
+            ops.rmsnorm(k.reshape(T * c.n_kv, hd), L.k_norm, eps, k.reshape(T * c.n_kv, hd))
+        self._attention(il, T, q, k, v, att)
+        matmul(L.wo, Input(att, rs), xb2)
+
+        ops.add_rmsnorm(x, xb2, L.ffn_norm, eps, xb)
+        inp = Input(xb, rs)
+        hg, hu = rs.hg[:T], rs.hu[:T]
+        matmul(L.w_gate, inp, hg)
+        matmul(L.w_up, inp, hu)
+        ops.silu_mul(hg, hu)
+        matmul(L.w_down, Input(hg, rs), xb2)
+        x += xb2
+
+    # ---- gemma3 ----------------------------------------------------------------------------------
+    def _block_gemma3(self, il: int, T: int) -> None:
+        """x = x + PostNorm(Attention(PreNorm(x))), q and k head-normed, local (sliding window, RoPE
+        base 10000) or global layers; x = x + PostNorm(FFN_GeGLU(PreNorm(x)))."""
+        c, L, rs = self.config, self.weights.layers[il], self.rs
+        eps = np.float32(c.eps)
+        hd = c.head_dim
+        x, xb, xb2 = rs.x[:T], rs.xb[:T], rs.xb2[:T]
+        q, k, v, att = rs.q[:T], rs.k[:T], rs.v[:T], rs.att_out[:T]
+
+        ops.rmsnorm(x, L.attn_norm, eps, xb)
+        inp = Input(xb, rs)
+        matmul(L.wq, inp, q)
+        matmul(L.wk, inp, k)
+        matmul(L.wv, inp, v)
+        ops.rmsnorm(q.reshape(T * c.n_head, hd), L.q_norm, eps, q.reshape(T * c.n_head, hd))
+        ops.rmsnorm(k.reshape(T * c.n_kv, hd), L.k_norm, eps, k.reshape(T * c.n_kv, hd))
+        self._attention(il, T, q, k, v, att)
+        matmul(L.wo, Input(att, rs), xb2)
+        ops.rmsnorm(xb2, L.post_attn_norm, eps, xb2)
+
+        ops.add_rmsnorm(x, xb2, L.ffn_norm, eps, xb)
+        inp = Input(xb, rs)
+        hg, hu = rs.hg[:T], rs.hu[:T]
+        matmul(L.w_gate, inp, hg)
+        matmul(L.w_up, inp, hu)
+        ops.gelu_mul(hg, hu)
+        matmul(L.w_down, Input(hg, rs), xb2)
+        ops.rmsnorm(xb2, L.post_ffn_norm, eps, xb2)
+        x += xb2
+
+
+def set_threads(n: int) -> None:
+    """Threads for numba's kernels and, where it can be reached, the BLAS numpy links."""
+    n = max(1, min(int(n), numba.config.NUMBA_NUM_THREADS))
+    numba.set_num_threads(n)
+    _set_blas_threads(n)
+
+
+def _set_blas_threads(n: int) -> None:
+    import ctypes
+    try:
+        with open("/proc/self/maps") as f:
+            libs = {line.split()[-1] for line in f if "openblas" in line.lower() and line.split()[-1].startswith("/")}
+    except OSError:
+        return
+    for path in libs:
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for sym in ("scipy_openblas_set_num_threads64_", "openblas_set_num_threads64_", "openblas_set_num_threads"):
+            fn = getattr(lib, sym, None)
+            if fn is not None:
+                fn(ctypes.c_int(n))
+                break

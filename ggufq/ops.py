@@ -1,0 +1,250 @@
+"""The runtime's non-matmul layer operations, compiled with numba: one call per layer op.
+
+Every function works on a batch of T token rows and writes into preallocated buffers. The numerics
+follow ggml's CPU backend where it matters for matching llama.cpp: RMS norm sums in float64, GELU goes
+through fp16 (ggml's table), the KV cache is fp16 by default.
+"""
+from __future__ import annotations
+
+import math
+
+import numba as nb
+import numpy as np
+from llvmlite import ir
+from numba import types
+from numba.extending import intrinsic
+
+from .kernels.dot_common import f16_to_f32, f32_to_f16
+
+f32 = np.float32
+
+
+@intrinsic
+def kv_to_f32(typingctx, v):
+    """A KV-cache element as float32: uint16 holds fp16 bits, float32 passes through."""
+    if isinstance(v, types.Integer) and v.bitwidth == 16:
+        def codegen(context, builder, signature, args):
+            return builder.fpext(builder.bitcast(args[0], ir.HalfType()), ir.FloatType())
+        return types.float32(v), codegen
+    if v == types.float32:
+        def codegen(context, builder, signature, args):
+            return args[0]
+        return types.float32(v), codegen
+    return None
+
+
+@nb.njit(cache=True, parallel=True)
+def rmsnorm(x, w, eps, out):
+    """out[i] = x[i] / sqrt(mean(x[i]^2) + eps) * w, row by row (x, out: [n, d]; may be the same)."""
+    n, d = x.shape
+    for i in nb.prange(n):
+        ss = 0.0
+        for j in range(d):
+            ss += np.float64(x[i, j]) * np.float64(x[i, j])
+        scale = f32(1.0) / np.sqrt(f32(ss / d) + eps)
+        for j in range(d):
+            out[i, j] = (x[i, j] * scale) * w[j]
+
+
+@nb.njit(cache=True, parallel=True)
+def add_rmsnorm(x, y, w, eps, out):
+    """x += y, then out = rmsnorm(x) * w (the residual add fused with the next norm)."""
+    n, d = x.shape
+    for i in nb.prange(n):
+        ss = 0.0
+        for j in range(d):
+            v = x[i, j] + y[i, j]
+            x[i, j] = v
+            ss += np.float64(v) * np.float64(v)
+        scale = f32(1.0) / np.sqrt(f32(ss / d) + eps)
+        for j in range(d):
+            out[i, j] = (x[i, j] * scale) * w[j]
+
+
+@nb.njit(cache=True, parallel=True)
+def add_bias(x, b):
+    n, d = x.shape
+    for i in nb.prange(n):
+        for j in range(d):
+            x[i, j] += b[j]
+
+
+@nb.njit(cache=True, parallel=True)
+def scale_rows(x, s):
+    n, d = x.shape
+    for i in nb.prange(n):
+        for j in range(d):
+            x[i, j] *= s
+
+
+def rope_table(n_ctx: int, n_rot: int, base: float, freq_scale: float = 1.0,
+               freq_factors: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """cos and sin [n_ctx, n_rot/2] of theta(p, i) = p * freq_scale * base^(-2i/n_rot) / factor[i]."""
+    i = np.arange(n_rot // 2, dtype=np.float64)
+    inv = base ** (-2.0 * i / n_rot)
+    if freq_factors is not None:
+        inv = inv / np.asarray(freq_factors, np.float64)
+    theta = np.arange(n_ctx, dtype=np.float64)[:, None] * (inv * freq_scale)[None, :]
+    return np.cos(theta).astype(np.float32), np.sin(theta).astype(np.float32)
+
+
+@nb.njit(cache=True, parallel=True)
+def rope(x, n_head, hd, n_rot, pos0, cos, sin, neox):
+    """Rotate each head of x[T, n_head * hd] in place at positions pos0 + t.
+
+    neox=False ("normal", llama): pairs (2i, 2i+1); neox=True (qwen2/3, gemma3): pairs (i, i + n_rot/2).
+    """
+    T = x.shape[0]
+    half = n_rot // 2
+    for idx in nb.prange(T * n_head):
+        t = idx // n_head
+        o = (idx % n_head) * hd
+        p = pos0 + t
+        for i in range(half):
+            c = cos[p, i]
+            s = sin[p, i]
+            if neox:
+                a = x[t, o + i]
+                b = x[t, o + i + half]
+                x[t, o + i] = a * c - b * s
+                x[t, o + i + half] = a * s + b * c
+            else:
+                a = x[t, o + 2 * i]
+                b = x[t, o + 2 * i + 1]
+                x[t, o + 2 * i] = a * c - b * s
+                x[t, o + 2 * i + 1] = a * s + b * c
+
+
+@nb.njit(cache=True, parallel=True)
+def silu_mul(g, u):
+    """g = silu(g) * u, in place."""
+    n, d = g.shape
+    for i in nb.prange(n):
+        for j in range(d):
+            v = g[i, j]
+            g[i, j] = v / (f32(1.0) + np.exp(-v)) * u[i, j]
+
+
+@nb.njit(cache=True, parallel=True)
+def gelu_mul(g, u):
+    """g = gelu_tanh(g) * u, in place, through fp16 as ggml's table does (x rounded to fp16, the result
+    stored as fp16); exact 0 below -10 and identity above 10."""
+    n, d = g.shape
+    c = f32(math.sqrt(2.0 / math.pi))
+    for i in nb.prange(n):
+        for j in range(d):
+            v = g[i, j]
+            if v <= -10.0:
+                r = f32(0.0)
+            elif v >= 10.0:
+                r = v
+            else:
+                h = f16_to_f32(f32_to_f16(v))
+                r = f16_to_f32(f32_to_f16(f32(0.5) * h * (f32(1.0) + np.tanh(c * h * (f32(1.0) + f32(0.044715) * h * h)))))
+            g[i, j] = r * u[i, j]
+
+
+@nb.njit(cache=True, parallel=True, fastmath=True)
+def attention(q, kc, vc, pos0, n_head, n_kv, hd, window, scale, out, att):
+    """Causal attention of q[T, n_head * hd] at positions pos0 + t over the cache rows 0..pos0+T-1
+    (kc, vc: [n_ctx, n_kv * hd], fp16 bits or float32). Query head h reads KV head h // (n_head / n_kv).
+    window > 0 keeps only keys with p - j < window (sliding-window layers). att: scratch [T*n_head, n_ctx]."""
+    T = q.shape[0]
+    g = n_head // n_kv
+    for idx in nb.prange(T * n_head):
+        t = idx // n_head
+        h = idx % n_head
+        ko = (h // g) * hd
+        qo = h * hd
+        p = pos0 + t
+        lo = 0
+        if window > 0 and p - window + 1 > 0:
+            lo = p - window + 1
+        mx = f32(-np.inf)
+        for j in range(lo, p + 1):
+            s = f32(0.0)
+            for i in range(hd):
+                s += q[t, qo + i] * kv_to_f32(kc[j, ko + i])
+            s *= scale
+            att[idx, j] = s
+            if s > mx:
+                mx = s
+        tot = 0.0
+        for j in range(lo, p + 1):
+            e = np.exp(att[idx, j] - mx)
+            att[idx, j] = e
+            tot += e
+        inv = f32(1.0 / tot)
+        for i in range(hd):
+            out[t, qo + i] = 0.0
+        for j in range(lo, p + 1):
+            a = att[idx, j] * inv
+            for i in range(hd):
+                out[t, qo + i] += a * kv_to_f32(vc[j, ko + i])
+
+
+@nb.njit(cache=True, parallel=True, fastmath=True)
+def masked_softmax(s, pos0, T, window, scale):
+    """Rows of s[n_kv, g * T, n] (query row r is token r % T) scaled, causally masked, softmaxed."""
+    nkv, m, n = s.shape
+    for idx in nb.prange(nkv * m):
+        a = idx // m
+        r = idx % m
+        p = pos0 + r % T
+        lo = 0
+        if window > 0 and p - window + 1 > 0:
+            lo = p - window + 1
+        mx = f32(-np.inf)
+        for j in range(lo, p + 1):
+            v = s[a, r, j] * scale
+            s[a, r, j] = v
+            if v > mx:
+                mx = v
+        tot = 0.0
+        for j in range(lo, p + 1):
+            e = np.exp(s[a, r, j] - mx)
+            s[a, r, j] = e
+            tot += e
+        inv = f32(1.0 / tot)
+        for j in range(lo):
+            s[a, r, j] = 0.0
+        for j in range(lo, p + 1):
+            s[a, r, j] *= inv
+        for j in range(p + 1, n):
+            s[a, r, j] = 0.0
+
+
+def attention_blas(q, kc, vc, pos0, n_head, n_kv, hd, window, scale, out, max_scores=1 << 23):
+    """The same as `attention`, for a batch: per KV head, Q K^T and A V as BLAS matrix products.
+    Queries are taken in slices so the score matrix stays under max_scores floats."""
+    T = q.shape[0]
+    g = n_head // n_kv
+    n = pos0 + T
+    K = np.ascontiguousarray(kc[:n].reshape(n, n_kv, hd).transpose(1, 2, 0), dtype=np.float32)
+    V = np.ascontiguousarray(vc[:n].reshape(n, n_kv, hd).transpose(1, 0, 2), dtype=np.float32)
+    step = max(1, min(T, max_scores // max(1, n_head * n)))
+    for t0 in range(0, T, step):
+        t1 = min(T, t0 + step)
+        Tc = t1 - t0
+        nc = pos0 + t1
+        Q = np.ascontiguousarray(q[t0:t1].reshape(Tc, n_kv, g, hd).transpose(1, 2, 0, 3)).reshape(n_kv, g * Tc, hd)
+        S = np.matmul(Q, K[:, :, :nc])
+        masked_softmax(S, pos0 + t0, Tc, window, f32(scale))
+        O = np.matmul(S, V[:, :nc])
+        out[t0:t1] = O.reshape(n_kv, g, Tc, hd).transpose(2, 0, 1, 3).reshape(Tc, n_head * hd)
+
+
+@nb.njit(cache=True)
+def log_softmax_at(logits, targets, out):
+    """out[i] = log softmax(logits[i])[targets[i]] in float64, as llama-perplexity's log_softmax
+    (max subtracted in float32, the exp sum in double)."""
+    for i in range(logits.shape[0]):
+        row = logits[i]
+        mx = row[0]
+        for j in range(1, row.shape[0]):
+            if row[j] > mx:
+                mx = row[j]
+        s = 0.0
+        for j in range(row.shape[0]):
+            s += np.exp(np.float64(row[j] - mx))
+        out[i] = np.float64(row[targets[i]] - mx) - np.log(s)

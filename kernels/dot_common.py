@@ -1,0 +1,268 @@
+"""What every runtime dot-product kernel shares: fp16 conversion, activation quantization, the table.
+
+llama.cpp never multiplies quantized weights by float activations: it first quantizes the activations
+to 8 bits per block (its `vec_dot_type`) and takes integer dot products. We do the same:
+
+    kind "q8_32"  blocks of 32: int8 values, a scale d (rounded through fp16, as block_q8_0/q8_1 store
+                  it) and s = d * sum(q) (block_q8_1's second field, used by the formats with a minimum)
+    kind "q8_k"   blocks of 256: int8 values, a float32 scale d and the sums of each 16 values (bsums)
+    kind "f32"    float weights: the activations stay float32
+
+Every kernel of one kind has the same signature, so the runtime calls them all the same way:
+
+    matmul(w, act.xf, act.xq, act.xd, act.xs, out)   w: weight rows as stored (uint8[rows, row_bytes],
+                                                     float32 or uint16 [rows, k]); out: float32[T, rows]
+    dequant(w, r0, r1, out)                          rows r0..r1 of w as float32 into out[r1 - r0, k]
+
+`DOT[qtype]` holds a format's kernels; `get_dot(qtype)` raises one clear error for the rest.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numba as nb
+import numpy as np
+from gguf import GGMLQuantizationType
+from llvmlite import ir
+from numba import types
+from numba.extending import intrinsic
+
+# ---- fp16 <-> fp32, one instruction each with F16C ------------------------------------------------
+
+
+@intrinsic
+def f16_to_f32(typingctx, h):
+    """The low 16 bits of an integer, read as an IEEE half -> float32 (exact)."""
+    if not isinstance(h, types.Integer):
+        return None
+
+    def codegen(context, builder, signature, args):
+        v = args[0]
+        if h.bitwidth != 16:
+            v = builder.trunc(v, ir.IntType(16)) if h.bitwidth > 16 else builder.zext(v, ir.IntType(16))
+        return builder.fpext(builder.bitcast(v, ir.HalfType()), ir.FloatType())
+
+    return types.float32(h), codegen
+
+
+@intrinsic
+def f32_to_f16(typingctx, x):
+    """float32 -> uint16 bits of an IEEE half, rounded to nearest even (what F16C and ggml do)."""
+    if x != types.float32:
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(builder.fptrunc(args[0], ir.HalfType()), ir.IntType(16))
+
+    return types.uint16(x), codegen
+
+
+def _to_i32(builder, v, ty):
+    if ty.bitwidth == 32:
+        return v
+    if ty.bitwidth > 32:
+        return builder.trunc(v, ir.IntType(32))
+    return builder.sext(v, ir.IntType(32)) if ty.signed else builder.zext(v, ir.IntType(32))
+
+
+@intrinsic
+def mac(typingctx, acc, a, b):
+    """acc + a * b in int32 arithmetic (numba would widen every step to int64, which LLVM then cannot
+    pack into 32-bit SIMD lanes). Each argument is first truncated or extended to int32."""
+    if not all(isinstance(t, types.Integer) for t in (acc, a, b)):
+        return None
+
+    def codegen(context, builder, signature, args):
+        x = _to_i32(builder, args[1], a)
+        y = _to_i32(builder, args[2], b)
+        return builder.add(_to_i32(builder, args[0], acc), builder.mul(x, y, flags=["nsw"]), flags=["nsw"])
+
+    return types.int32(acc, a, b), codegen
+
+
+@nb.njit(inline="always")
+def load_f16(w, r, o):
+    """The fp16 stored little-endian at bytes o, o+1 of row r of a uint8 array, as float32."""
+    return f16_to_f32(np.uint32(w[r, o]) | (np.uint32(w[r, o + 1]) << np.uint32(8)))
+
+
+# ---- activation quantization ----------------------------------------------------------------------
+
+
+@nb.njit(cache=True, parallel=True)
+def quantize_q8_32(x, xq, xd, xs):
+    """x float32[T, k] -> xq int8[T, k], xd/xs float32[T, k/32]: llama.cpp's quantize_row_q8_1
+    (Q8_0 is the same values without s). The scale is stored through fp16, as the block does."""
+    T, k = x.shape
+    nb_ = k // 32
+    for t in nb.prange(T):
+        for b in range(nb_):
+            o = b * 32
+            amax = np.float32(0.0)
+            for j in range(32):
+                a = abs(x[t, o + j])
+                if a > amax:
+                    amax = a
+            d = amax / np.float32(127.0)
+            idn = np.float32(127.0) / amax if amax > 0 else np.float32(0.0)
+            s = 0
+            for j in range(32):
+                q = np.int32(np.round(x[t, o + j] * idn))
+                xq[t, o + j] = q
+                s += q
+            xd[t, b] = f16_to_f32(f32_to_f16(d))
+            xs[t, b] = f16_to_f32(f32_to_f16(d * np.float32(s)))
+
+
+@nb.njit(cache=True, parallel=True)
+def quantize_q8_k(x, xq, xd, xs):
+    """x float32[T, k] -> xq int8[T, k], xd float32[T, k/256], xs int32[T, k/16] (bsums):
+    llama.cpp's quantize_row_q8_K (scale from the signed value of largest magnitude)."""
+    T, k = x.shape
+    nb_ = k // 256
+    for t in nb.prange(T):
+        for b in range(nb_):
+            o = b * 256
+            amax = np.float32(0.0)
+            mx = np.float32(0.0)
+            for j in range(256):
+                a = abs(x[t, o + j])
+                if a > amax:
+                    amax = a
+                    mx = x[t, o + j]
+            if amax == 0:
+                xd[t, b] = 0
+                for j in range(256):
+                    xq[t, o + j] = 0
+                for j in range(16):
+                    xs[t, b * 16 + j] = 0
+                continue
+            iscale = np.float32(-127.0) / mx
+            for g in range(16):
+                s = 0
+                for j in range(16):
+                    q = np.int32(np.round(iscale * x[t, o + g * 16 + j]))
+                    if q > 127:
+                        q = 127
+                    xq[t, o + g * 16 + j] = q
+                    s += q
+                xs[t, b * 16 + g] = s
+            xd[t, b] = np.float32(1.0) / iscale
+
+
+@nb.njit(cache=True, parallel=True)
+def fake_quant_q8_32(x, out):
+    """x rounded the way quantize_q8_32 rounds it, back in float32 (for the BLAS batch path)."""
+    T, k = x.shape
+    for t in nb.prange(T):
+        for b in range(k // 32):
+            o = b * 32
+            amax = np.float32(0.0)
+            for j in range(32):
+                a = abs(x[t, o + j])
+                if a > amax:
+                    amax = a
+            d = f16_to_f32(f32_to_f16(amax / np.float32(127.0)))
+            idn = np.float32(127.0) / amax if amax > 0 else np.float32(0.0)
+            for j in range(32):
+                out[t, o + j] = np.round(x[t, o + j] * idn) * d
+
+
+@nb.njit(cache=True, parallel=True)
+def fake_quant_q8_k(x, out):
+    T, k = x.shape
+    for t in nb.prange(T):
+        for b in range(k // 256):
+            o = b * 256
+            amax = np.float32(0.0)
+            mx = np.float32(0.0)
+            for j in range(256):
+                a = abs(x[t, o + j])
+                if a > amax:
+                    amax = a
+                    mx = x[t, o + j]
+            if amax == 0:
+                for j in range(256):
+                    out[t, o + j] = 0
+                continue
+            iscale = np.float32(-127.0) / mx
+            d = np.float32(1.0) / iscale
+            for j in range(256):
+                q = np.round(iscale * x[t, o + j])
+                if q > 127:
+                    q = np.float32(127.0)
+                out[t, o + j] = q * d
+
+
+class Activations:
+    """One activation matrix x[T, k] in the form a kind of kernel wants, buffers reused between calls."""
+
+    def __init__(self, kind: str, T: int, k: int):
+        self.kind, self.k = kind, k
+        self.xf = np.zeros((T, k), np.float32)
+        if kind == "q8_32":
+            self.xq = np.zeros((T, k), np.int8)
+            self.xd = np.zeros((T, k // 32), np.float32)
+            self.xs = np.zeros((T, k // 32), np.float32)
+        elif kind == "q8_k":
+            self.xq = np.zeros((T, k), np.int8)
+            self.xd = np.zeros((T, k // 256), np.float32)
+            self.xs = np.zeros((T, k // 16), np.int32)
+        else:
+            self.xq = np.zeros((T, 0), np.int8)
+            self.xd = self.xs = np.zeros((T, 0), np.float32)
+
+    def set(self, x: np.ndarray) -> "Activations":
+        """Quantize x[T, k] (T <= capacity); returns a view object sized to T."""
+        T = x.shape[0]
+        v = _View(self, T)
+        if self.kind == "q8_32":
+            quantize_q8_32(x, v.xq, v.xd, v.xs)
+        elif self.kind == "q8_k":
+            quantize_q8_k(x, v.xq, v.xd, v.xs)
+        v.xf = x
+        return v
+
+
+class _View:
+    __slots__ = ("kind", "xf", "xq", "xd", "xs")
+
+    def __init__(self, a: Activations, T: int):
+        self.kind = a.kind
+        self.xf, self.xq, self.xd, self.xs = a.xf[:T], a.xq[:T], a.xd[:T], a.xs[:T]
+
+
+FAKE_QUANT = {"q8_32": fake_quant_q8_32, "q8_k": fake_quant_q8_k}
+
+# ---- the table ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DotKernels:
+    qtype: GGMLQuantizationType
+    act: str                 # "f32", "q8_32" or "q8_k": the activation form the kernel takes
+    matmul: Callable         # (w, xf, xq, xd, xs, out[T, rows]) integer/float dots, parallel over rows
+    dequant: Callable        # (w, r0, r1, out[r1 - r0, k]) float32 rows
+    weight_view: Callable    # TensorInfo.data -> the array the kernels take
+
+
+DOT: dict[GGMLQuantizationType, DotKernels] = {}
+
+
+def register(qtype, act, matmul, dequant, weight_view=lambda a: a) -> None:
+    qtype = GGMLQuantizationType(qtype)
+    DOT[qtype] = DotKernels(qtype, act, matmul, dequant, weight_view)
+    # Hook into the format registry too, when the format class exists.
+    from .registry import FORMATS
+    fmt = FORMATS.get(qtype)
+    if fmt is not None:
+        fmt.dot = DOT[qtype]
+
+
+def get_dot(qtype) -> DotKernels:
+    try:
+        return DOT[GGMLQuantizationType(qtype)]
+    except (KeyError, ValueError):
+        name = getattr(qtype, "name", qtype)
+        raise KeyError(f"tensor type {name} has no runtime kernel") from None

@@ -1,0 +1,205 @@
+"""Runtime kernels for the K-quants Q4_K, Q5_K, Q6_K (super-blocks of 256 weights).
+
+Activations are quantized to Q8_K (dot_common.quantize_q8_k: int8 values, a float32 scale per 256, and
+the sum of every 16 values); per super-block the kernel forms int32 sums per sub-block, weights them by
+the 6-bit (Q4_K/Q5_K) or 8-bit (Q6_K) sub-block scales, and takes the minimums through the activation
+sums, as llama.cpp's ggml_vec_dot_q4_K_q8_K does. Layouts (bytes per super-block):
+
+    Q4_K 144: d f16, dmin f16, scales[12] (8 six-bit scales and mins), qs[128]
+              sub-block j (32 values) = low (j even) or high (j odd) nibbles of qs[32 * (j // 2):][:32]
+              w = d * sc[j] * q - dmin * m[j]
+    Q5_K 176: d, dmin, scales[12], qh[32], qs[128]; bit j of qh[l] is the 5th bit of value l of sub-block j
+    Q6_K 210: ql[128], qh[64], scales int8[16], d f16; w = d * sc[i // 16] * (q - 32), q six bits
+"""
+from __future__ import annotations
+
+import numba as nb
+import numpy as np
+from gguf import GGMLQuantizationType as T
+
+from .dot_common import load_f16, mac, register
+
+i32 = np.int32
+f32 = np.float32
+
+
+@nb.njit(inline="always")
+def _scale_min_k4(w, r, o, j):
+    """Sub-block j's 6-bit scale and min from the 12 packed bytes at w[r, o:o + 12]."""
+    if j < 4:
+        return i32(w[r, o + j] & 63), i32(w[r, o + j + 4] & 63)
+    sc = (w[r, o + j + 4] & 15) | ((w[r, o + j - 4] >> 6) << 4)
+    m = (w[r, o + j + 4] >> 4) | ((w[r, o + j] >> 6) << 4)
+    return i32(sc), i32(m)
+
+
+# ---- Q4_K ----------------------------------------------------------------------------------------
+
+@nb.njit(cache=True, parallel=True, fastmath=True)
+def matmul_q4_k(w, xf, xq, xd, xs, out):
+    R = w.shape[0]
+    Tn, nbk = xd.shape
+    for r in nb.prange(R):
+        for t in range(Tn):
+            acc = f32(0.0)
+            for b in range(nbk):
+                o = b * 144
+                xo = b * 256
+                sumi = i32(0)
+                summ = i32(0)
+                for c in range(4):
+                    s_lo = i32(0)
+                    s_hi = i32(0)
+                    qo = o + 16 + c * 32
+                    x0 = xo + c * 64
+                    for l in range(32):
+                        q = w[r, qo + l]
+                        s_lo = mac(s_lo, q & 15, xq[t, x0 + l])
+                        s_hi = mac(s_hi, q >> 4, xq[t, x0 + 32 + l])
+                    sc, m = _scale_min_k4(w, r, o + 4, 2 * c)
+                    sumi += sc * s_lo
+                    summ += m * (xs[t, b * 16 + 4 * c] + xs[t, b * 16 + 4 * c + 1])
+                    sc, m = _scale_min_k4(w, r, o + 4, 2 * c + 1)
+                    sumi += sc * s_hi
+                    summ += m * (xs[t, b * 16 + 4 * c + 2] + xs[t, b * 16 + 4 * c + 3])
+                dx = xd[t, b]
+                acc += load_f16(w, r, o) * dx * f32(sumi) - load_f16(w, r, o + 2) * dx * f32(summ)
+            out[t, r] = acc
+
+
+@nb.njit(cache=True, parallel=True)
+def dequant_q4_k(w, r0, r1, out):
+    for i in nb.prange(r1 - r0):
+        r = r0 + i
+        for b in range(w.shape[1] // 144):
+            o = b * 144
+            d = load_f16(w, r, o)
+            dmin = load_f16(w, r, o + 2)
+            for c in range(4):
+                sc, m = _scale_min_k4(w, r, o + 4, 2 * c)
+                d1, m1 = d * f32(sc), dmin * f32(m)
+                sc, m = _scale_min_k4(w, r, o + 4, 2 * c + 1)
+                d2, m2 = d * f32(sc), dmin * f32(m)
+                y = b * 256 + c * 64
+                for l in range(32):
+                    q = w[r, o + 16 + c * 32 + l]
+                    out[i, y + l] = d1 * f32(q & 15) - m1
+                    out[i, y + 32 + l] = d2 * f32(q >> 4) - m2
+
+
+# ---- Q5_K ----------------------------------------------------------------------------------------
+
+@nb.njit(cache=True, parallel=True, fastmath=True)
+def matmul_q5_k(w, xf, xq, xd, xs, out):
+    R = w.shape[0]
+    Tn, nbk = xd.shape
+    for r in nb.prange(R):
+        for t in range(Tn):
+            acc = f32(0.0)
+            for b in range(nbk):
+                o = b * 176
+                xo = b * 256
+                sumi = i32(0)
+                summ = i32(0)
+                for c in range(4):
+                    s_lo = i32(0)
+                    s_hi = i32(0)
+                    qo = o + 48 + c * 32
+                    x0 = xo + c * 64
+                    for l in range(32):
+                        q = w[r, qo + l]
+                        h = w[r, o + 16 + l] >> (2 * c)
+                        s_lo = mac(s_lo, (q & 15) | ((h & 1) << 4), xq[t, x0 + l])
+                        s_hi = mac(s_hi, (q >> 4) | ((h & 2) << 3), xq[t, x0 + 32 + l])
+                    sc, m = _scale_min_k4(w, r, o + 4, 2 * c)
+                    sumi += sc * s_lo
+                    summ += m * (xs[t, b * 16 + 4 * c] + xs[t, b * 16 + 4 * c + 1])
+                    sc, m = _scale_min_k4(w, r, o + 4, 2 * c + 1)
+                    sumi += sc * s_hi
+                    summ += m * (xs[t, b * 16 + 4 * c + 2] + xs[t, b * 16 + 4 * c + 3])
+                dx = xd[t, b]
+                acc += load_f16(w, r, o) * dx * f32(sumi) - load_f16(w, r, o + 2) * dx * f32(summ)
+            out[t, r] = acc
+
+
+@nb.njit(cache=True, parallel=True)
+def dequant_q5_k(w, r0, r1, out):
+    for i in nb.prange(r1 - r0):
+        r = r0 + i
+        for b in range(w.shape[1] // 176):
+            o = b * 176
+            d = load_f16(w, r, o)
+            dmin = load_f16(w, r, o + 2)
+            for c in range(4):
+                sc, m = _scale_min_k4(w, r, o + 4, 2 * c)
+                d1, m1 = d * f32(sc), dmin * f32(m)
+                sc, m = _scale_min_k4(w, r, o + 4, 2 * c + 1)
+                d2, m2 = d * f32(sc), dmin * f32(m)
+                y = b * 256 + c * 64
+                for l in range(32):
+                    q = w[r, o + 48 + c * 32 + l]
+                    h = w[r, o + 16 + l] >> (2 * c)
+                    out[i, y + l] = d1 * f32((q & 15) | ((h & 1) << 4)) - m1
+                    out[i, y + 32 + l] = d2 * f32((q >> 4) | ((h & 2) << 3)) - m2
+
+
+# ---- Q6_K ----------------------------------------------------------------------------------------
+
+@nb.njit(cache=True, parallel=True, fastmath=True)
+def matmul_q6_k(w, xf, xq, xd, xs, out):
+    R = w.shape[0]
+    Tn, nbk = xd.shape
+    wi = w.view(np.int8)
+    for r in nb.prange(R):
+        for t in range(Tn):
+            acc = f32(0.0)
+            for b in range(nbk):
+                o = b * 210
+                sumi = i32(0)
+                for n in range(2):
+                    for half in range(2):
+                        s1 = i32(0)
+                        s2 = i32(0)
+                        s3 = i32(0)
+                        s4 = i32(0)
+                        x0 = b * 256 + n * 128 + half * 16
+                        for l0 in range(16):
+                            l = half * 16 + l0
+                            qa = w[r, o + n * 64 + l]
+                            qb = w[r, o + n * 64 + l + 32]
+                            h = w[r, o + 128 + n * 32 + l]
+                            s1 = mac(s1, ((qa & 15) | ((h & 3) << 4)) - 32, xq[t, x0 + l0])
+                            s2 = mac(s2, ((qb & 15) | (((h >> 2) & 3) << 4)) - 32, xq[t, x0 + 32 + l0])
+                            s3 = mac(s3, ((qa >> 4) | (((h >> 4) & 3) << 4)) - 32, xq[t, x0 + 64 + l0])
+                            s4 = mac(s4, ((qb >> 4) | (((h >> 6) & 3) << 4)) - 32, xq[t, x0 + 96 + l0])
+                        so = o + 192 + n * 8 + half
+                        sumi += (i32(wi[r, so]) * s1 + i32(wi[r, so + 2]) * s2
+                                 + i32(wi[r, so + 4]) * s3 + i32(wi[r, so + 6]) * s4)
+                acc += load_f16(w, r, o + 208) * xd[t, b] * f32(sumi)
+            out[t, r] = acc
+
+
+@nb.njit(cache=True, parallel=True)
+def dequant_q6_k(w, r0, r1, out):
+    wi = w.view(np.int8)
+    for i in nb.prange(r1 - r0):
+        r = r0 + i
+        for b in range(w.shape[1] // 210):
+            o = b * 210
+            d = load_f16(w, r, o + 208)
+            for n in range(2):
+                y = b * 256 + n * 128
+                for l in range(32):
+                    so = o + 192 + n * 8 + l // 16
+                    qa = w[r, o + n * 64 + l]
+                    qb = w[r, o + n * 64 + l + 32]
+                    h = w[r, o + 128 + n * 32 + l]
+                    out[i, y + l] = d * f32(wi[r, so]) * f32(i32((qa & 15) | ((h & 3) << 4)) - 32)
+                    out[i, y + l + 32] = d * f32(wi[r, so + 2]) * f32(i32((qb & 15) | (((h >> 2) & 3) << 4)) - 32)
+                    out[i, y + l + 64] = d * f32(wi[r, so + 4]) * f32(i32((qa >> 4) | (((h >> 4) & 3) << 4)) - 32)
+                    out[i, y + l + 96] = d * f32(wi[r, so + 6]) * f32(i32((qb >> 4) | (((h >> 6) & 3) << 4)) - 32)
+
+
+register(T.Q4_K, "q8_k", matmul_q4_k, dequant_q4_k)
+register(T.Q5_K, "q8_k", matmul_q5_k, dequant_q5_k)
+register(T.Q6_K, "q8_k", matmul_q6_k, dequant_q6_k)

@@ -1,0 +1,316 @@
+"""Runtime kernels for the 32-weight block formats: Q4_0, Q4_1, Q5_0, Q5_1, Q8_0.
+
+Weights are read in place (uint8[rows, row_bytes] straight from the mapped file) against activations
+quantized to Q8 blocks of 32 (dot_common.quantize_q8_32): per block an int32 sum of int8 products, then
+one float multiply by the two scales, as llama.cpp's ggml_vec_dot_q4_0_q8_0 and friends. Four rows share
+each activation load (prange over groups of four rows). Layouts (bytes per block):
+
+    Q4_0 18: d f16, qs[16]          w = d * (nibble - 8); low nibbles are values 0..15, high 16..31
+    Q4_1 20: d f16, m f16, qs[16]   w = d * nibble + m
+    Q5_0 22: d f16, qh u32, qs[16]  w = d * ((nibble | bit << 4) - 16); bit j of qh is value j's 5th bit
+    Q5_1 24: d, m f16, qh, qs[16]   w = d * (nibble | bit << 4) + m
+    Q8_0 34: d f16, qs int8[32]     w = d * q
+"""
+from __future__ import annotations
+
+import numba as nb
+import numpy as np
+from gguf import GGMLQuantizationType as T
+
+from .dot_common import load_f16, mac, register
+
+i32 = np.int32
+f32 = np.float32
+
+
+# ---- Q4_0 ----------------------------------------------------------------------------------------
+
+@nb.njit(cache=True, parallel=True, fastmath=True)
+def matmul_q4_0(w, xf, xq, xd, xs, out):
+    R = w.shape[0]
+    Tn, nbk = xd.shape
+    for g in nb.prange((R + 3) // 4):
+        r0 = g * 4
+        r1, r2, r3 = min(r0 + 1, R - 1), min(r0 + 2, R - 1), min(r0 + 3, R - 1)
+        for t in range(Tn):
+            a0 = f32(0.0)
+            a1 = f32(0.0)
+            a2 = f32(0.0)
+            a3 = f32(0.0)
+            for b in range(nbk):
+                o = b * 18
+                xo = b * 32
+                s0 = i32(0)
+                s1 = i32(0)
+                s2 = i32(0)
+                s3 = i32(0)
+                for j in range(16):
+                    x0 = xq[t, xo + j]
+                    x1 = xq[t, xo + 16 + j]
+                    q = w[r0, o + 2 + j]
+                    s0 = mac(mac(s0, (q & 15) - 8, x0), (q >> 4) - 8, x1)
+                    q = w[r1, o + 2 + j]
+                    s1 = mac(mac(s1, (q & 15) - 8, x0), (q >> 4) - 8, x1)
+                    q = w[r2, o + 2 + j]
+                    s2 = mac(mac(s2, (q & 15) - 8, x0), (q >> 4) - 8, x1)
+                    q = w[r3, o + 2 + j]
+                    s3 = mac(mac(s3, (q & 15) - 8, x0), (q >> 4) - 8, x1)
+                dx = xd[t, b]
+                a0 += load_f16(w, r0, o) * dx * f32(s0)
+                a1 += load_f16(w, r1, o) * dx * f32(s1)
+                a2 += load_f16(w, r2, o) * dx * f32(s2)
+                a3 += load_f16(w, r3, o) * dx * f32(s3)
+            out[t, r0] = a0
+            if r0 + 1 < R:
+                out[t, r0 + 1] = a1
+            if r0 + 2 < R:
+                out[t, r0 + 2] = a2
+            if r0 + 3 < R:
+                out[t, r0 + 3] = a3
+
+
+@nb.njit(cache=True, parallel=True)
+def dequant_q4_0(w, r0, r1, out):
+    for i in nb.prange(r1 - r0):
+        r = r0 + i
+        for b in range(w.shape[1] // 18):
+            o = b * 18
+            d = load_f16(w, r, o)
+            for j in range(16):
+                q = w[r, o + 2 + j]
+                out[i, b * 32 + j] = d * f32(i32(q & 15) - 8)
+                out[i, b * 32 + 16 + j] = d * f32(i32(q >> 4) - 8)
+
+
+# ---- Q4_1 ----------------------------------------------------------------------------------------
+
+@nb.njit(cache=True, parallel=True, fastmath=True)
+def matmul_q4_1(w, xf, xq, xd, xs, out):
+    R = w.shape[0]
+    Tn, nbk = xd.shape
+    for g in nb.prange((R + 3) // 4):
+        r0 = g * 4
+        r1, r2, r3 = min(r0 + 1, R - 1), min(r0 + 2, R - 1), min(r0 + 3, R - 1)
+        for t in range(Tn):
+            a0 = f32(0.0)
+            a1 = f32(0.0)
+            a2 = f32(0.0)
+            a3 = f32(0.0)
+            for b in range(nbk):
+                o = b * 20
+                xo = b * 32
+                s0 = i32(0)
+                s1 = i32(0)
+                s2 = i32(0)
+                s3 = i32(0)
+                for j in range(16):
+                    x0 = xq[t, xo + j]
+                    x1 = xq[t, xo + 16 + j]
+                    q = w[r0, o + 4 + j]
+                    s0 = mac(mac(s0, q & 15, x0), q >> 4, x1)
+                    q = w[r1, o + 4 + j]
+                    s1 = mac(mac(s1, q & 15, x0), q >> 4, x1)
+                    q = w[r2, o + 4 + j]
+                    s2 = mac(mac(s2, q & 15, x0), q >> 4, x1)
+                    q = w[r3, o + 4 + j]
+                    s3 = mac(mac(s3, q & 15, x0), q >> 4, x1)
+                dx = xd[t, b]
+                sx = xs[t, b]
+                a0 += load_f16(w, r0, o) * dx * f32(s0) + load_f16(w, r0, o + 2) * sx
+                a1 += load_f16(w, r1, o) * dx * f32(s1) + load_f16(w, r1, o + 2) * sx
+                a2 += load_f16(w, r2, o) * dx * f32(s2) + load_f16(w, r2, o + 2) * sx
+                a3 += load_f16(w, r3, o) * dx * f32(s3) + load_f16(w, r3, o + 2) * sx
+            out[t, r0] = a0
+            if r0 + 1 < R:
+                out[t, r0 + 1] = a1
+            if r0 + 2 < R:
+                out[t, r0 + 2] = a2
+            if r0 + 3 < R:
+                out[t, r0 + 3] = a3
+
+
+@nb.njit(cache=True, parallel=True)
+def dequant_q4_1(w, r0, r1, out):
+    for i in nb.prange(r1 - r0):
+        r = r0 + i
+        for b in range(w.shape[1] // 20):
+            o = b * 20
+            d = load_f16(w, r, o)
+            m = load_f16(w, r, o + 2)
+            for j in range(16):
+                q = w[r, o + 4 + j]
+                out[i, b * 32 + j] = d * f32(q & 15) + m
+                out[i, b * 32 + 16 + j] = d * f32(q >> 4) + m
+
+
+# ---- Q5_0 / Q5_1 ---------------------------------------------------------------------------------
+
+@nb.njit(inline="always")
+def _qh(w, r, o):
+    return (np.uint32(w[r, o]) | (np.uint32(w[r, o + 1]) << np.uint32(8))
+            | (np.uint32(w[r, o + 2]) << np.uint32(16)) | (np.uint32(w[r, o + 3]) << np.uint32(24)))
+
+
+@nb.njit(inline="always")
+def _q5_isum(w, r, o, h, off, xq, t, xo):
+    """sum over the block of (5-bit value - off) * x; o points at qs, h is the block's qh."""
+    s = i32(0)
+    for j in range(16):
+        q = w[r, o + j]
+        lo = (q & 15) | (((h >> j) & 1) << 4)
+        hi = (q >> 4) | (((h >> (j + 16)) & 1) << 4)
+        s = mac(mac(s, lo - off, xq[t, xo + j]), hi - off, xq[t, xo + 16 + j])
+    return s
+
+
+@nb.njit(cache=True, parallel=True, fastmath=True)
+def matmul_q5_0(w, xf, xq, xd, xs, out):
+    R = w.shape[0]
+    Tn, nbk = xd.shape
+    for g in nb.prange((R + 3) // 4):
+        r0 = g * 4
+        r1, r2, r3 = min(r0 + 1, R - 1), min(r0 + 2, R - 1), min(r0 + 3, R - 1)
+        for t in range(Tn):
+            a0 = f32(0.0)
+            a1 = f32(0.0)
+            a2 = f32(0.0)
+            a3 = f32(0.0)
+            for b in range(nbk):
+                o = b * 22
+                xo = b * 32
+                dx = xd[t, b]
+                a0 += load_f16(w, r0, o) * dx * f32(_q5_isum(w, r0, o + 6, _qh(w, r0, o + 2), 16, xq, t, xo))
+                a1 += load_f16(w, r1, o) * dx * f32(_q5_isum(w, r1, o + 6, _qh(w, r1, o + 2), 16, xq, t, xo))
+                a2 += load_f16(w, r2, o) * dx * f32(_q5_isum(w, r2, o + 6, _qh(w, r2, o + 2), 16, xq, t, xo))
+                a3 += load_f16(w, r3, o) * dx * f32(_q5_isum(w, r3, o + 6, _qh(w, r3, o + 2), 16, xq, t, xo))
+            out[t, r0] = a0
+            if r0 + 1 < R:
+                out[t, r0 + 1] = a1
+            if r0 + 2 < R:
+                out[t, r0 + 2] = a2
+            if r0 + 3 < R:
+                out[t, r0 + 3] = a3
+
+
+@nb.njit(cache=True, parallel=True, fastmath=True)
+def matmul_q5_1(w, xf, xq, xd, xs, out):
+    R = w.shape[0]
+    Tn, nbk = xd.shape
+    for g in nb.prange((R + 3) // 4):
+        r0 = g * 4
+        r1, r2, r3 = min(r0 + 1, R - 1), min(r0 + 2, R - 1), min(r0 + 3, R - 1)
+        for t in range(Tn):
+            a0 = f32(0.0)
+            a1 = f32(0.0)
+            a2 = f32(0.0)
+            a3 = f32(0.0)
+            for b in range(nbk):
+                o = b * 24
+                xo = b * 32
+                dx = xd[t, b]
+                sx = xs[t, b]
+                a0 += (load_f16(w, r0, o) * dx * f32(_q5_isum(w, r0, o + 8, _qh(w, r0, o + 4), 0, xq, t, xo))
+                       + load_f16(w, r0, o + 2) * sx)
+                a1 += (load_f16(w, r1, o) * dx * f32(_q5_isum(w, r1, o + 8, _qh(w, r1, o + 4), 0, xq, t, xo))
+                       + load_f16(w, r1, o + 2) * sx)
+                a2 += (load_f16(w, r2, o) * dx * f32(_q5_isum(w, r2, o + 8, _qh(w, r2, o + 4), 0, xq, t, xo))
+                       + load_f16(w, r2, o + 2) * sx)
+                a3 += (load_f16(w, r3, o) * dx * f32(_q5_isum(w, r3, o + 8, _qh(w, r3, o + 4), 0, xq, t, xo))
+                       + load_f16(w, r3, o + 2) * sx)
+            out[t, r0] = a0
+            if r0 + 1 < R:
+                out[t, r0 + 1] = a1
+            if r0 + 2 < R:
+                out[t, r0 + 2] = a2
+            if r0 + 3 < R:
+                out[t, r0 + 3] = a3
+
+
+@nb.njit(inline="always")
+def _q5_dequant_block(w, r, o_qs, h, d, m, off, out, i, yo):
+    for j in range(16):
+        q = w[r, o_qs + j]
+        lo = i32(q & 15) | i32(((h >> np.uint32(j)) & np.uint32(1)) << np.uint32(4))
+        hi = i32(q >> 4) | i32(((h >> np.uint32(j + 16)) & np.uint32(1)) << np.uint32(4))
+        out[i, yo + j] = d * f32(lo - off) + m
+        out[i, yo + 16 + j] = d * f32(hi - off) + m
+
+
+@nb.njit(cache=True, parallel=True)
+def dequant_q5_0(w, r0, r1, out):
+    for i in nb.prange(r1 - r0):
+        r = r0 + i
+        for b in range(w.shape[1] // 22):
+            o = b * 22
+            _q5_dequant_block(w, r, o + 6, _qh(w, r, o + 2), load_f16(w, r, o), f32(0.0), 16, out, i, b * 32)
+
+
+@nb.njit(cache=True, parallel=True)
+def dequant_q5_1(w, r0, r1, out):
+    for i in nb.prange(r1 - r0):
+        r = r0 + i
+        for b in range(w.shape[1] // 24):
+            o = b * 24
+            _q5_dequant_block(w, r, o + 8, _qh(w, r, o + 4), load_f16(w, r, o), load_f16(w, r, o + 2), 0,
+                              out, i, b * 32)
+
+
+# ---- Q8_0 ----------------------------------------------------------------------------------------
+
+@nb.njit(cache=True, parallel=True, fastmath=True)
+def matmul_q8_0(w, xf, xq, xd, xs, out):
+    R = w.shape[0]
+    Tn, nbk = xd.shape
+    wi = w.view(np.int8)
+    for g in nb.prange((R + 3) // 4):
+        r0 = g * 4
+        r1, r2, r3 = min(r0 + 1, R - 1), min(r0 + 2, R - 1), min(r0 + 3, R - 1)
+        for t in range(Tn):
+            a0 = f32(0.0)
+            a1 = f32(0.0)
+            a2 = f32(0.0)
+            a3 = f32(0.0)
+            for b in range(nbk):
+                o = b * 34
+                xo = b * 32
+                s0 = i32(0)
+                s1 = i32(0)
+                s2 = i32(0)
+                s3 = i32(0)
+                for j in range(32):
+                    x = xq[t, xo + j]
+                    s0 = mac(s0, wi[r0, o + 2 + j], x)
+                    s1 = mac(s1, wi[r1, o + 2 + j], x)
+                    s2 = mac(s2, wi[r2, o + 2 + j], x)
+                    s3 = mac(s3, wi[r3, o + 2 + j], x)
+                dx = xd[t, b]
+                a0 += load_f16(w, r0, o) * dx * f32(s0)
+                a1 += load_f16(w, r1, o) * dx * f32(s1)
+                a2 += load_f16(w, r2, o) * dx * f32(s2)
+                a3 += load_f16(w, r3, o) * dx * f32(s3)
+            out[t, r0] = a0
+            if r0 + 1 < R:
+                out[t, r0 + 1] = a1
+            if r0 + 2 < R:
+                out[t, r0 + 2] = a2
+            if r0 + 3 < R:
+                out[t, r0 + 3] = a3
+
+
+@nb.njit(cache=True, parallel=True)
+def dequant_q8_0(w, r0, r1, out):
+    wi = w.view(np.int8)
+    for i in nb.prange(r1 - r0):
+        r = r0 + i
+        for b in range(w.shape[1] // 34):
+            o = b * 34
+            d = load_f16(w, r, o)
+            for j in range(32):
+                out[i, b * 32 + j] = d * f32(wi[r, o + 2 + j])
+
+
+register(T.Q4_0, "q8_32", matmul_q4_0, dequant_q4_0)
+register(T.Q4_1, "q8_32", matmul_q4_1, dequant_q4_1)
+register(T.Q5_0, "q8_32", matmul_q5_0, dequant_q5_0)
+register(T.Q5_1, "q8_32", matmul_q5_1, dequant_q5_1)
+register(T.Q8_0, "q8_32", matmul_q8_0, dequant_q8_0)
