@@ -1,0 +1,84 @@
+"""ggufq chat -m FILE [-sys SYSTEM] [-n N] [sampling]: a multi-turn chat in the terminal.
+
+On a terminal: a `> ` prompt with readline editing and history, the answer streamed as it is generated;
+Ctrl-C stops the current answer (what was said so far stays in the conversation), Ctrl-D ends the chat.
+With standard input not a terminal (a pipe, a file), each line is one user message and each answer is
+printed followed by a newline: scriptable.
+
+The conversation is rendered with the model's chat template (or a fallback, announced on stderr) and the
+KV cache is kept between turns, so a turn only evaluates the tokens that are new since the last one.
+"""
+from __future__ import annotations
+
+import sys
+
+from ._sampling_args import add_sampling_args, sampling_kwargs
+
+
+def configure(p):
+    p.add_argument("-m", "--model", required=True, help="GGUF file")
+    p.add_argument("-sys", "--system-prompt", default=None, help="system message")
+    p.add_argument("-n", "--n-predict", type=int, default=-1,
+                   help="at most this many tokens per answer, -1 = until end of turn (default -1)")
+    add_sampling_args(p)
+
+
+def _read_line(interactive: bool) -> str | None:
+    """The next user message; None at the end (Ctrl-D or end of input)."""
+    if interactive:
+        return input("> ")  # EOFError and KeyboardInterrupt are handled by the caller
+    line = sys.stdin.readline()
+    if line == "":
+        return None
+    return line.rstrip("\r\n")
+
+
+def run(args) -> int:
+    from ..generate import ChatSession
+    from ..model import Model
+
+    interactive = sys.stdin.isatty()
+    if interactive:
+        try:
+            import readline  # noqa: F401  (line editing and history for input())
+        except ImportError:
+            pass
+    model = Model.load(args.model, n_ctx=args.ctx_size, n_threads=args.threads)
+    session = ChatSession(model, system=args.system_prompt, max_tokens=args.n_predict, **sampling_kwargs(args))
+    out = sys.stdout
+    if interactive:
+        print(f"ggufq chat: {args.model} ({session.template.name} template). "
+              "Ctrl-C stops an answer, Ctrl-D quits.", file=sys.stderr)
+    turns = 0
+    while True:
+        try:
+            line = _read_line(interactive)
+        except EOFError:
+            line = None
+        except KeyboardInterrupt:
+            out.write("\n")
+            out.flush()
+            continue
+        if line is None:
+            if interactive:
+                out.write("\n")
+            break
+        if not line.strip():
+            continue
+        answer = session.send(line)
+        try:
+            for piece in answer:
+                out.write(piece)
+                out.flush()
+        except KeyboardInterrupt:
+            answer.close()  # the partial answer stays in the conversation, the cache in step with it
+            out.write("\n")
+            print("[answer interrupted]", file=sys.stderr)
+        out.write("\n")
+        out.flush()
+        turns += 1
+        if interactive:
+            print(f"[{session.stats.line()}]", file=sys.stderr)
+    if not interactive:
+        print(f"ggufq chat: {turns} turns, last: {session.stats.line()}", file=sys.stderr)
+    return 0
