@@ -291,6 +291,7 @@ def tokenizer_config(v: Vocab, arch: str | None = None) -> dict:
     elif v.chat_template is not None:
         cfg["chat_template"] = v.chat_template
     cfg["clean_up_tokenization_spaces"] = False
+    cfg["model_input_names"] = ["input_ids", "attention_mask"]  # causal LMs take no token_type_ids
     if v.context_length:
         cfg["model_max_length"] = int(v.context_length)
     if v.model == "llama":
