@@ -728,11 +728,13 @@ class _KQuant(QuantFormat):
     @classmethod
     def quantize_ref(cls, rows, imatrix=None):
         rows = np.ascontiguousarray(rows, dtype=np.float32)
-        return cls._ref(rows.reshape(-1, rows.shape[-1]), imatrix)
+        with np.errstate(all="ignore"):  # the C code divides by zero and overflows in the same places
+            return cls._ref(rows.reshape(-1, rows.shape[-1]), imatrix)
 
     @classmethod
     def dequantize_ref(cls, data):
-        return cls._deref(data)
+        with np.errstate(all="ignore"):
+            return cls._deref(data)
 
 
 class Q4_K(_KQuant, qtype=T.Q4_K):

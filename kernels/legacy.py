@@ -955,11 +955,13 @@ class _Legacy(QuantFormat):
 
     @classmethod
     def quantize_ref(cls, rows, imatrix=None):
-        return cls._ref(np.ascontiguousarray(rows, dtype=np.float32).reshape(-1, np.shape(rows)[-1]), imatrix)
+        with np.errstate(all="ignore"):  # the C code divides by zero and overflows in the same places
+            return cls._ref(np.ascontiguousarray(rows, dtype=np.float32).reshape(-1, np.shape(rows)[-1]), imatrix)
 
     @classmethod
     def dequantize_ref(cls, data):
-        return cls._deref(data)
+        with np.errstate(all="ignore"):
+            return cls._deref(data)
 
 
 class Q4_0(_Legacy, qtype=T.Q4_0):
