@@ -78,11 +78,16 @@ def dequantize_tensor(t: TensorInfo) -> np.ndarray:
     return out.reshape(tuple(reversed(t.shape)))
 
 
-def _convert(x: np.ndarray, dtype: str) -> np.ndarray:
+def _convert(x: np.ndarray, dtype: str, name: str) -> np.ndarray:
     if dtype == "F32":
         return np.ascontiguousarray(x, dtype=np.float32)
     if dtype == "F16":
-        return x.astype(np.float16)
+        with np.errstate(over="ignore"):
+            y = x.astype(np.float16)
+        if np.isinf(y).any() and not np.isinf(x).any():
+            raise GGUFQError(f"{name}: values beyond float16's range (max |x| = {np.abs(x).max():g}); "
+                             f"use --dtype bf16 or f32")
+        return y
     from .kernels.floats import f32_to_bf16_bits
     return f32_to_bf16_bits(x)
 
@@ -101,6 +106,11 @@ def plan(g: GGUFFile, arch, dtype: str) -> list[_Item]:
         items.append(_Item(TensorSpec(hf, "F32" if keep_f32 else DTYPES[dtype], tuple(reversed(t.shape))), t))
     if not items:
         raise GGUFQError(f"{g.path}: no tensors to export")
+    for qtype, t in {it.tensor.qtype: it.tensor for it in items}.items():
+        try:
+            dequantize_rows(t, 0, 1)
+        except NotImplementedError:
+            raise GGUFQError(f"{g.path}: tensor {t.name}: dequantizing {qtype.name} is not supported") from None
     return items
 
 
@@ -124,7 +134,7 @@ def _produce(arch) -> Callable[[_Item], Iterator[np.ndarray]]:
         rows = x.reshape(x.shape[0], -1) if x.ndim > 1 else x.reshape(1, -1)
         step = max(1, CHUNK_ELEMENTS // max(1, rows.shape[1]))
         for r0 in range(0, rows.shape[0], step):
-            yield _convert(rows[r0:r0 + step], item.spec.dtype)
+            yield _convert(rows[r0:r0 + step], item.spec.dtype, item.spec.name)
     return produce
 
 

@@ -143,3 +143,24 @@ def test_dtypes(tmp_path, dtype):
     assert t["model.norm.weight"].dtype == "F32"
     assert json.loads((r.out_dir / "config.json").read_text())["torch_dtype"] == \
         {"bf16": "bfloat16", "f16": "float16", "f32": "float32"}[dtype]
+
+
+def test_f16_overflow_is_refused(tmp_path, capsys):
+    g = tmp_path / "big.gguf"
+    w = GGUFWriter(str(g), "llama")
+    for k, v in (("block_count", 1), ("embedding_length", 32), ("feed_forward_length", 64),
+                 ("attention.head_count", 4)):
+        w.add_uint32(f"llama.{k}", v)
+    w.add_tokenizer_model("gpt2")
+    w.add_tokenizer_pre("gpt-2")
+    w.add_token_list(["a", "b"])
+    emb = np.ones((2, 32), np.float32)
+    emb[1, 3] = 1e6
+    w.add_tensor("token_embd.weight", emb)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    _fails(capsys, ["export", str(g), str(tmp_path / "out"), "--dtype", "f16", "--quiet"], tmp_path / "out",
+           "beyond float16's range")
+    assert main(["export", str(g), str(tmp_path / "out"), "--dtype", "bf16", "--quiet"]) == 0
