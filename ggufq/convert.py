@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
+import mmap
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +25,7 @@ from gguf import LlamaFileType as FT
 
 from .arch import arch_for_hf
 from .errors import GGUFQError
+from .gguf_writer import TensorStream, atomic_output
 from .hf_vocab import HFVocab
 from .kernels import get_format
 from .safetensors import INDEX_NAME, open_safetensors
@@ -111,11 +112,37 @@ def plan(folder: Path, outtype: str):
     return arch, tensors, vocab, file_type, planned
 
 
-def _load(st) -> np.ndarray:
-    """The tensor as llama.cpp's converter sees it: F16 and F32 kept, anything else made F32."""
-    if st.dtype == "BF16":
-        return (np.asarray(st.data, dtype=np.uint16).astype(np.uint32) << 16).view(np.float32)
-    return np.asarray(st.data)
+SLAB_BYTES = 16 << 20  # float32 bytes converted at a time for large row-local tensors
+
+
+def _as_float(raw: np.ndarray, dtype: str) -> np.ndarray:
+    """Rows as llama.cpp's converter sees them: F16 and F32 kept, BF16 (anything else) made F32."""
+    if dtype == "BF16":
+        bits = raw.astype(np.uint32)
+        bits <<= 16
+        return bits.view(np.float32)
+    return np.array(raw)
+
+
+def _slabs(arch, p: PlannedTensor, st):
+    """The converted tensor, in slabs of whole rows when the family's transform allows it."""
+    rows = p.shape[0]
+    if len(p.shape) == 1 or not arch.row_local(p.hf_name):
+        yield arch.to_gguf(p.hf_name, _as_float(st.data[:rows], st.dtype))
+        return
+    step = max(1, SLAB_BYTES // (4 * int(np.prod(p.shape[1:]))))
+    for r in range(0, rows, step):
+        yield arch.to_gguf(p.hf_name, _as_float(st.data[r:min(r + step, rows)], st.dtype))
+        _release(st.data)
+
+
+def _release(view: np.ndarray) -> None:
+    """Drop the file pages a tensor's reading brought in, so resident memory stays one tensor wide."""
+    base = view
+    while base is not None and not isinstance(base, mmap.mmap):
+        base = getattr(base, "base", None) if not isinstance(base, memoryview) else base.obj
+    if base is not None and hasattr(base, "madvise"):
+        base.madvise(mmap.MADV_DONTNEED)
 
 
 def _encode(data: np.ndarray, qtype: T) -> np.ndarray:
@@ -152,34 +179,32 @@ def convert(folder: str | Path, outfile: str | Path, outtype: str = "f16", progr
         raise GGUFQError(f"unknown --outtype {outtype}; choose from {', '.join(OUTTYPES)}")
     t0 = time.perf_counter()
     arch, tensors, vocab, file_type, planned = plan(folder, outtype)
-    outfile.parent.mkdir(parents=True, exist_ok=True)
-    tmp = outfile.with_name(f".{outfile.name}.tmp{os.getpid()}")
-    w = gguf.GGUFWriter(tmp, arch.gguf_arch)
-    try:
-        for p in planned:
-            w.add_tensor_info(p.gguf_name, p.shape, np.dtype(np.float32), p.nbytes, raw_dtype=p.qtype)
-        write_metadata(w, folder, arch, vocab, file_type)
-        w.write_header_to_file()
-        w.write_kv_data_to_file()
-        w.write_ti_data_to_file()
-        bar = _progress(sum(p.nbytes for p in planned), progress, outfile.name)
-        for p in planned:
-            if p.generated is not None:
-                data = p.generated
-            else:
-                data = arch.to_gguf(p.hf_name, _load(tensors[p.hf_name]))
-            if not np.isfinite(data).all():
-                raise GGUFQError(f"tensor {p.hf_name or p.gguf_name} holds NaN or Inf")
-            out = _encode(data, p.qtype)
-            w.write_tensor_data(out)
-            bar.update(p.nbytes)
-        bar.close()
-        w.close()
-        os.replace(tmp, outfile)
-    except BaseException:
-        w.close()
-        tmp.unlink(missing_ok=True)
-        raise
+    total = sum(p.nbytes for p in planned)
+    with atomic_output(outfile) as tmp:
+        w = gguf.GGUFWriter(tmp, arch.gguf_arch)
+        try:
+            for p in planned:
+                w.add_tensor_info(p.gguf_name, p.shape, np.dtype(np.float32), p.nbytes, raw_dtype=p.qtype)
+            write_metadata(w, folder, arch, vocab, file_type)
+            w.write_header_to_file()
+            w.write_kv_data_to_file()
+            w.write_ti_data_to_file()
+            stream = TensorStream(w)
+            with _progress(total, progress, outfile.name) as bar:
+                for p in planned:
+                    stream.begin(p.gguf_name)
+                    slabs = [p.generated] if p.generated is not None else _slabs(arch, p, tensors[p.hf_name])
+                    for data in slabs:
+                        if not np.isfinite(data).all():
+                            raise GGUFQError(f"tensor {p.hf_name or p.gguf_name} holds NaN or Inf")
+                        stream.write(_encode(data, p.qtype))
+                    stream.end()
+                    if p.hf_name is not None:
+                        _release(tensors[p.hf_name].data)
+                    bar.update(p.nbytes)
+            stream.finish()
+        finally:
+            w.close()
     n_params = sum(int(np.prod(p.shape)) for p in planned)
     size = outfile.stat().st_size
     return {"file": str(outfile), "bytes": size, "tensors": len(planned), "parameters": n_params,

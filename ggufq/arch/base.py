@@ -183,6 +183,10 @@ class TextArch:
         """The converter's modify_tensors: data arrives as float32 or float16, like llama.cpp's torch."""
         return data
 
+    def row_local(self, hf_name: str) -> bool:
+        """Whether to_gguf transforms each row on its own (so large tensors convert in slabs)."""
+        return True
+
     def from_gguf(self, gguf_name: str, data: np.ndarray) -> np.ndarray:
         """Inverse of to_gguf, on float32 data."""
         return data

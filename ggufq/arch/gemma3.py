@@ -56,8 +56,6 @@ class Gemma3(TextArch):
         return tuple(shape)
 
     def to_gguf(self, hf_name, data):
-        if "embed_tokens.weight" in hf_name and self.n_vocab_real is not None:
-            data = data[:self.n_vocab_real]
         if self._shifted(hf_name):
             data = data + data.dtype.type(1)
         return data

@@ -62,6 +62,9 @@ class Llama(TextArch):
         n = self._heads(hf_name)
         return permute_qk(data, n) if n else data
 
+    def row_local(self, hf_name):
+        return self._heads(hf_name) is None  # the q/k permutation moves rows within each head
+
     def from_gguf(self, gguf_name, data):
         hf = self.hf_name(gguf_name) or ""
         n = self._heads(hf)
