@@ -19,6 +19,7 @@ venv: $(STAMP)
 
 models: $(STAMP)
 	$(BIN)/python models/fetch.py
+	$(BIN)/python models/fetch_vocabs.py
 
 demo: models
 	$(BIN)/python tools/demo.py

@@ -192,7 +192,7 @@ class GGUFFile:
             seen.add(name)
 
         data_start = -(-c.pos // alignment) * alignment
-        if data_start > self.size:
+        if infos and data_start > self.size:
             raise GGUFFormatError(f"{self.path}: truncated: no data section")
         self.data_offset = data_start
         spans = []

@@ -18,6 +18,8 @@ GEMMA_HF = MODELS / "gemma3-hf"
 def pytest_sessionstart(session):
     if not (Path(SMOL).exists() and Path(GEMMA).exists()):
         subprocess.run([sys.executable, str(MODELS / "fetch.py"), "--gguf-only"], check=True)
+    if not (MODELS / "vocab" / ".complete").exists():
+        subprocess.run([sys.executable, str(MODELS / "fetch_vocabs.py")], check=True)
 
 
 def hf_folders() -> tuple[Path, Path]:
