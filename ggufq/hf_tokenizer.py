@@ -66,6 +66,8 @@ BPE_FAMILIES: dict[str, tuple[dict | None, dict, bool]] = {
     "llama-bpe": (None, _seq(_split(_LLAMA3_RE), {**_BYTELEVEL_NOREGEX, "trim_offsets": True}), True),
 }
 BPE_FAMILIES["llama3"] = BPE_FAMILIES["llama-v3"] = BPE_FAMILIES["llama-bpe"]
+# families for which llama.cpp adds a BOS when the GGUF has no tokenizer.ggml.add_bos_token
+BPE_ADD_BOS_BY_DEFAULT = {"llama-bpe", "llama3", "llama-v3"}
 
 
 class Vocab:
@@ -95,6 +97,11 @@ class Vocab:
                     raise GGUFQError(f"{g.path}: {key} = {v!r} is not a token id (vocabulary of {n})")
                 self.special[kind] = v
         self.add = {k: g.get(f"tokenizer.ggml.add_{k}_token") for k in ("bos", "eos", "sep")}
+        # absent keys mean llama.cpp's defaults: SentencePiece and Llama-3-style BPE add a BOS, none an EOS
+        if self.add["bos"] is None:
+            self.add["bos"] = self.model == "llama" or self.pre in BPE_ADD_BOS_BY_DEFAULT
+        if self.add["eos"] is None:
+            self.add["eos"] = False
         self.add_space_prefix = g.get("tokenizer.ggml.add_space_prefix")
         self.chat_template = g.get("tokenizer.chat_template")
         self.named_templates = {k[len("tokenizer.chat_template."):]: kv.value for k, kv in g.kv.items()

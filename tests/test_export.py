@@ -242,3 +242,26 @@ def test_smollm2_tensors_match_gguf(smol_dir):
 def test_gemma3_tensors_match_gguf(gemma_dir):
     counts = _check_tensors(GEMMA, gemma_dir, GEMMA_NAMES, None, norm_shift=True)
     assert counts == {"f32": 109, "bf16": 127, "permuted": 0}
+
+
+# ---- the converter's view -----------------------------------------------------------------------
+def test_smollm2_converter_reads_back_vocabulary(smol_dir):
+    """ggufq's converter (llama.cpp's get_vocab_base, pre-tokenizer hash) finds `smollm` and the same
+    tokens and types in the exported folder."""
+    from ggufq.hf_vocab import bpe_vocab
+    g = GGUFFile(SMOL)
+    tokens, types, pre = bpe_vocab(smol_dir, _json(smol_dir / "config.json"))
+    assert pre == "smollm"
+    assert tokens == list(g.get("tokenizer.ggml.tokens"))
+    assert list(types) == g.get("tokenizer.ggml.token_type").tolist()
+
+
+def test_gemma3_converter_reads_back_vocabulary(gemma_dir):
+    """ggufq's converter (llama.cpp's _create_vocab_sentencepiece) finds the GGUF's tokens, scores and
+    types in the exported tokenizer.model + tokenizer_config.json."""
+    from ggufq.hf_vocab import sentencepiece_vocab
+    g = GGUFFile(GEMMA)
+    tokens, scores, types = sentencepiece_vocab(gemma_dir, _json(gemma_dir / "config.json"))
+    assert [t.decode() for t in tokens] == list(g.get("tokenizer.ggml.tokens"))
+    assert np.array_equal(np.array(scores, np.float32), g.get("tokenizer.ggml.scores"))
+    assert list(types) == g.get("tokenizer.ggml.token_type").tolist()

@@ -55,3 +55,18 @@ def test_exported_tokenizer_matches_llama_cpp_vocab_tests(vocab_dir, tmp_path, n
     assert len(got) >= 40
     bad = [(s, want, encode(s)) for s, want in got if encode(s) != want]
     assert not bad, f"{name}: {len(bad)}/{len(got)} differ, first {bad[0]!r}"
+
+
+@pytest.mark.parametrize("name", [n for n, f in VOCABS.items() if f == "tokenizer.json"])
+def test_converter_reads_back_the_same_vocabulary(vocab_dir, tmp_path, name):
+    """ggufq's converter (llama.cpp's get_vocab_base + pre-tokenizer hash) on the exported tokenizer.json
+    finds the GGUF's pre-tokenizer, tokens and token types again."""
+    from ggufq.hf_vocab import bpe_vocab
+    with GGUFFile(vocab_dir / f"ggml-vocab-{name}.gguf") as g:
+        write_hf_tokenizer(g, tmp_path)
+        want = (list(g.get("tokenizer.ggml.tokens")), g.get("tokenizer.ggml.token_type").tolist(),
+                g.get("tokenizer.ggml.pre"))
+    tokens, types, pre = bpe_vocab(tmp_path, {"vocab_size": len(want[0])})
+    assert pre == want[2]
+    assert tokens == want[0]
+    assert list(types) == want[1]
