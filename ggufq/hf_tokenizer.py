@@ -302,7 +302,9 @@ def tokenizer_config(v: Vocab, arch: str | None = None) -> dict:
     if v.context_length:
         cfg["model_max_length"] = int(v.context_length)
     if v.model == "llama":
-        cfg["legacy"] = False
+        # transformers' "legacy" SentencePiece handling (dummy prefix on the whole text, spaces kept) is
+        # what llama.cpp does; legacy=False drops a leading space
+        cfg["legacy"] = True
         cfg["sp_model_kwargs"] = {}
         cfg["spaces_between_special_tokens"] = False
     cfg["tokenizer_class"] = TOKENIZER_CLASSES.get((v.model, arch)) or TOKENIZER_CLASSES[(v.model, None)]
