@@ -1,6 +1,12 @@
 """Golden token ids for the export tests, made with llama.cpp's llama-tokenize on the original GGUFs.
 
     python tools/make_export_fixtures.py [LLAMA_CPP_BUILD_BIN]   # default ~/.cache/ggufq-ref/llama.cpp/build/bin
+    python tools/make_export_fixtures.py --converter [LLAMA_CPP_DIR [PYTHON]]
+
+The second form writes nothing: it exports both real models, runs llama.cpp's convert_hf_to_gguf.py on the
+folders (--outtype f16; PYTHON needs torch + transformers, default ~/.cache/ggufq-ref/convvenv/bin/python)
+and prints every metadata key that differs from the original GGUF, and whether each tensor came back
+(F32 tensors bit-exact, the others equal to f16(bf16(original))).
 
 Writes tests/data/export_tokenize_golden.json: for each model, the strings and the ids llama-tokenize gives
 (SmolLM2: special tokens parsed, no BOS as the model says; Gemma 3: special tokens not parsed, with its
@@ -69,7 +75,51 @@ def llama_tokenize(binary: Path, model: Path, text: str, extra: list[str]) -> li
     return json.loads(out.strip().splitlines()[-1])
 
 
+def compare_with_converter(llama_dir: Path, python: str) -> None:
+    import numpy as np
+    from gguf.quants import dequantize
+
+    sys.path.insert(0, str(ROOT))
+    from ggufq.export import export_gguf
+    from ggufq.gguf_file import GGUFFile
+    from kernels.floats import bf16_bits_to_f32, f32_to_bf16_bits
+
+    env = {**os.environ, "PYTHONPATH": str(llama_dir / "gguf-py")}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, (path, _) in MODELS.items():
+            folder, out = Path(tmp) / name, Path(tmp) / f"{name}.gguf"
+            export_gguf(ROOT / path, folder, dtype="bf16", progress=False)
+            subprocess.run([python, str(llama_dir / "convert_hf_to_gguf.py"), str(folder), "--outtype", "f16",
+                            "--outfile", str(out)], check=True, env=env, capture_output=True)
+            a, b = GGUFFile(ROOT / path), GGUFFile(out)
+            print(f"== {path} -> ggufq export -> convert_hf_to_gguf.py")
+            plain = lambda v: v.tolist() if isinstance(v, np.ndarray) else v  # noqa: E731
+            for k in dict.fromkeys([*a.kv, *b.kv]):
+                va, vb = plain(a.get(k)), plain(b.get(k))
+                if k not in b.kv or k not in a.kv or va != vb:
+                    print(f"  {k}: original {str(va)[:60]!r}, re-converted {str(vb)[:60]!r}")
+            same = {"f32 exact": 0, "f16(bf16) exact": 0, "different": 0}
+            for n, t in a.tensors.items():
+                x = dequantize(np.ascontiguousarray(t.data), t.qtype).astype(np.float32)
+                u = b.tensors.get(n)
+                y = None if u is None else np.asarray(u.data, np.float32)
+                if u is not None and u.qtype.name == "F32" and np.array_equal(x, y):
+                    same["f32 exact"] += 1
+                elif u is not None and np.array_equal(
+                        bf16_bits_to_f32(f32_to_bf16_bits(x)).astype(np.float16).astype(np.float32), y):
+                    same["f16(bf16) exact"] += 1
+                else:
+                    same["different"] += 1
+                    print(f"  tensor {n} differs")
+            print(f"  tensors: {same}; pre-tokenizer {b.get('tokenizer.ggml.pre')!r}")
+
+
 def main() -> None:
+    if sys.argv[1:2] == ["--converter"]:
+        llama_dir = Path(sys.argv[2] if len(sys.argv) > 2 else os.path.expanduser("~/.cache/ggufq-ref/llama.cpp"))
+        python = sys.argv[3] if len(sys.argv) > 3 else os.path.expanduser("~/.cache/ggufq-ref/convvenv/bin/python")
+        compare_with_converter(llama_dir, python)
+        return
     bindir = Path(sys.argv[1] if len(sys.argv) > 1 else
                   os.path.expanduser("~/.cache/ggufq-ref/llama.cpp/build/bin"))
     binary = bindir / "llama-tokenize"
