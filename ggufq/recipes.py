@@ -324,21 +324,21 @@ def format_plan(choices: list[TensorChoice]) -> str:
 
 
 # ---- the shared quantizing entry point ----------------------------------------------------------------
-def quantize_tensor(name: str, array: np.ndarray, qtype, imatrix: np.ndarray | None = None) -> np.ndarray:
+def quantize_tensor(name: str, array: np.ndarray, qtype, imatrix: np.ndarray | None = None,
+                    check_finite: bool = True) -> np.ndarray:
     """Quantize a float tensor (numpy order, last axis = rows of ne0) to `qtype`; returns uint8 bytes of
     shape [..., row_bytes] (or the F32/F16/BF16 array for unquantized types). NaN/Inf raise GGUFQError.
 
     `imatrix` (ne0 values, or ne0 * n_expert for 3-D expert tensors) selects llama.cpp's weighted paths."""
     from .kernels import get_format
+    from .kernels.legacy import count_nonfinite
 
     qtype = GT(qtype)
     fmt = get_format(qtype)
-    a = np.asarray(array)
-    if a.dtype != np.float32:
-        a = a.astype(np.float32)
+    a = np.ascontiguousarray(array, dtype=np.float32)
     k = a.shape[-1]
     rows = a.reshape(-1, k)
-    if not _all_finite(rows):
+    if check_finite and rows.size and count_nonfinite(rows):
         raise GGUFQError(f"tensor {name} contains NaN or Inf values")
     if qtype in UNQUANTIZED:
         return fmt.quantize(rows).reshape(*a.shape[:-1], -1)
@@ -356,12 +356,3 @@ def quantize_tensor(name: str, array: np.ndarray, qtype, imatrix: np.ndarray | N
     else:
         imatrix = None
     return fmt.quantize(rows, imatrix).reshape(*a.shape[:-1], -1)
-
-
-def _all_finite(rows: np.ndarray) -> bool:
-    # chunked so a large tensor does not allocate a full boolean copy
-    step = max(1, (1 << 22) // max(1, rows.shape[1]))
-    for i in range(0, rows.shape[0], step):
-        if not np.isfinite(rows[i:i + step]).all():
-            return False
-    return True

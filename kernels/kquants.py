@@ -262,13 +262,14 @@ def quantize_q6_k_nb(rows, qw, use_qw, out):
         o = out[r]
         L = np.empty(256, dtype=np.int8)
         scales = np.empty(16, dtype=np.float32)
+        wq = np.empty(16, dtype=np.float32)
         for i in range(nb):
             xo = i * 256
             ob = i * 210
             max_scale = np.float32(0.0)
             max_abs_scale = np.float32(0.0)
             for ib in range(16):
-                s = make_qx_quants(16, 32, x, xo + 16 * ib, L, 16 * ib, 1, qw, xo + 16 * ib, use_qw)
+                s = make_qx_quants(16, 32, x, xo + 16 * ib, L, 16 * ib, 1, qw, xo + 16 * ib, use_qw, wq)
                 scales[ib] = s
                 if abs(s) > max_abs_scale:
                     max_abs_scale = abs(s)

@@ -158,8 +158,9 @@ def row_sigma2(x, n):
 
 
 @njit(cache=True)
-def make_qx_quants(n, nmax, x, xo, L, lo, rmse_type, qw, qwo, use_qw):
-    """make_qx_quants for rmse_type >= 0 (the only ones these formats use). L[lo + i] in [0, 2*nmax)."""
+def make_qx_quants(n, nmax, x, xo, L, lo, rmse_type, qw, qwo, use_qw, w):
+    """make_qx_quants for rmse_type >= 0 (the only ones these formats use). L[lo + i] in [0, 2*nmax).
+    `w` is scratch for the n weights (qw[qwo:qwo+n] or the rmse_type weights of x)."""
     mx = np.float32(0.0)
     amax = np.float32(0.0)
     for i in range(n):
@@ -177,6 +178,18 @@ def make_qx_quants(n, nmax, x, xo, L, lo, rmse_type, qw, qwo, use_qw):
             l = nearest_int(iscale * x[xo + i])
             L[lo + i] = nmax + max(-nmax, min(nmax - 1, l))
         return np.float32(1.0) / iscale
+    for i in range(n):
+        xi = x[xo + i]
+        if use_qw:
+            w[i] = qw[qwo + i]
+        elif rmse_type == 1:
+            w[i] = xi * xi
+        elif rmse_type == 2:
+            w[i] = np.float32(1.0)
+        elif rmse_type == 3:
+            w[i] = abs(xi)
+        else:
+            w[i] = np.sqrt(abs(xi))
     sumlx = np.float32(0.0)
     suml2 = np.float32(0.0)
     for i in range(n):
@@ -184,10 +197,9 @@ def make_qx_quants(n, nmax, x, xo, L, lo, rmse_type, qw, qwo, use_qw):
         l = nearest_int(iscale * xi)
         l = max(-nmax, min(nmax - 1, l))
         L[lo + i] = l + nmax
-        w = _qx_weight(rmse_type, xi, qw, qwo + i, use_qw)
         fl = np.float32(l)
-        sumlx += w * xi * fl
-        suml2 += w * fl * fl
+        sumlx += w[i] * xi * fl
+        suml2 += w[i] * fl * fl
     scale = sumlx / suml2 if suml2 != np.float32(0.0) else np.float32(0.0)
     best = scale * sumlx
     for is_ in range(-9, 10):
@@ -200,10 +212,9 @@ def make_qx_quants(n, nmax, x, xo, L, lo, rmse_type, qw, qwo, use_qw):
             xi = x[xo + i]
             l = nearest_int(iscale * xi)
             l = max(-nmax, min(nmax - 1, l))
-            w = _qx_weight(rmse_type, xi, qw, qwo + i, use_qw)
             fl = np.float32(l)
-            sumlx += w * xi * fl
-            suml2 += w * fl * fl
+            sumlx += w[i] * xi * fl
+            suml2 += w[i] * fl * fl
         if suml2 > np.float32(0.0) and sumlx * sumlx > best * suml2:
             for i in range(n):
                 l = nearest_int(iscale * x[xo + i])
@@ -211,19 +222,6 @@ def make_qx_quants(n, nmax, x, xo, L, lo, rmse_type, qw, qwo, use_qw):
             scale = sumlx / suml2
             best = scale * sumlx
     return scale
-
-
-@njit(cache=True, inline="always")
-def _qx_weight(rmse_type, xi, qw, k, use_qw):
-    if use_qw:
-        return qw[k]
-    if rmse_type == 1:
-        return xi * xi
-    if rmse_type == 2:
-        return np.float32(1.0)
-    if rmse_type == 3:
-        return abs(xi)
-    return np.sqrt(abs(xi))
 
 
 @njit(cache=True)
@@ -295,6 +293,39 @@ def make_qkx_quants(n, nmax, x, xo, weights, wo, L, lo, Laux, rmin, rdelta, nste
                 scale = this_scale
                 mn = this_min
     return scale, -mn
+
+
+FP16_TABLE = np.arange(65536, dtype=np.uint32).astype(np.uint16).view(np.float16).astype(np.float32)
+
+
+def f16_to_f32_rows(src, dst):
+    """fp16 bits [n, k] -> float32 [n, k] (exact, through a 65536-entry table); returns how many values
+    were Inf or NaN. Serial: it is memory-bound, and a parallel region per slab costs more than it saves
+    on a busy machine."""
+    return _f16_to_f32_rows(src, dst, FP16_TABLE)
+
+
+@njit(cache=True)
+def _f16_to_f32_rows(src, dst, table):
+    n, k = src.shape
+    c = 0
+    for r in range(n):
+        for j in range(k):
+            h = src[r, j]
+            c += (h & 0x7C00) == 0x7C00
+            dst[r, j] = table[h]
+    return c
+
+
+@njit(cache=True)
+def count_nonfinite(x):
+    """How many values of the float32 [n, k] array are Inf or NaN."""
+    n, k = x.shape
+    c = 0
+    for r in range(n):
+        for j in range(k):
+            c += (f32_as_u32(x[r, j]) & 0x7F800000) == 0x7F800000
+    return c
 
 
 # ================================================================================================
@@ -704,11 +735,12 @@ def quantize_q4_0_nb(rows, qw, use_qw, out):
         o = out[r]
         L = np.empty(32, dtype=np.int64)
         L8 = np.empty(32, dtype=np.int8)
+        wq = np.empty(32, dtype=np.float32)
         if use_qw:
             w = np.empty(k, dtype=np.float32)
             _weights_row(x, qw, row_sigma2(x, k), w)
             for ib in range(nb):
-                d = make_qx_quants(32, 8, x, ib * 32, L8, 0, 1, w, ib * 32, True)
+                d = make_qx_quants(32, 8, x, ib * 32, L8, 0, 1, w, ib * 32, True, wq)
                 put_f16(o, ib * 18, d)
                 for j in range(32):
                     L[j] = L8[j]
@@ -767,13 +799,14 @@ def quantize_q5_0_nb(rows, qw, use_qw, out):
         o = out[r]
         L = np.empty(32, dtype=np.int64)
         L8 = np.empty(32, dtype=np.int8)
+        wq = np.empty(32, dtype=np.float32)
         w = np.empty(k if use_qw else 0, dtype=np.float32)
         if use_qw:
             _weights_row(x, qw, row_sigma2(x, k), w)
         for ib in range(nb):
             xo = ib * 32
             if use_qw:
-                d = make_qx_quants(32, 16, x, xo, L8, 0, 1, w, xo, True)
+                d = make_qx_quants(32, 16, x, xo, L8, 0, 1, w, xo, True, wq)
                 for j in range(32):
                     L[j] = L8[j] & 0xFF
             else:

@@ -66,18 +66,25 @@ def _nbytes(qtype, shape) -> int:
     return n // block * tsize
 
 
-def _to_f32(t, rows):
-    """Rows [r0, r1) of tensor t (2-D view [n_rows, ne0]) as float32."""
+def _to_f32(t, rows, name):
+    """Rows of tensor t (2-D [n_rows, ne0] elements, or [n_rows, row_bytes] for block formats) as float32.
+    Returns (array, checked): checked means NaN/Inf were already looked for."""
     import numpy as np
     from gguf import GGMLQuantizationType as GT
 
+    from ..errors import GGUFQError
     from ..kernels import get_format
+    from ..kernels.legacy import f16_to_f32_rows
 
     if t.qtype == GT.F32:
-        return rows
+        return rows.view(np.float32), False
     if t.qtype == GT.F16:
-        return rows.astype(np.float32)
-    return get_format(t.qtype).dequantize(rows)
+        bits = rows.view(np.uint16)
+        out = np.empty(bits.shape, dtype=np.float32)
+        if f16_to_f32_rows(bits, out):
+            raise GGUFQError(f"tensor {name} contains NaN or Inf values")
+        return out, True
+    return get_format(t.qtype).dequantize(rows), False
 
 
 class _FastWriter:
@@ -206,10 +213,14 @@ def run(args) -> int:
     return 0
 
 
-SLAB_ELEMENTS = 1 << 23  # rows converted to float32 at a time (32 MiB)
+SLAB_ELEMENTS = 1 << 22  # rows converted to float32 at a time (16 MiB)
 
 
 def _write_tensors(g, choices, imatrix, fout, w, quantize_tensor):
+    """Stream every tensor into fout. The input is read through a private mapping whose pages are
+    released after each tensor (madvise DONTNEED), so the resident set stays at one slab of work."""
+    import mmap
+
     import numpy as np
     from tqdm import tqdm
 
@@ -218,16 +229,29 @@ def _write_tensors(g, choices, imatrix, fout, w, quantize_tensor):
     total = sum(g.tensors[c.name].n_elements for c in choices)
     bar = tqdm(total=total, unit="w", unit_scale=True, desc="quantizing", file=sys.stderr,
                disable=None, leave=False)
+    f = open(g.path, "rb")
+    mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+    page = mmap.PAGESIZE
+
+    def release(start, nbytes):
+        lo = start // page * page
+        hi = -(-(start + nbytes) // page) * page
+        if hasattr(mm, "madvise") and hasattr(mmap, "MADV_DONTNEED"):
+            mm.madvise(mmap.MADV_DONTNEED, lo, min(hi, len(mm)) - lo)
+
     try:
         for c in choices:
             t = g.tensors[c.name]
+            raw = np.frombuffer(mm, dtype=np.uint8, count=t.nbytes, offset=t.offset)
             if not c.quantize:
-                np.asarray(t.data).reshape(-1).view(np.uint8).tofile(fout)
+                raw.tofile(fout)
                 w.write_padding(fout, t.nbytes)
+                del raw
+                release(t.offset, t.nbytes)
                 bar.update(t.n_elements)
                 continue
             ne0 = t.shape[0]
-            raw = np.asarray(t.data).reshape(t.n_rows, -1)  # [rows, bytes or elements per row]
+            raw = raw.reshape(t.n_rows, -1)  # [rows, bytes per row]
             n_expert = t.shape[2] if len(t.shape) >= 3 else 1
             rows_per_expert = t.n_rows // n_expert
             qw = imatrix.get(c.name) if imatrix is not None else None
@@ -238,22 +262,31 @@ def _write_tensors(g, choices, imatrix, fout, w, quantize_tensor):
                 qw = None
             step = max(1, SLAB_ELEMENTS // ne0)
             written = 0
+            x = None
             for e in range(n_expert):
                 qe = None if qw is None else qw[e * ne0:(e + 1) * ne0]
                 base = e * rows_per_expert
                 for r0 in range(0, rows_per_expert, step):
                     r1 = min(rows_per_expert, r0 + step)
-                    x = _to_f32(t, raw[base + r0:base + r1])
-                    q = quantize_tensor(c.name, x, c.dst_type, qe)
+                    x, checked = _to_f32(t, raw[base + r0:base + r1], c.name)
+                    q = quantize_tensor(c.name, x, c.dst_type, qe, check_finite=not checked)
                     q = np.ascontiguousarray(q).reshape(-1).view(np.uint8)
                     q.tofile(fout)
                     written += q.nbytes
                     bar.update((r1 - r0) * ne0)
+                    x = q = None
+                    release(t.offset + (base + r0) * raw.shape[1], (r1 - r0) * raw.shape[1])
+            del raw, x
             if written != _nbytes_of(c):
                 raise RuntimeError(f"{c.name}: wrote {written} bytes, expected {_nbytes_of(c)}")
             w.write_padding(fout, written)
     finally:
         bar.close()
+        try:
+            mm.close()
+        except BufferError:
+            pass
+        f.close()
 
 
 def _nbytes_of(c):
