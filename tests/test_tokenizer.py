@@ -100,3 +100,14 @@ def _valid_utf8(b: bytes) -> bool:
         return True
     except UnicodeDecodeError:
         return False
+
+
+@pytest.mark.parametrize("name", sorted(FIX["models"]))
+def test_long_text_ids_equal_llama_tokenize(name):
+    import hashlib
+    t = tok(name)
+    for c in FIX["long_texts"][name]:
+        text = (DATA / c["file"]).read_bytes().decode("utf-8")
+        ids = t.encode(text)
+        assert len(ids) == c["n"]
+        assert hashlib.sha256(json.dumps(ids).encode()).hexdigest() == c["sha256"]

@@ -4,7 +4,8 @@
 
 Each prompt is written to a file and tokenized with
     llama-tokenize -m MODEL -f FILE --no-escape --log-disable [--ids] [--no-parse-special] [--no-bos]
-The ids lists and, for the plain (no --ids) runs, the exact stdout bytes (base64) are stored.
+The ids lists and, for the plain (no --ids) runs, the exact stdout bytes (base64) are stored; for the long
+texts (tests/data/ppl_text_austen.txt) only the number of ids and the sha256 of their JSON list.
 """
 from __future__ import annotations
 
@@ -60,6 +61,21 @@ def run(bin_dir: Path, model: Path, path: str, extra: list[str]) -> bytes:
     return subprocess.run(cmd, check=True, capture_output=True).stdout
 
 
+LONG_TEXTS = ["ppl_text_austen.txt"]  # in tests/data; only the ids' count and sha256 are stored
+
+
+def long_text_cases(bin_dir: Path) -> dict:
+    import hashlib
+    out = {}
+    for name in MODELS:
+        for fname in LONG_TEXTS:
+            r = run(bin_dir, ROOT / "models" / name, str(ROOT / "tests" / "data" / fname), ["--ids"])
+            ids = json.loads(r)
+            out.setdefault(name, []).append({"file": fname, "n": len(ids),
+                                             "sha256": hashlib.sha256(json.dumps(ids).encode()).hexdigest()})
+    return out
+
+
 def main() -> None:
     bin_dir = Path(sys.argv[1] if len(sys.argv) > 1 else
                    os.path.expanduser("~/.cache/ggufq-ref/llama.cpp/build/bin"))
@@ -81,6 +97,7 @@ def main() -> None:
                     cases.append(case)
             out["models"][name] = cases
             print(f"{name}: {len(cases)} cases")
+    out["long_texts"] = long_text_cases(bin_dir)
     dst = ROOT / "tests" / "data" / "tok_fixtures.json"
     dst.write_text(json.dumps(out, ensure_ascii=False, indent=0) + "\n", encoding="utf-8")
     print(f"wrote {dst}")

@@ -1,0 +1,146 @@
+"""Generation and chat on the real models: greedy text equals llama-completion's (tests/data/gen_fixtures.json,
+made by tools/make_gen_fixtures.py), the run command's stdout, the KV cache kept between chat turns, and
+`ggufq chat` driven through a pipe and through a pseudo-terminal (multi-turn, Ctrl-C in an answer, Ctrl-D)."""
+from __future__ import annotations
+
+import io
+import json
+import os
+import pty
+import select
+import subprocess
+import sys
+import time
+from functools import lru_cache
+
+import pytest
+
+from ggufq.commands.tokenize import process_escapes
+from ggufq.generate import ChatSession, chat, generate
+
+from .conftest import DATA, GEMMA, ROOT, SMOL
+
+FIX = json.loads((DATA / "gen_fixtures.json").read_text(encoding="utf-8"))
+PATHS = {"SmolLM2-135M-Instruct.Q4_1.gguf": SMOL, "gemma-3-270m-q4_k_m.gguf": GEMMA}
+
+
+@lru_cache(maxsize=None)
+def model(name):
+    from ggufq.model import Model
+    return Model.load(PATHS[name], n_ctx=512, n_threads=2)
+
+
+def llama_text(stdout: str) -> str:
+    """The continuation llama-completion wrote: its stdout less the "\\n\\n" it prints at exit and the
+    " [end of text]\\n" it prints after an end-of-generation token."""
+    assert stdout.endswith("\n\n")
+    text = stdout[:-2]
+    if text.endswith(" [end of text]\n"):
+        text = text[:-len(" [end of text]\n")]
+    return text
+
+
+@pytest.mark.parametrize("name", list(PATHS))
+def test_greedy_generation_equals_llama_completion(name):
+    m = model(name)
+    for case in FIX["models"][name]:
+        prompt = process_escapes(case["prompt_arg"].encode()).decode()
+        got = "".join(generate(m, prompt, FIX["n_predict"], temp=0))
+        assert got == llama_text(case["stdout"]), case["prompt_arg"]
+
+
+def test_run_command_stdout_is_prompt_and_continuation_only(capsysbinary):
+    from ggufq.cli import main
+    case = FIX["models"]["SmolLM2-135M-Instruct.Q4_1.gguf"][0]
+    args = ["run", "-m", SMOL, "-p", case["prompt_arg"], "-n", str(FIX["n_predict"]), "--temp", "0", "-t", "2"]
+    assert main(args + ["--no-display-prompt"]) == 0
+    out, err = capsysbinary.readouterr()
+    assert out.decode() == llama_text(case["stdout"])
+    assert b"tokens/s" in err
+    assert main(args[:6] + ["4"] + args[7:]) == 0  # -n 4, prompt displayed
+    out, _ = capsysbinary.readouterr()
+    assert llama_text(case["stdout"]).startswith(out.decode()[len(case["prompt_arg"]):])
+    assert out.decode().startswith(case["prompt_arg"]) and len(out) > len(case["prompt_arg"])
+
+
+def test_chat_session_reuses_the_cache_and_matches_a_fresh_evaluation():
+    m = model("SmolLM2-135M-Instruct.Q4_1.gguf")
+    s = ChatSession(m, system="You are a helpful assistant.", max_tokens=16, temp=0)
+    first = "".join(s.send("What is the capital of France?"))
+    n_first = s.stats.n_prompt
+    second = "".join(s.send("And of Italy?"))
+    total = len(s._prompt_ids())  # the whole conversation, rendered again (includes the second answer)
+    assert first and second
+    assert s.stats.n_prompt < n_first + 20 < total  # only the new turn was evaluated
+    assert m.n_past == len(s.cached)
+    # the same conversation evaluated from scratch gives the same greedy answer
+    fresh = "".join(chat(m, s.messages[:-1], max_tokens=16, temp=0))
+    assert fresh == second
+
+
+def test_chat_through_a_pipe_one_message_per_line(monkeypatch, capsys):
+    from ggufq.cli import main
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"What is 2+2?\n\nAnd 3+3?\n")))
+    assert not sys.stdin.isatty()
+    assert main(["chat", "-m", SMOL, "--temp", "0", "-t", "2", "-c", "512", "-n", "16"]) == 0
+    out, err = capsys.readouterr()
+    assert "2 turns" in err
+    # each answer, then a newline; the same greedy answers as the same conversation through the API
+    m = model("SmolLM2-135M-Instruct.Q4_1.gguf")
+    s = ChatSession(m, max_tokens=16, temp=0)
+    a1 = "".join(s.send("What is 2+2?"))
+    a2 = "".join(s.send("And 3+3?"))
+    assert a1 and a2
+    assert out == a1 + "\n" + a2 + "\n"
+
+
+def _read_until(fd, needle: bytes, timeout: float, buf: bytearray) -> bytes:
+    end = time.time() + timeout
+    while needle not in buf:
+        left = end - time.time()
+        if left <= 0:
+            raise AssertionError(f"timed out waiting for {needle!r}; got {bytes(buf)[-400:]!r}")
+        r, _, _ = select.select([fd], [], [], left)
+        if r:
+            try:
+                chunk = os.read(fd, 4096)
+            except OSError:
+                break
+            if not chunk:
+                break
+            buf += chunk
+    i = buf.index(needle) + len(needle)
+    got = bytes(buf[:i])
+    del buf[:i]
+    return got
+
+
+def test_chat_through_a_pseudo_terminal_multi_turn_ctrl_c_ctrl_d():
+    pid, fd = pty.fork()
+    if pid == 0:  # child: the chat on the terminal
+        os.chdir(ROOT)
+        os.execv(sys.executable, [sys.executable, "-m", "ggufq", "chat", "-m", SMOL, "--temp", "0", "-t", "2", "-c", "512",
+                                  "-n", "200"])
+    buf = bytearray()
+    try:
+        _read_until(fd, b"> ", 300, buf)
+        os.write(fd, b"What is 2+2?\r")
+        turn1 = _read_until(fd, b"\n> ", 300, buf)
+        assert b"4" in turn1
+        os.write(fd, b"Write a very long story about a dragon who learns to read.\r")
+        _read_until(fd, b"dragon", 300, buf)  # the answer is streaming
+        os.write(fd, b"\x03")  # Ctrl-C: stops this answer, not the chat
+        stopped = _read_until(fd, b"\n> ", 300, buf)
+        assert b"[answer interrupted]" in stopped
+        os.write(fd, b"Thanks! What is 3+3?\r")
+        turn3 = _read_until(fd, b"\n> ", 300, buf)
+        assert b"6" in turn3
+        os.write(fd, b"\x04")  # Ctrl-D: the end
+        _, status = os.waitpid(pid, 0)
+        assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+        pid = 0
+    finally:
+        if pid:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+        os.close(fd)
