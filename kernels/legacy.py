@@ -707,6 +707,13 @@ def _block_absmax(x, xo):
     return mx
 
 
+@njit(cache=True, inline="always")
+def _plain_scale(d):
+    """True when 1/d is finite (d is 0 or a normal float), so x*id stays within the block's range and the
+    C float->int casts need none of their out-of-range behaviour."""
+    return d == np.float32(0.0) or (abs(d) >= np.float32(1.1754943508222875e-38) and abs(d) < np.float32(np.inf))
+
+
 @njit(cache=True)
 def _block_minmax(x, xo):
     mn = np.float32(3.4028234663852886e+38)
@@ -751,6 +758,12 @@ def quantize_q4_0_nb(rows, qw, use_qw, out):
             d = _block_absmax(x, xo) / np.float32(-8.0)
             idv = np.float32(1.0) / d if d != np.float32(0.0) else np.float32(0.0)
             put_f16(o, ib * 18, d)
+            if _plain_scale(d):  # x*id + 8.5 lies in [0.5, 16.5]: C's (int8_t) is a plain truncation
+                for j in range(16):
+                    a = min(15, np.int64(x[xo + j] * idv + np.float32(8.5)))
+                    b = min(15, np.int64(x[xo + j + 16] * idv + np.float32(8.5)))
+                    o[ib * 18 + 2 + j] = a | (b << 4)
+                continue
             for j in range(32):
                 L[j] = min(15, c_to_int8(x[xo + j] * idv + np.float32(8.5))) & 0xFF
             _store_nibbles(o, ib * 18 + 2, L)
@@ -785,6 +798,12 @@ def quantize_q4_1_nb(rows, qw, use_qw, out):
             idv = np.float32(1.0) / d if d != np.float32(0.0) else np.float32(0.0)
             put_f16(o, ib * 20, d)
             put_f16(o, ib * 20 + 2, mn)
+            if _plain_scale(d):
+                for j in range(16):
+                    a = min(15, np.int64((x[xo + j] - mn) * idv + np.float32(0.5)))
+                    b = min(15, np.int64((x[xo + j + 16] - mn) * idv + np.float32(0.5)))
+                    o[ib * 20 + 4 + j] = a | (b << 4)
+                continue
             for j in range(32):
                 L[j] = min(15, c_to_int8((x[xo + j] - mn) * idv + np.float32(0.5))) & 0xFF
             _store_nibbles(o, ib * 20 + 4, L)
@@ -812,8 +831,12 @@ def quantize_q5_0_nb(rows, qw, use_qw, out):
             else:
                 d = _block_absmax(x, xo) / np.float32(-16.0)
                 idv = np.float32(1.0) / d if d != np.float32(0.0) else np.float32(0.0)
-                for j in range(32):
-                    L[j] = min(31, c_to_int8(x[xo + j] * idv + np.float32(16.5))) & 0xFF
+                if _plain_scale(d):
+                    for j in range(32):
+                        L[j] = min(31, np.int64(x[xo + j] * idv + np.float32(16.5)))
+                else:
+                    for j in range(32):
+                        L[j] = min(31, c_to_int8(x[xo + j] * idv + np.float32(16.5))) & 0xFF
             put_f16(o, ib * 22, d)
             _store_qh(o, ib * 22 + 2, L)
             for j in range(32):
@@ -846,8 +869,12 @@ def quantize_q5_1_nb(rows, qw, use_qw, out):
                 m, mx = _block_minmax(x, xo)
                 d = (mx - m) / np.float32(31.0)
                 idv = np.float32(1.0) / d if d != np.float32(0.0) else np.float32(0.0)
-                for j in range(32):
-                    L[j] = c_trunc_int((x[xo + j] - m) * idv + np.float32(0.5)) & 0xFF
+                if _plain_scale(d):
+                    for j in range(32):
+                        L[j] = np.int64((x[xo + j] - m) * idv + np.float32(0.5))
+                else:
+                    for j in range(32):
+                        L[j] = c_trunc_int((x[xo + j] - m) * idv + np.float32(0.5)) & 0xFF
             put_f16(o, ib * 24, d)
             put_f16(o, ib * 24 + 2, m)
             _store_qh(o, ib * 24 + 4, L)
