@@ -1,0 +1,163 @@
+"""`ggufq quantize` options and recipes: llama.cpp's per-tensor rules, overrides, errors, dry run."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from gguf import GGMLQuantizationType as GT, GGUFWriter
+
+from ggufq.cli import main
+from ggufq.gguf_file import GGUFFile
+from ggufq.recipes import ModelFacts, Options, plan, tensor_order, use_more_bits
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT / "tests" / "data"
+SMOL = ROOT / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"
+GEMMA = ROOT / "models" / "gemma-3-270m-q4_k_m.gguf"
+
+
+def tiny_model(path: Path, n_layer: int = 8, ne0: int = 256, nan: str | None = None, tied: bool = False,
+               dtype=np.float16) -> Path:
+    """A small llama-shaped GGUF: token_embd, per layer attn_q/k/v/output, ffn_up/gate/down, norms."""
+    rng = np.random.default_rng(0)
+    w = GGUFWriter(path, "llama")
+    w.add_block_count(n_layer)
+    w.add_head_count(4)
+    w.add_head_count_kv(2)
+    w.add_file_type(1)
+
+    def t(name, shape):
+        a = (rng.normal(0, 0.05, shape)).astype(np.float32)
+        if name == nan:
+            a.reshape(-1)[7] = np.nan
+        w.add_tensor(name, a.astype(dtype) if len(shape) > 1 else a)
+    t("token_embd.weight", (64, ne0))
+    if not tied:
+        t("output.weight", (64, ne0))
+    t("output_norm.weight", (ne0,))
+    for i in range(n_layer):
+        for n in ("attn_q", "attn_k", "attn_v", "attn_output", "ffn_up", "ffn_gate"):
+            t(f"blk.{i}.{n}.weight", (32, ne0))
+        t(f"blk.{i}.ffn_down.weight", (ne0, 512))
+        t(f"blk.{i}.attn_norm.weight", (ne0,))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return path
+
+
+def types_of(path: Path) -> dict[str, str]:
+    with GGUFFile(path) as g:
+        return {n: t.qtype.name for n, t in g.tensors.items()}
+
+
+def test_use_more_bits_and_k_m_mix_on_a_32_layer_model():
+    assert [i for i in range(32) if use_more_bits(i, 32)] == [0, 1, 2, 3, 6, 9, 12, 15, 18, 21, 24, 27, 28, 29, 30, 31]
+    names = ["token_embd.weight", "output.weight"] + [f"blk.{i}.{n}.weight" for i in range(32)
+                                                     for n in ("attn_v", "ffn_down", "attn_q")]
+    tensors = [(n, (4096, 4096), GT.F16) for n in tensor_order(names)]
+    facts = ModelFacts("llama", 32, n_head=32, n_head_kv=8)
+    got = {c.name: c.dst_type for c in plan(tensors, facts, Options("Q4_K_M"))}
+    assert got["output.weight"] == GT.Q6_K and got["token_embd.weight"] == GT.Q4_K
+    more = {i for i in range(32) if use_more_bits(i, 32)}
+    for i in range(32):
+        assert got[f"blk.{i}.attn_v.weight"] == (GT.Q6_K if i in more else GT.Q4_K)
+        assert got[f"blk.{i}.ffn_down.weight"] == (GT.Q6_K if i in more else GT.Q4_K)
+        assert got[f"blk.{i}.attn_q.weight"] == GT.Q4_K
+    s = {c.name: c.dst_type for c in plan(tensors, facts, Options("Q4_K_S"))}
+    assert [s[f"blk.{i}.attn_v.weight"] for i in range(6)] == [GT.Q5_K] * 4 + [GT.Q4_K] * 2
+    assert [s[f"blk.{i}.ffn_down.weight"] for i in range(6)] == [GT.Q5_K] * 4 + [GT.Q4_K] * 2
+    q = {c.name: c.dst_type for c in plan(tensors, facts, Options("Q4_0"))}
+    assert q["output.weight"] == GT.Q6_K and q["blk.0.ffn_down.weight"] == GT.Q4_0
+    qi = {c.name: c.dst_type for c in plan(tensors, facts, Options("Q4_0", has_imatrix=True))}
+    assert [qi[f"blk.{i}.ffn_down.weight"] for i in range(5)] == [GT.Q4_1] * 4 + [GT.Q4_0]
+
+
+def test_fallbacks_and_unquantized_tensors():
+    facts = ModelFacts("llama", 1)
+    tensors = [("blk.0.attn_q.weight", (576, 64), GT.F16), ("blk.0.ffn_down.weight", (1536, 576), GT.F16),
+               ("blk.0.attn_norm.weight", (576,), GT.F32), ("blk.0.attn_k.weight", (100, 64), GT.F16)]
+    for ftype, want in (("Q4_K_M", GT.Q5_0), ("Q5_K_M", GT.Q5_1), ("Q6_K", GT.Q8_0)):
+        got = {c.name: c for c in plan(tensors, facts, Options(ftype, pure=True))}
+        assert got["blk.0.attn_q.weight"].dst_type == want
+        assert got["blk.0.attn_norm.weight"].dst_type == GT.F32 and not got["blk.0.attn_norm.weight"].quantize
+        assert got["blk.0.attn_k.weight"].dst_type == GT.F16  # 100 is not a multiple of 32 either
+    assert plan(tensors, facts, Options("Q4_K_M", pure=True))[1].dst_type == GT.Q4_K
+
+
+def test_dry_run_plan_matches_llama_quantize_types(capsys):
+    """The plan printed for the shipped SmolLM2 equals the types llama-quantize chose (fixture)."""
+    assert main(["quantize", "--dry-run", str(SMOL), "unused.gguf", "Q4_K_M"]) == 0
+    out = capsys.readouterr().out
+    want = json.loads((DATA / "quant_smol_Q4_K_M.json").read_text())["tensors"]
+    lines = {ln.split()[0]: ln for ln in out.splitlines() if ln.strip() and ln.split()[0] in want}
+    assert len(lines) == len(want)
+    for name, e in want.items():
+        toks = lines[name].split()
+        shown = toks[toks.index("->") + 1] if "->" in toks else toks[2]
+        assert shown == e["type"], f"{name}: plan {shown}, llama-quantize {e['type']}"
+    assert "bits per weight" in out.splitlines()[-1]
+    assert not Path("unused.gguf").exists()
+
+
+def test_overrides_pure_and_output_types(tmp_path):
+    src = tiny_model(tmp_path / "tiny.gguf")
+    out = tmp_path / "q.gguf"
+    assert main(["quantize", str(src), str(out), "Q4_K_M", "--tensor-type", r"attn_q=q8_0",
+                 "--tensor-type", r"blk\.[0-3]\.ffn_up=Q5_K", "--output-tensor-type", "q5_0",
+                 "--token-embedding-type", "Q6_K"]) == 0
+    t = types_of(out)
+    assert all(t[f"blk.{i}.attn_q.weight"] == "Q8_0" for i in range(8))
+    assert [t[f"blk.{i}.ffn_up.weight"] for i in range(5)] == ["Q5_K"] * 4 + ["Q4_K"]
+    assert t["output.weight"] == "Q5_0" and t["token_embd.weight"] == "Q6_K"
+    assert t["blk.0.attn_norm.weight"] == "F32"
+    assert [t[f"blk.{i}.attn_v.weight"] for i in range(8)] == \
+        ["Q6_K" if use_more_bits(i, 8) else "Q4_K" for i in range(8)]
+    with GGUFFile(out) as g:
+        assert g.get("general.file_type") == 15 and g.get("general.quantization_version") == 2
+        assert list(g.kv)[-2:] == ["general.quantization_version", "general.file_type"]
+        assert g.kv["llama.block_count"].vtype.name == "UINT32"
+    assert main(["quantize", "--pure", str(src), str(out), "Q5_K_M"]) == 0
+    assert set(v for k, v in types_of(out).items() if not k.endswith("norm.weight")) == {"Q5_K"}
+    assert main(["quantize", "--leave-output-tensor", str(src), str(out), "Q8_0"]) == 0
+    assert types_of(out)["output.weight"] == "F16"
+
+
+def test_tied_embeddings_take_the_output_type(tmp_path):
+    src = tiny_model(tmp_path / "tied.gguf", tied=True)
+    out = tmp_path / "q.gguf"
+    assert main(["quantize", str(src), str(out), "Q4_K_M"]) == 0
+    assert types_of(out)["token_embd.weight"] == "Q6_K"
+    src = tiny_model(tmp_path / "tied96.gguf", tied=True, ne0=96)  # 96 % 256 != 0 -> Q8_0
+    assert main(["quantize", str(src), str(out), "Q4_K_M"]) == 0
+    t = types_of(out)
+    assert t["token_embd.weight"] == "Q8_0" and t["blk.0.attn_q.weight"] == "Q5_0"
+
+
+def test_errors_are_one_line_and_leave_no_file(tmp_path, capsys):
+    out = tmp_path / "q.gguf"
+    assert main(["quantize", str(SMOL), str(out), "Q4_0"]) == 2
+    err = capsys.readouterr().err
+    assert "requantizing is disabled" in err and len(err.strip().splitlines()) == 1
+    bad = tiny_model(tmp_path / "nan.gguf", nan="blk.3.ffn_gate.weight", dtype=np.float32)
+    assert main(["quantize", str(bad), str(out), "Q4_0"]) == 2
+    err = capsys.readouterr().err
+    assert "blk.3.ffn_gate.weight" in err and "NaN" in err
+    bad16 = tiny_model(tmp_path / "nan16.gguf", nan="blk.2.attn_k.weight")
+    assert main(["quantize", str(bad16), str(out), "Q8_0"]) == 2
+    assert "blk.2.attn_k.weight" in capsys.readouterr().err
+    assert not out.exists() and not list(tmp_path.glob(".q.gguf*"))
+    assert main(["quantize", str(bad), str(out), "Q3_Q"]) == 2
+    assert "unknown quantization type" in capsys.readouterr().err
+    assert main(["quantize", str(bad), str(out), "Q4_0", "--tensor-type", "nothing"]) == 2
+    assert main(["quantize", str(tmp_path / "missing.gguf"), str(out), "Q4_0"]) == 2
+
+
+def test_requantize_gemma_dry_run_shows_fallbacks(capsys):
+    assert main(["quantize", "--dry-run", str(GEMMA), "x.gguf", "Q4_K_M"]) == 0
+    out = capsys.readouterr().out
+    assert "row 640 not divisible by 256: Q4_K -> Q5_0" in out
+    assert "row 640 not divisible by 256: Q6_K -> Q8_0" in out
