@@ -363,6 +363,14 @@ class Tokenizer:
             bos, eos, unk = 1, 2, 0
             self.add_space_prefix, self.add_bos, self.add_eos = True, True, False
             self._regexes = None
+        elif model == "bert":
+            self.kind = "wpm"
+            bos, eos, unk = 101, None, 100
+            self.add_space_prefix, self.add_bos, self.add_eos = False, True, False
+            self.clean_spaces = True
+            self._regexes = None
+            self.wpm_lowercase = bool(get("tokenizer.ggml.normalizer.lowercase", True))
+            self.wpm_strip_accents = bool(get("tokenizer.ggml.normalizer.strip_accents", self.wpm_lowercase))
         elif model in ("gpt2", "gemma4"):
             self.kind = "bpe"
             bos, eos, unk = (11, 11, None) if model == "gpt2" else (None, None, None)
@@ -386,7 +394,7 @@ class Tokenizer:
             self._regexes = [_compile(r) for r in _REGEXES[family]]
         else:
             raise GGUFQError(f"unsupported tokenizer model {model!r} "
-                             "(ggufq supports 'llama' (SPM), 'gpt2' and 'gemma4' (BPE))")
+                             "(ggufq supports 'llama' (SPM), 'gpt2' and 'gemma4' (BPE), 'bert' (WPM))")
         self.add_space_prefix = bool(get("tokenizer.ggml.add_space_prefix", self.add_space_prefix))
 
         def special(key, default):
@@ -402,7 +410,8 @@ class Tokenizer:
         self.eot_id = special("tokenizer.ggml.eot_token_id", None)
         self.eom_id = special("tokenizer.ggml.eom_token_id", None)
         self.unk_id = special("tokenizer.ggml.unknown_token_id", unk)
-        self.pad_id = special("tokenizer.ggml.padding_token_id", None)
+        self.pad_id = special("tokenizer.ggml.padding_token_id", 0 if model == "bert" else None)
+        self.sep_id = special("tokenizer.ggml.seperator_token_id", 102 if model == "bert" else None)
         fim = {k: special(f"tokenizer.ggml.fim_{k}_token_id", None) for k in _FIM_TEXTS}
         if get("tokenizer.ggml.add_bos_token") is not None:
             self.add_bos = bool(get("tokenizer.ggml.add_bos_token"))
@@ -478,6 +487,8 @@ class Tokenizer:
 
         if self.kind == "bpe":
             self._init_bpe(merges)
+        if self.kind == "wpm":
+            self._max_token_chars = max(len(t) for t in self.tokens)
         self._pieces = [self._piece(i, True) for i in range(n)]
         self._word_cache: dict[str, tuple[int, ...]] = {}
 
@@ -559,6 +570,19 @@ class Tokenizer:
                         f = " " + f
                     self._spm(f.replace(" ", "\u2581"), out)
                     prev_special = False
+        elif self.kind == "wpm":
+            if add_special:
+                out.append(self.bos_id)
+            for f in frags:
+                if isinstance(f, int):
+                    out.append(f)
+                else:
+                    self._wpm(f, out)
+            if add_special:
+                if self.sep_id is None:
+                    raise GGUFQError("the model wants a SEP token but has none")
+                out.append(self.sep_id)
+            return out
         else:
             if add_special and self.add_bos:
                 if self.bos_id is None:
@@ -652,6 +676,52 @@ class Tokenizer:
                 raise GGUFQError(f"SPM vocabulary has no byte token for 0x{byte:02X}")
         return i
 
+    # BERT word pieces (llama.cpp's llm_tokenizer_wpm): normalize, split into words, longest match
+    def _wpm_words(self, text: str) -> list[str]:
+        words = [""]
+        for c in text:
+            if self.wpm_strip_accents:
+                c = unicodedata.normalize("NFD", c)[0]
+            cp = ord(c)
+            if cp in _WHITESPACE:
+                if words[-1]:
+                    words.append("")
+                continue
+            cat = unicodedata.category(c)
+            if cp == 0 or cp == 0xFFFD or cat in ("Cc", "Cf", "Co", "Cs"):
+                continue
+            if self.wpm_strip_accents and cat[0] == "M":
+                continue
+            if self.wpm_lowercase:
+                low = c.lower()
+                c = low if len(low) == 1 else _SIMPLE_LOWER.get(cp, low[0])
+            if cat[0] == "P" or (cp < 0x7F and cat[0] == "S") or _is_chinese(cp):
+                if words[-1]:
+                    words.append("")
+                words[-1] = c
+                words.append("")
+            else:
+                words[-1] += c
+        return [w for w in words if w]
+
+    def _wpm(self, text: str, out: list[int]) -> None:
+        t2i, maxlen = self.token_to_id, self._max_token_chars
+        for word in self._wpm_words(text):
+            w = "\u2581" + word
+            n, start, i = len(w), len(out), 0
+            while i < n:
+                for j in range(min(n, i + maxlen + 1), i, -1):
+                    tid = t2i.get(w[i:j])
+                    if tid is not None:
+                        out.append(tid)
+                        i = j
+                        break
+                else:
+                    del out[start:]
+                    break
+            if len(out) == start:
+                out.append(self.unk_id)
+
     # byte-level BPE (llama.cpp's llm_tokenizer_bpe)
     def _bpe(self, text: str, out: list[int]) -> None:
         words = regex_split(text, self._regexes)
@@ -699,7 +769,7 @@ class Tokenizer:
         if attr & (ATTR_UNKNOWN | ATTR_CONTROL | ATTR_USER_DEFINED):
             return text.encode("utf-8")
         if attr & ATTR_NORMAL:
-            if self.kind == "spm" or self.escape_whitespaces:
+            if self.kind in ("spm", "wpm") or self.escape_whitespaces:
                 return text.replace("\u2581", " ").encode("utf-8")
             return _decode_byte_level(text)
         if attr & ATTR_BYTE:
@@ -718,6 +788,16 @@ class Tokenizer:
 
     def stream_decoder(self, special: bool = False) -> "StreamDecoder":
         return StreamDecoder(self, special)
+
+
+_SIMPLE_LOWER = {0x130: 0x69}  # U+0130's full lowercase is two characters, its simple lowercase is "i"
+_SIMPLE_LOWER = {k: chr(v) for k, v in _SIMPLE_LOWER.items()}
+
+
+def _is_chinese(cp: int) -> bool:
+    return (0x4E00 <= cp <= 0x9FFF or 0x3400 <= cp <= 0x4DBF or 0x20000 <= cp <= 0x2A6DF or 0x2A700 <= cp <= 0x2B73F
+            or 0x2B740 <= cp <= 0x2B81F or 0x2B920 <= cp <= 0x2CEAF or 0xF900 <= cp <= 0xFAFF
+            or 0x2F800 <= cp <= 0x2FA1F)
 
 
 @lru_cache(maxsize=None)

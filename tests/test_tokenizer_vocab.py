@@ -2,9 +2,9 @@
 in the llama-cpp-python sdist; fetched by models/fetch_vocabs.py into models/vocab/).
 
 Checked as llama.cpp's test-tokenizer-0 does: add_special=False, parse_special=False, ids equal.
-Left out, and why:
-  bert-bge        WPM (BERT word-piece) tokenizer: not implemented in ggufq (no BERT runtime)
-  aquila, baichuan, gpt-neox, nomic-bert-moe: vocab files without .inp/.out test cases in llama.cpp
+Every vocabulary that has test cases is checked (SPM, byte-level BPE of 12 pre-tokenizers, Gemma 4's BPE,
+BERT's WPM). Left out, and why: aquila, baichuan, gpt-neox, nomic-bert-moe ship no .inp/.out test cases in
+llama.cpp (nothing to compare with).
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from ggufq.tokenizer import Tokenizer
 from .conftest import MODELS
 
 VOCABS = ["llama-bpe", "llama-spm", "qwen2", "qwen35", "gpt-2", "phi-3", "falcon", "mpt", "starcoder", "refact",
-          "command-r", "deepseek-llm", "deepseek-coder", "gemma-4"]
+          "command-r", "deepseek-llm", "deepseek-coder", "gemma-4", "bert-bge"]
 SEP = "\n__ggml_vocab_test__\n"
 
 
