@@ -125,8 +125,12 @@ def run(args) -> int:
     from ..recipes import is_quantized, quantize_tensor
 
     t_start = time.time()
+    import numba
+    if "NUMBA_THREADING_LAYER" not in os.environ:
+        # one parallel call per tensor: OpenMP's fork/join costs ~15 ms per call on a busy machine, the
+        # workqueue layer a few microseconds (measured with 2 cores shared by 7 runnable processes)
+        numba.config.THREADING_LAYER = "workqueue"
     if args.threads and args.threads > 0:
-        import numba
         numba.set_num_threads(min(args.threads, numba.config.NUMBA_NUM_THREADS))
 
     imatrix = None
