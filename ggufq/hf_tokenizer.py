@@ -42,6 +42,8 @@ _BYTELEVEL_NOREGEX = {"type": "ByteLevel", "add_prefix_space": False, "trim_offs
                       "use_regex": False}
 _QWEN2_RE = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"
              r"|\s*[\r\n]+|\s+(?!\S)|\s+")
+_QWEN35_RE = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?[\p{L}\p{M}]+|\p{N}"
+              r"| ?[^\s\p{L}\p{M}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
 _LLAMA3_RE = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*"
               r"|\s*[\r\n]+|\s+(?!\S)|\s+")
 
@@ -63,6 +65,7 @@ BPE_FAMILIES: dict[str, tuple[dict | None, dict, bool]] = {
     "refact": (None, _seq({"type": "Digits", "individual_digits": True}, _BYTELEVEL_REGEX), False),
     "qwen2": ({"type": "NFC"}, _seq(_split(_QWEN2_RE), _BYTELEVEL_NOREGEX), False),
     "deepseek-r1-qwen": ({"type": "NFC"}, _seq(_split(_QWEN2_RE), _BYTELEVEL_NOREGEX), False),
+    "qwen35": (None, _seq(_split(_QWEN35_RE), _BYTELEVEL_NOREGEX), False),
     "llama-bpe": (None, _seq(_split(_LLAMA3_RE), {**_BYTELEVEL_NOREGEX, "trim_offsets": True}), True),
 }
 BPE_FAMILIES["llama3"] = BPE_FAMILIES["llama-v3"] = BPE_FAMILIES["llama-bpe"]
