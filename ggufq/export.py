@@ -114,8 +114,46 @@ def plan(g: GGUFFile, arch, dtype: str) -> list[_Item]:
     return items
 
 
+_YARN_KEYS = (("extrapolation_factor", "rope.scaling.yarn_ext_factor"), ("beta_fast", "rope.scaling.yarn_beta_fast"),
+              ("beta_slow", "rope.scaling.yarn_beta_slow"), ("attention_factor", "rope.scaling.yarn_attn_factor"))
+# Llama 3.x rope_freqs: the converter computes the tensor from these; export searches them (factor is the
+# tensor's largest value) and keeps the first combination whose recomputed tensor equals the GGUF's (to
+# 1e-5: converters of different vintages round the smooth band differently in the last bits).
+_LLAMA3_LOW_HIGH = ((1.0, 4.0), (1.0, 2.0), (1.0, 8.0), (2.0, 4.0))
+_LLAMA3_ORIG_CTX = (8192, 4096, 2048, 16384, 32768, 65536, 131072)
+
+
+def rope_scaling(g: GGUFFile, arch_cls, cfg: dict) -> dict | None:
+    """config.json's rope_scaling from the GGUF: linear / YaRN keys, or Llama 3's rope_freqs tensor."""
+    a = g.arch_get
+    kind = a("rope.scaling.type")
+    if kind in ("linear", "yarn"):
+        rs = {"rope_type": kind, "factor": a("rope.scaling.factor")}
+        if kind == "yarn":
+            rs["original_max_position_embeddings"] = a("rope.scaling.original_context_length")
+            rs.update({k: a(gk) for k, gk in _YARN_KEYS if a(gk) is not None})
+        return rs
+    if kind not in (None, "none"):
+        raise GGUFQError(f"{g.path}: RoPE scaling type {kind!r} cannot be exported (linear and yarn can)")
+    t = g.tensors.get("rope_freqs.weight")
+    if t is None:
+        return None
+    want = dequantize_tensor(t)
+    for low, high in _LLAMA3_LOW_HIGH:
+        for ctx in _LLAMA3_ORIG_CTX:
+            rs = {"rope_type": "llama3", "factor": float(want.max()), "low_freq_factor": low,
+                  "high_freq_factor": high, "original_max_position_embeddings": ctx}
+            made = dict(arch_cls({**cfg, "rope_scaling": rs}).extra_tensors()).get("rope_freqs.weight")
+            if made is not None and made.shape == want.shape and np.allclose(made, want, rtol=1e-5, atol=0):
+                return rs
+    raise GGUFQError(f"{g.path}: rope_freqs.weight matches no Llama 3 RoPE scaling this exporter knows; "
+                     f"it cannot be written as config.json")
+
+
 def hf_config(g: GGUFFile, arch_cls, dtype: str) -> dict:
     cfg = arch_cls.hf_config(g)
+    if (rs := rope_scaling(g, arch_cls, cfg)) is not None:
+        cfg["rope_scaling"] = rs
     cfg["torch_dtype"] = TORCH_DTYPES[dtype]
     cfg.setdefault("transformers_version", TRANSFORMERS_VERSION)
     if g.get("tokenizer.ggml.model") == "llama":

@@ -16,17 +16,19 @@ from ggufq.safetensors import open_safetensors
 from .conftest import SMOL
 
 
-def tiny_gguf(path, arch="llama", pre="gpt-2", tokens=("a", "b", "ab", "<s>")):
-    """A 1-block llama-shaped GGUF with a 4-token byte-level BPE vocabulary, F32 weights."""
+def tiny_gguf(path, arch="llama", pre="gpt-2", tokens=("a", "b", "ab", "<s>"), n_embd=32, n_head=4,
+              extra=None):
+    """A 1-block llama-shaped GGUF with a 4-token byte-level BPE vocabulary, F32 weights; `extra(w)` may
+    add keys and tensors."""
     rng = np.random.default_rng(0)
-    n_embd, n_ff, n_vocab = 32, 64, len(tokens)
+    n_ff, n_vocab = 64, len(tokens)
     w = GGUFWriter(str(path), arch)
     w.add_block_count(1)
     w.add_context_length(128)
     w.add_embedding_length(n_embd)
     w.add_feed_forward_length(n_ff)
-    w.add_head_count(4)
-    w.add_head_count_kv(2)
+    w.add_head_count(n_head)
+    w.add_head_count_kv(n_head // 2)
     w.add_layer_norm_rms_eps(1e-5)
     w.add_rope_freq_base(10000.0)
     w.add_tokenizer_model("gpt2")
@@ -42,6 +44,8 @@ def tiny_gguf(path, arch="llama", pre="gpt-2", tokens=("a", "b", "ab", "<s>")):
               "blk.0.attn_v.weight": (n_embd // 2, n_embd), "blk.0.attn_output.weight": (n_embd, n_embd),
               "blk.0.ffn_gate.weight": (n_ff, n_embd), "blk.0.ffn_up.weight": (n_ff, n_embd),
               "blk.0.ffn_down.weight": (n_embd, n_ff)}
+    if extra:
+        extra(w)
     for name, shape in shapes.items():
         w.add_tensor(name, rng.standard_normal(shape).astype(np.float32))
     w.write_header_to_file()
