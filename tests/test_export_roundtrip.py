@@ -4,6 +4,7 @@ bit for bit, and the config's architecture facts."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import gguf
 import numpy as np
@@ -12,8 +13,11 @@ import pytest
 from ggufq.convert import convert
 from ggufq.export import export_gguf
 from ggufq.gguf_file import GGUFFile
-from ggufq.safetensors import open_safetensors
+from ggufq.hf_tokenizer import write_hf_tokenizer
+from ggufq.safetensors import TensorSpec, open_safetensors, write_safetensors
+from kernels.floats import f32_to_bf16_bits
 
+from .conftest import DATA
 from .tiny_models import make_tiny
 
 CONFIG_KEYS = ["architectures", "model_type", "hidden_size", "intermediate_size", "num_hidden_layers",
@@ -106,3 +110,93 @@ def test_unknown_rope_freqs_refused(tmp_path, capsys):
     g = tiny_gguf(tmp_path / "x.gguf", n_embd=256, extra=lambda w: w.add_tensor(
         "rope_freqs.weight", np.linspace(1, 3, 32, dtype=np.float32)))
     _fails(capsys, ["export", str(g), str(tmp_path / "out")], tmp_path / "out", "rope_freqs.weight matches no")
+
+
+# ---- against llama.cpp's converter --------------------------------------------------------------
+TINY_LLAMA3 = {
+    "architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 128, "intermediate_size": 256,
+    "num_hidden_layers": 2, "num_attention_heads": 2, "num_key_value_heads": 1, "max_position_embeddings": 131072,
+    "rms_norm_eps": 1e-5, "rope_theta": 500000.0, "tie_word_embeddings": False, "hidden_act": "silu",
+    "rope_scaling": {"rope_type": "llama3", "factor": 32.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                     "original_max_position_embeddings": 8192},
+    "torch_dtype": "bfloat16", "bos_token_id": 1, "eos_token_id": 2,
+}
+
+
+def make_tiny_llama3(out_dir: Path) -> Path:
+    """A tiny Llama 3.2-style HF folder (q/k permuted by the converter, llama3 RoPE scaling) with a tiny
+    SentencePiece vocabulary (unk, bos, eos, 256 bytes, a few words), deterministic BF16 weights. The
+    tokenizer.model is written by our exporter from a vocabulary-only GGUF."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    words = ["\u2581the", "\u2581a", "\u2581cat", "th", "he", "at", "\u2581t", "\u2581c"]
+    tokens = ["<unk>", "<s>", "</s>"] + [f"<0x{b:02X}>" for b in range(256)] + words
+    types = [2, 3, 3] + [6] * 256 + [1] * len(words)
+    scores = [0.0, 0.0, 0.0] + [0.0] * 256 + [-float(i) for i in range(len(words))]
+    vocab_gguf = out_dir.parent / f".{out_dir.name}-vocab.gguf"
+    w = gguf.GGUFWriter(str(vocab_gguf), "llama")
+    w.add_tokenizer_model("llama")
+    w.add_tokenizer_pre("default")
+    w.add_token_list(tokens)
+    w.add_token_scores(scores)
+    w.add_token_types(types)
+    w.add_unk_token_id(0)
+    w.add_bos_token_id(1)
+    w.add_eos_token_id(2)
+    w.add_add_bos_token(True)
+    w.add_add_eos_token(False)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.close()
+    with GGUFFile(vocab_gguf) as g:
+        write_hf_tokenizer(g, out_dir)
+    vocab_gguf.unlink()
+    cfg = {**TINY_LLAMA3, "vocab_size": len(tokens)}
+    (out_dir / "config.json").write_text(json.dumps(cfg, indent=2))
+    h, f, nh, nkv = cfg["hidden_size"], cfg["intermediate_size"], cfg["num_attention_heads"], cfg["num_key_value_heads"]
+    hd = h // nh
+    shapes = {"model.embed_tokens.weight": (len(tokens), h), "lm_head.weight": (len(tokens), h),
+              "model.norm.weight": (h,)}
+    for i in range(cfg["num_hidden_layers"]):
+        p = f"model.layers.{i}."
+        shapes.update({p + "input_layernorm.weight": (h,), p + "post_attention_layernorm.weight": (h,),
+                       p + "self_attn.q_proj.weight": (nh * hd, h), p + "self_attn.k_proj.weight": (nkv * hd, h),
+                       p + "self_attn.v_proj.weight": (nkv * hd, h), p + "self_attn.o_proj.weight": (h, nh * hd),
+                       p + "mlp.gate_proj.weight": (f, h), p + "mlp.up_proj.weight": (f, h),
+                       p + "mlp.down_proj.weight": (h, f)})
+    rng = np.random.default_rng(3)
+    arrays = {n: f32_to_bf16_bits(rng.standard_normal(s, dtype=np.float32) * np.float32(0.05)
+                                  + np.float32(n.endswith("norm.weight")))
+              for n, s in sorted(shapes.items())}
+    write_safetensors(out_dir / "model.safetensors", [TensorSpec(n, "BF16", a.shape) for n, a in arrays.items()],
+                      lambda s: arrays[s.name])
+    return out_dir
+
+
+def test_llama_cpp_converted_tiny_llama3_exports_back_exactly(tmp_path):
+    """tests/data/export_tiny_llama3.gguf is llama.cpp's convert_hf_to_gguf.py --outtype bf16 of
+    make_tiny_llama3 (q/k permuted, rope_freqs written): exporting it gives the HF folder back, every tensor
+    bit for bit (so our un-permutation inverts llama.cpp's permutation) and the RoPE scaling."""
+    src = make_tiny_llama3(tmp_path / "src")
+    out = export_gguf(DATA / "export_tiny_llama3.gguf", tmp_path / "back", progress=False).out_dir
+    a, b = open_safetensors(src), open_safetensors(out)
+    assert set(a) == set(b)
+    for name, t in a.items():
+        u = b[name]
+        if u.dtype == "F32":
+            assert np.array_equal(u.data, (t.data.astype(np.uint32) << 16).view(np.float32)), name
+        else:
+            assert np.array_equal(u.data, t.data), name
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["rope_scaling"] == TINY_LLAMA3["rope_scaling"]
+    for k in ("hidden_size", "num_attention_heads", "num_key_value_heads", "rope_theta", "tie_word_embeddings"):
+        assert cfg[k] == TINY_LLAMA3[k]
+    from sentencepiece import sentencepiece_model_pb2 as pb
+    m0, m1 = pb.ModelProto(), pb.ModelProto()
+    m0.ParseFromString((src / "tokenizer.model").read_bytes())
+    m1.ParseFromString((out / "tokenizer.model").read_bytes())
+    assert [(p.piece, p.type) for p in m1.pieces] == [(p.piece, p.type) for p in m0.pieces]
+    # scores come back too, except the control tokens': llama.cpp's converter gives every token listed in
+    # added_tokens_decoder the score -1000
+    assert [p.score if p.type != 3 else -1000.0 for p in m0.pieces] == [p.score for p in m1.pieces]
+    assert m1.normalizer_spec == m0.normalizer_spec and m1.trainer_spec == m0.trainer_spec

@@ -2,6 +2,10 @@
 
     python tools/make_export_fixtures.py [LLAMA_CPP_BUILD_BIN]   # default ~/.cache/ggufq-ref/llama.cpp/build/bin
     python tools/make_export_fixtures.py --converter [LLAMA_CPP_DIR [PYTHON]]
+    python tools/make_export_fixtures.py --tiny-llama3 [LLAMA_CPP_DIR [PYTHON]]
+
+--tiny-llama3 writes tests/data/export_tiny_llama3.gguf: llama.cpp's convert_hf_to_gguf.py --outtype bf16
+on the tiny Llama 3 folder of tests/test_export_roundtrip.py (make_tiny_llama3).
 
 The second form writes nothing: it exports both real models, runs llama.cpp's convert_hf_to_gguf.py on the
 folders (--outtype f16; PYTHON needs torch + transformers, default ~/.cache/ggufq-ref/convvenv/bin/python)
@@ -114,7 +118,28 @@ def compare_with_converter(llama_dir: Path, python: str) -> None:
             print(f"  tensors: {same}; pre-tokenizer {b.get('tokenizer.ggml.pre')!r}")
 
 
+def make_tiny_llama3_fixture(llama_dir: Path, python: str) -> None:
+    sys.path.insert(0, str(ROOT))
+    from tests.test_export_roundtrip import make_tiny_llama3
+
+    out = ROOT / "tests" / "data" / "export_tiny_llama3.gguf"
+    env = {**os.environ, "PYTHONPATH": str(llama_dir / "gguf-py")}
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = make_tiny_llama3(Path(tmp) / "tiny-llama3")
+        subprocess.run([python, str(llama_dir / "convert_hf_to_gguf.py"), str(folder), "--outtype", "bf16",
+                        "--outfile", str(out)], check=True, env=env, capture_output=True)
+    print(f"wrote {out.relative_to(ROOT)} ({out.stat().st_size} bytes)")
+
+
 def main() -> None:
+    if sys.argv[1:2] in (["--converter"], ["--tiny-llama3"]):
+        llama_dir = Path(sys.argv[2] if len(sys.argv) > 2 else os.path.expanduser("~/.cache/ggufq-ref/llama.cpp"))
+        python = sys.argv[3] if len(sys.argv) > 3 else os.path.expanduser("~/.cache/ggufq-ref/convvenv/bin/python")
+        if sys.argv[1] == "--tiny-llama3":
+            make_tiny_llama3_fixture(llama_dir, python)
+        else:
+            compare_with_converter(llama_dir, python)
+        return
     if sys.argv[1:2] == ["--converter"]:
         llama_dir = Path(sys.argv[2] if len(sys.argv) > 2 else os.path.expanduser("~/.cache/ggufq-ref/llama.cpp"))
         python = sys.argv[3] if len(sys.argv) > 3 else os.path.expanduser("~/.cache/ggufq-ref/convvenv/bin/python")
