@@ -12,6 +12,7 @@ under a temporary name next to OUT_DIR and renamed into place only when complete
 from __future__ import annotations
 
 import json
+import mmap
 import os
 import shutil
 import tempfile
@@ -165,14 +166,42 @@ def hf_config(g: GGUFFile, arch_cls, dtype: str) -> dict:
     return cfg
 
 
+def _identity_for(arch, gguf_name: str, shape: tuple[int, ...]) -> bool:
+    """Whether the architecture leaves this tensor as it is: from_gguf returns its argument itself. Probed
+    with a zero-stride array, so asking costs no memory."""
+    probe = np.broadcast_to(np.float32(0), shape)
+    try:
+        return arch.from_gguf(gguf_name, probe) is probe
+    except Exception:  # a transform that needs real data (writes, copies): not the identity
+        return False
+
+
+def _drop_pages(view: np.ndarray) -> None:
+    """Let the kernel drop the GGUF pages read so far: resident memory stays about one tensor wide."""
+    base = view
+    while base is not None and not isinstance(base, mmap.mmap):
+        base = base.obj if isinstance(base, memoryview) else getattr(base, "base", None)
+    if base is not None and hasattr(base, "madvise"):
+        base.madvise(mmap.MADV_DONTNEED)
+
+
 def _produce(arch) -> Callable[[_Item], Iterator[np.ndarray]]:
+    """Blocks of rows of each tensor in its safetensors dtype. Tensors the architecture leaves unchanged
+    (embeddings, most weights) stream block by block; the others (llama's q/k, Gemma's norms) are
+    dequantized whole, transformed, then converted block by block."""
     def produce(item: _Item) -> Iterator[np.ndarray]:
-        x = arch.from_gguf(item.tensor.name, dequantize_tensor(item.tensor))
-        x = np.asarray(x, dtype=np.float32).reshape(item.spec.shape)
-        rows = x.reshape(x.shape[0], -1) if x.ndim > 1 else x.reshape(1, -1)
-        step = max(1, CHUNK_ELEMENTS // max(1, rows.shape[1]))
-        for r0 in range(0, rows.shape[0], step):
-            yield _convert(rows[r0:r0 + step], item.spec.dtype, item.spec.name)
+        t, spec = item.tensor, item.spec
+        step = max(1, CHUNK_ELEMENTS // t.shape[0])
+        if _identity_for(arch, t.name, spec.shape):
+            for r0 in range(0, t.n_rows, step):
+                yield _convert(dequantize_rows(t, r0, min(t.n_rows, r0 + step)), spec.dtype, spec.name)
+        else:
+            x = np.asarray(arch.from_gguf(t.name, dequantize_tensor(t)), dtype=np.float32).reshape(spec.shape)
+            rows = x.reshape(t.n_rows, t.shape[0])
+            for r0 in range(0, t.n_rows, step):
+                yield _convert(rows[r0:r0 + step], spec.dtype, spec.name)
+        if t.data is not None:
+            _drop_pages(t.data)
     return produce
 
 

@@ -125,14 +125,14 @@ def test_failure_while_writing_leaves_nothing(tmp_path, capsys, monkeypatch):
     g = tiny_gguf(tmp_path / "x.gguf")
     calls = []
 
-    def boom(t):
+    def boom(t, r0, r1):
         calls.append(t.name)
         if len(calls) == 3:
             raise GGUFQError(f"simulated failure on {t.name}")
-        return real(t)
+        return real(t, r0, r1)
 
-    real = export_mod.dequantize_tensor
-    monkeypatch.setattr(export_mod, "dequantize_tensor", boom)
+    real = export_mod.dequantize_rows
+    monkeypatch.setattr(export_mod, "dequantize_rows", boom)
     _fails(capsys, ["export", str(g), str(tmp_path / "out"), "--quiet"], tmp_path / "out", "simulated failure")
     assert len(calls) == 3
 
