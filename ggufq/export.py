@@ -255,8 +255,11 @@ def export_gguf(gguf_path: str | Path, out_dir: str | Path, dtype: str = "bf16",
         Vocab(g).check()  # tokenizer problems surface before anything is written
         gen_config = {**generation_config(g), "transformers_version": TRANSFORMERS_VERSION}
 
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+        except OSError as e:
+            raise GGUFQError(f"{out}: cannot create: {e.strerror or e}") from None
         try:
             files = write_hf_tokenizer(g, tmp)
             _dump(tmp / "config.json", config)
@@ -278,6 +281,9 @@ def export_gguf(gguf_path: str | Path, out_dir: str | Path, dtype: str = "bf16",
                 if bar:
                     bar.close()
             _replace(tmp, out)
+        except OSError as e:  # disk full, permissions: one line, nothing left behind
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise GGUFQError(f"{out}: cannot write: {e.strerror or e}") from None
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise

@@ -168,3 +168,13 @@ def test_f16_overflow_is_refused(tmp_path, capsys):
     _fails(capsys, ["export", str(g), str(tmp_path / "out"), "--dtype", "f16", "--quiet"], tmp_path / "out",
            "beyond float16's range")
     assert main(["export", str(g), str(tmp_path / "out"), "--dtype", "bf16", "--quiet"]) == 0
+
+
+def test_unwritable_destination(tmp_path, capsys):
+    g = tiny_gguf(tmp_path / "x.gguf")
+    (tmp_path / "afile").write_text("")
+    out = tmp_path / "afile" / "hf"
+    assert main(["export", str(g), str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "cannot create" in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "x.gguf"]
