@@ -227,8 +227,12 @@ class Weights:
 
 
 class RunState:
-    def __init__(self, c: Config, w: Weights, n_ctx: int, n_batch: int, kv_type: str):
+    def __init__(self, c: Config, w: Weights, n_ctx: int, n_batch: int, kv_type: str, exact: bool = False):
         B, d, hd = n_batch, c.n_embd, c.head_dim
+        # exact: float32 activations everywhere (every product through the dequantized-tile path), a
+        # reference for the tests; the default rounds activations to 8 bits as llama.cpp does.
+        self.exact = exact
+        self.blas_min = 1 if exact else BLAS_MIN_TOKENS
         self.x = np.zeros((B, d), np.float32)                 # residual stream
         self.xb = np.zeros((B, d), np.float32)                # normed input of a sub-layer
         self.xb2 = np.zeros((B, d), np.float32)               # a sub-layer's output
@@ -272,9 +276,9 @@ class Input:
         f = self.forms.get(kind)
         if f is None:
             T, k = self.x.shape
-            if T < BLAS_MIN_TOKENS:
+            if T < self.rs.blas_min:
                 f = self.rs.acts[(kind, k)].set(self.x)
-            elif kind == "f32":
+            elif kind == "f32" or self.rs.exact:
                 f = self.x
             else:
                 f = self.rs.fq[(kind, k)][:T]
@@ -287,7 +291,7 @@ def matmul(lin: Linear, inp: Input, out: np.ndarray) -> None:
     """out[T, rows] = inp[T, k] @ W.T"""
     T = inp.x.shape[0]
     a = inp.get(lin.act)
-    if T < BLAS_MIN_TOKENS:
+    if T < inp.rs.blas_min:
         lin.dot.matmul(lin.w, a.xf, a.xq, a.xd, a.xs, out)
         return
     rs = inp.rs
@@ -311,7 +315,7 @@ def matmul(lin: Linear, inp: Input, out: np.ndarray) -> None:
 
 class Model:
     def __init__(self, g: GGUFFile, n_ctx: int | None = None, n_threads: int | None = None,
-                 kv_type: str = "f16", n_batch: int = 512):
+                 kv_type: str = "f16", n_batch: int = 512, exact: bool = False):
         if kv_type not in ("f16", "f32"):
             raise GGUFQError(f"kv_type must be f16 or f32, not {kv_type!r}")
         self.gguf = g
@@ -325,7 +329,7 @@ class Model:
         self.n_ctx = n_ctx
         self.n_batch = max(1, min(n_batch, n_ctx))
         self.weights = Weights(g, c)
-        self.rs = RunState(c, self.weights, n_ctx, self.n_batch, kv_type)
+        self.rs = RunState(c, self.weights, n_ctx, self.n_batch, kv_type, exact)
         self.n_past = 0
         self._tokenizer = None
         # RoPE tables per distinct (base, scale): [n_ctx, n_rot / 2]
@@ -337,8 +341,10 @@ class Model:
 
     @classmethod
     def load(cls, path, n_ctx: int | None = None, n_threads: int | None = None, kv_type: str = "f16",
-             n_batch: int = 512) -> "Model":
-        return cls(GGUFFile(path), n_ctx=n_ctx, n_threads=n_threads, kv_type=kv_type, n_batch=n_batch)
+             n_batch: int = 512, exact: bool = False) -> "Model":
+        """Map a GGUF file. exact=True keeps activations in float32 (slower; a reference for tests)."""
+        return cls(GGUFFile(path), n_ctx=n_ctx, n_threads=n_threads, kv_type=kv_type, n_batch=n_batch,
+                   exact=exact)
 
     # ---- public API ------------------------------------------------------------------------------
     @property

@@ -1,0 +1,147 @@
+"""Runtime dot-product kernels against gguf-py's dequantize + numpy.
+
+For every format: the dequantize kernel equals gguf.quants.dequantize exactly; the integer-dot kernel
+(activations quantized to Q8 as llama.cpp does) equals float64 dequant(W) @ (the same rounded
+activations) to float32 rounding, and is within the activation rounding of dequant(W) @ x; the BLAS
+batch path of the runtime agrees too. Weights are gguf-py quantizations of random rows where gguf-py
+can quantize, random bytes with sane fp16 scales for the K-quants, and real tensors from the models.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from gguf import GGML_QUANT_SIZES, GGMLQuantizationType as T, quants
+
+from ggufq.gguf_file import GGUFFile
+from ggufq.kernels.dot_common import DOT, FAKE_QUANT, Activations, quantize_q8_32, quantize_q8_k
+from ggufq.model import BLAS_MIN_TOKENS, Input, Linear, RunState, matmul
+
+from .conftest import GEMMA, SMOL
+
+FORMATS = [T.F32, T.F16, T.BF16, T.Q4_0, T.Q4_1, T.Q5_0, T.Q5_1, T.Q8_0, T.Q4_K, T.Q5_K, T.Q6_K]
+SCALE_OFFSETS = {T.Q4_0: [0], T.Q4_1: [0, 2], T.Q5_0: [0], T.Q5_1: [0, 2], T.Q8_0: [0],
+                 T.Q4_K: [0, 2], T.Q5_K: [0, 2], T.Q6_K: [208]}
+
+
+def make_weights(qtype, rows, k, rng):
+    """(the array the kernel takes, float32 dequantization by gguf-py)"""
+    if qtype in (T.F32, T.F16):
+        w = rng.standard_normal((rows, k)).astype(np.float32 if qtype == T.F32 else np.float16)
+        return DOT[qtype].weight_view(w), w.astype(np.float32)
+    if qtype == T.BF16:
+        raw = quants.quantize(rng.standard_normal((rows, k)).astype(np.float32), T.BF16)
+        return raw.view(np.uint16).reshape(rows, k), quants.dequantize(raw, T.BF16).reshape(rows, k)
+    if qtype in (T.Q4_K, T.Q5_K, T.Q6_K):
+        bs, ts = GGML_QUANT_SIZES[qtype]
+        raw = rng.integers(0, 256, (rows, k // bs, ts), dtype=np.uint8)
+        for o in SCALE_OFFSETS[qtype]:
+            d = (rng.random((rows, k // bs)) * 0.02 + 0.001).astype(np.float16)
+            raw[:, :, o:o + 2] = d.view(np.uint8).reshape(rows, k // bs, 2)
+        raw = raw.reshape(rows, -1)
+    else:
+        raw = quants.quantize(rng.standard_normal((rows, k)).astype(np.float32), qtype)
+    return raw, quants.dequantize(raw, qtype).reshape(rows, k)
+
+
+def rounded(kind, x):
+    if kind == "f32":
+        return x.astype(np.float64)
+    out = np.zeros_like(x)
+    FAKE_QUANT[kind](x, out)
+    return out.astype(np.float64)
+
+
+def check_matmul(qtype, w, deq, x):
+    kern = DOT[qtype]
+    T_, k = x.shape
+    acts = Activations(kern.act, T_, k).set(x)
+    out = np.zeros((T_, w.shape[0]), np.float32)
+    kern.matmul(w, acts.xf, acts.xq, acts.xd, acts.xs, out)
+    exact = rounded(kern.act, x) @ deq.astype(np.float64).T
+    scale = np.abs(exact).max()
+    # the Q8_1 sums are stored through fp16 (as llama.cpp's block_q8_1.s): a relative 1e-3 of the min term
+    tol = 1e-3 if qtype in (T.Q4_1, T.Q5_1) else 2e-6
+    assert np.abs(out - exact).max() <= tol * scale, qtype.name
+    # against the unrounded activations: off by at most what the rounding of x explains
+    plain = x.astype(np.float64) @ deq.astype(np.float64).T
+    bound = np.abs(x.astype(np.float64) - rounded(kern.act, x)) @ np.abs(deq.astype(np.float64)).T
+    assert (np.abs(out - plain) <= bound * 1.001 + tol * scale).all(), qtype.name
+    return out
+
+
+@pytest.mark.parametrize("qtype", FORMATS, ids=lambda q: q.name)
+def test_kernels_random(qtype):
+    rng = np.random.default_rng(int(qtype))
+    rows, k = 37, 512  # a row count that is not a multiple of 4
+    w, deq = make_weights(qtype, rows, k, rng)
+    got = np.zeros((5, k), np.float32)
+    DOT[qtype].dequant(w, 30, 35, got)
+    np.testing.assert_array_equal(got, deq[30:35])
+    for T_ in (1, 3):
+        x = rng.standard_normal((T_, k)).astype(np.float32)
+        x[0, 7] = 40.0  # an outlier, as real activations have
+        check_matmul(qtype, w, deq, x)
+
+
+@pytest.mark.parametrize("path,names", [
+    (SMOL, ["blk.0.attn_q.weight", "blk.3.ffn_down.weight", "token_embd.weight"]),
+    (GEMMA, ["blk.0.attn_q.weight", "blk.0.attn_v.weight", "blk.0.attn_output.weight", "blk.0.ffn_down.weight"]),
+], ids=["smol", "gemma"])
+def test_kernels_real_tensors(path, names):
+    g = GGUFFile(path)
+    rng = np.random.default_rng(1)
+    for name in names:
+        ti = g.tensors[name]
+        rows = min(ti.shape[1], 300)
+        kern = DOT[ti.qtype]
+        w = kern.weight_view(ti.data)[:rows]
+        deq = quants.dequantize(np.ascontiguousarray(ti.data[:rows]), ti.qtype).reshape(rows, -1)
+        x = rng.standard_normal((2, ti.shape[0])).astype(np.float32)
+        check_matmul(ti.qtype, w, deq, x)
+
+
+def test_blas_batch_path_matches_integer_path():
+    """The runtime's batch path (dequantized tiles through BLAS, activations rounded the same way) gives
+    the integer kernels' numbers, for a tile count above one."""
+    g = GGUFFile(GEMMA)
+    from ggufq.model import Config, Weights
+    c = Config.from_gguf(g)
+    wts = Weights(g, c)
+    rs = RunState(c, wts, 64, 64, "f16")
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((BLAS_MIN_TOKENS + 4, c.n_embd)).astype(np.float32)
+    for lin in (wts.layers[0].wq, wts.layers[0].w_gate, wts.output):
+        rows = lin.rows
+        big = np.zeros((len(x), rows), np.float32)
+        matmul(lin, Input(x, rs), big)            # BLAS path
+        small = np.zeros((4, rows), np.float32)
+        matmul(lin, Input(x[:4], rs), small)      # integer path
+        scale = np.abs(small).max()
+        assert np.abs(big[:4] - small).max() <= 2e-5 * scale, lin.name
+    assert wts.output.tile_rows < wts.output.rows  # the tiled loop ran
+
+
+def test_activation_quantizers():
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((3, 512)).astype(np.float32) * 5
+    x[1, :256] = 0.0  # an all-zero Q8_K block
+    xq, xd, xs = np.zeros((3, 512), np.int8), np.zeros((3, 16), np.float32), np.zeros((3, 16), np.float32)
+    quantize_q8_32(x, xq, xd, xs)
+    back = xq.reshape(3, 16, 32) * xd[:, :, None]
+    assert np.abs(back.reshape(3, 512) - x).max() <= np.abs(x).max() / 127 * 0.51 + 1e-3
+    np.testing.assert_allclose(xs, (xq.reshape(3, 16, 32).sum(-1) * xd), rtol=2e-3, atol=1e-6)
+    kq, kd, ks = np.zeros((3, 512), np.int8), np.zeros((3, 2), np.float32), np.zeros((3, 32), np.int32)
+    quantize_q8_k(x, kq, kd, ks)
+    assert kd[1, 0] == 0 and not kq[1, :256].any()
+    np.testing.assert_array_equal(ks, kq.reshape(3, 32, 16).astype(np.int32).sum(-1))
+    back = kq.reshape(3, 2, 256) * kd[:, :, None]
+    assert np.abs(back.reshape(3, 512) - x).max() <= np.abs(x).max() / 127 * 0.51 + 1e-3
+
+
+def test_every_runtime_format_is_registered():
+    assert set(FORMATS) <= set(DOT)
+    from ggufq.kernels.registry import FORMATS as REG
+    for q in FORMATS:
+        if q in REG:
+            assert REG[q].dot is DOT[q]
+    assert isinstance(Linear, type)

@@ -1,0 +1,53 @@
+"""`ggufq perplexity` against llama-perplexity's figures (tests/data/ppl_golden.json, made by
+tools/make_ppl_fixtures.py): 8 chunks of 512 tokens of tests/data/ppl_text_austen.txt, within 0.5%.
+
+SmolLM2 Q4_0 / Q8_0 are made here with `ggufq quantize --allow-requantize` from the shipped Q4_1 file
+(byte-identical to llama-quantize's, which the golden figures were measured on)."""
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from ggufq.cli import main
+
+from .conftest import DATA, ROOT
+
+GOLDEN = json.loads((DATA / "ppl_golden.json").read_text())
+
+
+def run_ppl(capsys, model: str, *extra) -> tuple[float, float, list[float]]:
+    rc = main(["perplexity", "-m", model, "-f", str(ROOT / GOLDEN["text"]), "-c", str(GOLDEN["ctx"]),
+               "--chunks", str(GOLDEN["chunks"]), *extra])
+    out = capsys.readouterr().out
+    assert rc == 0
+    running = [float(v) for v in re.findall(r"\[\d+\](\d+\.\d+),", out)]
+    m = re.search(r"Final estimate: PPL = (\d+\.\d+) \+/- (\d+\.\d+)", out)
+    return float(m.group(1)), float(m.group(2)), running
+
+
+@pytest.mark.parametrize("key", ["smol-Q4_1", "gemma-Q4_K_M", "smol-Q4_0", "smol-Q8_0"])
+def test_perplexity_matches_llama_cpp(capsys, tmp_path, key):
+    g = GOLDEN["models"][key]
+    if "requantize_from" in g:
+        model = str(tmp_path / f"{key}.gguf")
+        assert main(["quantize", "--allow-requantize", str(ROOT / g["requantize_from"]), model, g["type"]]) == 0
+        capsys.readouterr()
+    else:
+        model = str(ROOT / g["file"])
+    ppl, err, running = run_ppl(capsys, model)
+    assert len(running) == GOLDEN["chunks"]
+    assert abs(ppl / g["ppl"] - 1) < 0.005, (ppl, g["ppl"])
+    assert abs(err / g["err"] - 1) < 0.02, (err, g["err"])
+    assert running[-1] == pytest.approx(ppl, abs=1e-4)
+
+
+def test_perplexity_errors(capsys, tmp_path):
+    short = tmp_path / "short.txt"
+    short.write_text("Too short for two chunks of 512 tokens.\n")
+    assert main(["perplexity", "-m", str(ROOT / GOLDEN["models"]["smol-Q4_1"]["file"]), "-f", str(short)]) == 2
+    assert "you need at least 1024 tokens" in capsys.readouterr().err
+    assert main(["perplexity", "-m", str(ROOT / GOLDEN["models"]["smol-Q4_1"]["file"]),
+                 "-f", str(ROOT / GOLDEN["text"]), "-c", "100000"]) == 2
+    assert "exceeds the model's training context of 8192" in capsys.readouterr().err

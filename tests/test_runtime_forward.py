@@ -1,0 +1,181 @@
+"""The runtime's forward pass against a float64 numpy reference (tests/runtime_reference.py).
+
+With exact=True (float32 activations, f32 KV cache) the logits equal the reference to float rounding:
+the architecture is right. In the default mode (activations rounded to 8 bits per block as llama.cpp
+does, f16 KV) they differ by what that rounding explains: high correlation, same top token, a bounded
+deviation. Both the batch (BLAS) path and the one-token (integer kernel) path are checked, on the two real
+models and on tiny random qwen2 / qwen3 GGUFs written here.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from gguf import GGMLQuantizationType as T, GGUFWriter, quants
+
+from ggufq.errors import GGUFQError
+from ggufq.model import Model
+
+from .conftest import GEMMA, SMOL
+from .runtime_reference import reference_logits
+
+PROMPT = "The capital of France is Paris. The capital of Germany is Berlin, and the capital"
+
+
+def stats(got, ref):
+    dev = (np.abs(got - ref).max(-1) / ref.std(-1)).max()
+    corr = min(np.corrcoef(got[i], ref[i])[0, 1] for i in range(len(ref)))
+    agree = (got.argmax(-1) == ref.argmax(-1)).mean()
+    return dev, corr, agree
+
+
+@pytest.mark.parametrize("path", [SMOL, GEMMA], ids=["smollm2", "gemma3"])
+def test_real_model_matches_reference(path):
+    m = Model.load(path, n_ctx=128)
+    tokens = (m.tokenizer.encode(PROMPT) * 2)[:20]       # 20 tokens: the batch (BLAS) path
+    ref = reference_logits(path, tokens)
+
+    exact = Model.load(path, n_ctx=128, exact=True, kv_type="f32").logits(tokens)
+    dev, corr, agree = stats(exact, ref)
+    # gemma's GELU goes through fp16 as ggml's table does: a few 1e-3 of a logit's spread
+    assert dev < 5e-3 and corr > 0.99999, (dev, corr)
+
+    dev, corr, agree = stats(m.logits(tokens), ref)
+    assert dev < 0.6 and corr > 0.995 and agree >= 0.95, (dev, corr, agree)
+
+    m.reset()
+    step = np.stack([m.eval([t]) for t in tokens])        # one token at a time: integer kernels, KV cache
+    assert m.n_past == len(tokens)
+    dev, corr, agree = stats(step, ref)
+    assert dev < 0.6 and corr > 0.995 and agree >= 0.95, (dev, corr, agree)
+
+    # prefix reuse: drop the last 5 positions, evaluate them again, same logits as before
+    m.truncate(len(tokens) - 5)
+    again = m.eval(tokens[-5:])
+    np.testing.assert_allclose(again, step[-1], rtol=0, atol=1e-4 * np.abs(step[-1]).max())
+
+
+def write_tiny(path, arch: str, seed: int = 0, types=None) -> None:
+    """A random 2-layer model of `arch` (qwen2: q/k/v biases, untied head; qwen3: q/k norms, tied)."""
+    rng = np.random.default_rng(seed)
+    d, ff, H, Hkv, hd, V = 64, 96, 4, 2, 32 if arch == "qwen3" else 16, 300
+    types = types or {}
+    w = GGUFWriter(str(path), arch)
+    w.add_block_count(2)
+    w.add_context_length(64)
+    w.add_embedding_length(d)
+    w.add_feed_forward_length(ff)
+    w.add_head_count(H)
+    w.add_head_count_kv(Hkv)
+    if arch == "qwen3":
+        w.add_key_length(hd)
+        w.add_value_length(hd)
+    w.add_rope_freq_base(1000000.0)
+    w.add_layer_norm_rms_eps(1e-6)
+
+    def add(name, shape, qtype=T.F32, scale=0.2):
+        a = (rng.standard_normal(shape) * scale).astype(np.float32)
+        qtype = types.get(name.split(".")[-2], qtype) if len(shape) == 2 else qtype
+        if qtype == T.F32:
+            w.add_tensor(name, a)
+        elif qtype == T.F16:
+            w.add_tensor(name, a.astype(np.float16))
+        else:
+            w.add_tensor(name, quants.quantize(a, qtype), raw_dtype=qtype)
+
+    add("token_embd.weight", (V, d), T.Q8_0, 1.0)
+    add("output_norm.weight", (d,), scale=0.1)
+    if arch == "qwen2":
+        add("output.weight", (V, d), T.Q4_1)
+    for i in range(2):
+        p = f"blk.{i}."
+        add(p + "attn_norm.weight", (d,))
+        add(p + "attn_q.weight", (H * hd, d), T.Q5_0)
+        add(p + "attn_k.weight", (Hkv * hd, d), T.Q8_0)
+        add(p + "attn_v.weight", (Hkv * hd, d), T.F16)
+        add(p + "attn_output.weight", (d, H * hd), T.Q4_0)
+        add(p + "ffn_norm.weight", (d,))
+        add(p + "ffn_gate.weight", (ff, d), T.Q5_1)
+        add(p + "ffn_up.weight", (ff, d), T.BF16)
+        add(p + "ffn_down.weight", (d, ff), T.Q8_0)
+        if arch == "qwen2":
+            add(p + "attn_q.bias", (H * hd,))
+            add(p + "attn_k.bias", (Hkv * hd,))
+            add(p + "attn_v.bias", (Hkv * hd,))
+        else:
+            add(p + "attn_q_norm.weight", (hd,))
+            add(p + "attn_k_norm.weight", (hd,))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+
+@pytest.mark.parametrize("arch", ["qwen2", "qwen3"])
+def test_tiny_qwen_matches_reference(tmp_path, arch):
+    path = tmp_path / f"tiny-{arch}.gguf"
+    write_tiny(path, arch)
+    tokens = np.random.default_rng(5).integers(0, 300, 24)
+    ref = reference_logits(str(path), tokens)
+    exact = Model.load(path, exact=True, kv_type="f32").logits(tokens)
+    dev, corr, _ = stats(exact, ref)
+    assert dev < 1e-4 and corr > 0.999999, (dev, corr)
+    m = Model.load(path)
+    assert m.n_ctx == 64 and m.n_vocab == 300
+    batch = m.logits(tokens)
+    m.reset()
+    for got in (batch, np.stack([m.eval([t]) for t in tokens])):
+        dev, corr, agree = stats(got, ref)
+        assert dev < 0.3 and corr > 0.995 and agree >= 0.9, (dev, corr, agree)
+
+
+def test_context_limit_and_errors(tmp_path):
+    path = tmp_path / "tiny.gguf"
+    write_tiny(path, "qwen2")
+    with pytest.raises(GGUFQError, match="exceeds the model's training context of 64"):
+        Model.load(path, n_ctx=65)
+    m = Model.load(path, n_ctx=16)
+    m.eval(list(range(10)))
+    with pytest.raises(GGUFQError, match="context full"):
+        m.eval(list(range(7)))
+    m.truncate(4)
+    assert m.eval([1, 2, 3]).shape == (300,) and m.n_past == 7
+
+
+def test_unsupported_type_arch_and_key(tmp_path):
+    bad_type = tmp_path / "q2k.gguf"
+    write_tiny(bad_type, "qwen2", types={"ffn_down": T.Q4_0})
+    Model.load(bad_type)  # Q4_0 is fine
+    # A tensor type the runtime has no kernel for: patch the type id of one tensor in place (Q4_0 -> Q4_0's
+    # same-size cousin IQ4_NL: 18 bytes per 32, so the file stays valid for the reader).
+    from ggufq.gguf_file import GGUFFile
+    g = GGUFFile(bad_type)
+    ti = g.tensors["blk.0.ffn_down.weight"]
+    data = bytearray(bad_type.read_bytes())
+    name = b"blk.0.ffn_down.weight"
+    at = data.index(name) + len(name) + 4 + 8 * len(ti.shape)
+    assert int.from_bytes(data[at:at + 4], "little") == int(T.Q4_0)
+    data[at:at + 4] = int(T.IQ4_NL).to_bytes(4, "little")
+    bad_type.write_bytes(bytes(data))
+    with pytest.raises(GGUFQError, match="blk.0.ffn_down.weight has type IQ4_NL"):
+        Model.load(bad_type)
+
+    arch = tmp_path / "arch.gguf"
+    w = GGUFWriter(str(arch), "mamba")
+    w.add_block_count(1)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    with pytest.raises(GGUFQError, match="architecture 'mamba' is not supported"):
+        Model.load(arch)
+
+    key = tmp_path / "key.gguf"
+    w = GGUFWriter(str(key), "llama")
+    w.add_block_count(1)
+    w.add_tensor("token_embd.weight", np.zeros((8, 32), np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    with pytest.raises(GGUFQError, match="missing metadata key llama.embedding_length"):
+        Model.load(key)
