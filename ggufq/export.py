@@ -155,6 +155,8 @@ def hf_config(g: GGUFFile, arch_cls, dtype: str) -> dict:
     cfg = arch_cls.hf_config(g)
     if (rs := rope_scaling(g, arch_cls, cfg)) is not None:
         cfg["rope_scaling"] = rs
+    if not cfg.get("vocab_size") and "token_embd.weight" in g.tensors:
+        cfg["vocab_size"] = g.tensors["token_embd.weight"].shape[1]  # no tokenizer: the embedding's rows
     cfg["torch_dtype"] = TORCH_DTYPES[dtype]
     cfg.setdefault("transformers_version", TRANSFORMERS_VERSION)
     if g.get("tokenizer.ggml.model") == "llama":
@@ -252,8 +254,14 @@ def export_gguf(gguf_path: str | Path, out_dir: str | Path, dtype: str = "bf16",
         config = hf_config(g, arch_cls, dtype)
         arch = arch_cls(config)
         items = plan(g, arch, dtype)
-        Vocab(g).check()  # tokenizer problems surface before anything is written
-        gen_config = {**generation_config(g), "transformers_version": TRANSFORMERS_VERSION}
+        has_tokenizer = "tokenizer.ggml.model" in g.kv
+        if has_tokenizer:
+            Vocab(g).check()  # tokenizer problems surface before anything is written
+            gen_config = generation_config(g)
+        else:  # weights only: the config's special ids, no tokenizer files
+            gen_config = {"_from_model_config": True,
+                          **{k: config[k] for k in ("bos_token_id", "eos_token_id", "pad_token_id") if k in config}}
+        gen_config["transformers_version"] = TRANSFORMERS_VERSION
 
         try:
             out.parent.mkdir(parents=True, exist_ok=True)
@@ -261,7 +269,7 @@ def export_gguf(gguf_path: str | Path, out_dir: str | Path, dtype: str = "bf16",
         except OSError as e:
             raise GGUFQError(f"{out}: cannot create: {e.strerror or e}") from None
         try:
-            files = write_hf_tokenizer(g, tmp)
+            files = write_hf_tokenizer(g, tmp) if has_tokenizer else []
             _dump(tmp / "config.json", config)
             _dump(tmp / "generation_config.json", gen_config)
             (tmp / "README.md").write_text(model_card(g), encoding="utf-8")

@@ -21,7 +21,7 @@ def tiny_gguf(path, arch="llama", pre="gpt-2", tokens=("a", "b", "ab", "<s>"), n
     """A 1-block llama-shaped GGUF with a 4-token byte-level BPE vocabulary, F32 weights; `extra(w)` may
     add keys and tensors."""
     rng = np.random.default_rng(0)
-    n_ff, n_vocab = 64, len(tokens)
+    n_ff, n_vocab = 64, len(tokens) or 4
     w = GGUFWriter(str(path), arch)
     w.add_block_count(1)
     w.add_context_length(128)
@@ -31,13 +31,14 @@ def tiny_gguf(path, arch="llama", pre="gpt-2", tokens=("a", "b", "ab", "<s>"), n
     w.add_head_count_kv(n_head // 2)
     w.add_layer_norm_rms_eps(1e-5)
     w.add_rope_freq_base(10000.0)
-    w.add_tokenizer_model("gpt2")
-    w.add_tokenizer_pre(pre)
-    w.add_token_list(list(tokens))
-    w.add_token_types([1, 1, 1, 3])
-    w.add_token_merges(["a b"])
-    w.add_bos_token_id(3)
-    w.add_add_bos_token(False)
+    if tokens:
+        w.add_tokenizer_model("gpt2")
+        w.add_tokenizer_pre(pre)
+        w.add_token_list(list(tokens))
+        w.add_token_types([1, 1, 1, 3])
+        w.add_token_merges(["a b"])
+        w.add_bos_token_id(3)
+        w.add_add_bos_token(False)
     shapes = {"token_embd.weight": (n_vocab, n_embd), "output_norm.weight": (n_embd,),
               "blk.0.attn_norm.weight": (n_embd,), "blk.0.ffn_norm.weight": (n_embd,),
               "blk.0.attn_q.weight": (n_embd, n_embd), "blk.0.attn_k.weight": (n_embd // 2, n_embd),
@@ -178,3 +179,13 @@ def test_unwritable_destination(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "cannot create" in err, err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "x.gguf"]
+
+
+def test_gguf_without_tokenizer_exports_weights_only(tmp_path, capsys):
+    g = tiny_gguf(tmp_path / "x.gguf", tokens=())
+    out = tmp_path / "hf"
+    assert main(["export", str(g), str(out), "--quiet"]) == 0
+    assert "no tokenizer" in capsys.readouterr().out
+    assert sorted(p.name for p in out.iterdir()) == ["README.md", "config.json", "generation_config.json",
+                                                    "model.safetensors"]
+    assert json.loads((out / "config.json").read_text())["vocab_size"] == 4
