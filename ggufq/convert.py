@@ -46,8 +46,9 @@ class PlannedTensor:
     gguf_name: str
     hf_name: str | None        # None for generated tensors
     shape: tuple[int, ...]     # numpy order
-    qtype: T
+    qtype: T                   # type written
     generated: np.ndarray | None = None
+    via: T | None = None       # for a quantized outtype: the tensor's type in the F16 file it stands for
 
     @property
     def nbytes(self) -> int:
@@ -96,7 +97,7 @@ def plan(folder: Path, outtype: str):
     tensors = open_safetensors(folder)
     vocab = HFVocab(folder, arch.hp)
     arch.n_vocab_real = len(vocab.tokens)
-    file_type, wanted = OUTTYPES[outtype]
+    file_type, wanted = OUTTYPES[outtype if outtype in OUTTYPES else "f16"]
     planned: list[PlannedTensor] = []
     for name, data in arch.extra_tensors():
         planned.append(PlannedTensor(name, None, data.shape, _weight_type(name, data.shape, wanted), data))
@@ -109,7 +110,28 @@ def plan(folder: Path, outtype: str):
             continue
         shape = arch.gguf_shape(hf_name, st.shape)
         planned.append(PlannedTensor(g_name, hf_name, tuple(shape), _weight_type(g_name, shape, wanted)))
+    if outtype not in OUTTYPES:
+        planned = _quantized_plan(arch, planned, outtype)
     return arch, tensors, vocab, file_type, planned
+
+
+def _quantized_plan(arch, planned: list[PlannedTensor], outtype: str) -> list[PlannedTensor]:
+    """convert-to-F16 then llama-quantize, in one pass: the F16 file's tensors, in llama-quantize's order,
+    each with the type llama-quantize's rules give it (ggufq/recipes.py)."""
+    from .recipes import ModelFacts, Options, plan as recipe_plan, tensor_order
+    by_name = {p.gguf_name: p for p in planned}
+    order = tensor_order(list(by_name))
+    facts = ModelFacts(arch=arch.gguf_arch, n_layer=arch.block_count,
+                       n_head=arch.hp.get("num_attention_heads", 0),
+                       n_head_kv=arch.hp.get("num_key_value_heads", 0))
+    choices = recipe_plan([(n, tuple(reversed(by_name[n].shape)), by_name[n].qtype) for n in order],
+                          facts, Options(ftype_name=outtype))
+    out = []
+    for c in choices:
+        p = by_name[c.name]
+        p.via, p.qtype = p.qtype, c.dst_type
+        out.append(p)
+    return out
 
 
 SLAB_BYTES = 16 << 20  # float32 bytes converted at a time for large row-local tensors
@@ -145,7 +167,10 @@ def _release(view: np.ndarray) -> None:
         base.madvise(mmap.MADV_DONTNEED)
 
 
-def _encode(data: np.ndarray, qtype: T) -> np.ndarray:
+def _encode(data: np.ndarray, qtype: T, via: T | None = None, name: str = "") -> np.ndarray:
+    if via is not None and via != qtype:  # what quantizing the F16 file would have read
+        from .recipes import quantize_tensor
+        return quantize_tensor(name, _encode(data, via).astype(np.float32), qtype, check_finite=False)
     if qtype == T.F32:
         return np.ascontiguousarray(data, dtype=np.float32)
     if qtype == T.F16:
@@ -173,10 +198,21 @@ def write_metadata(w: gguf.GGUFWriter, folder: Path, arch, vocab, file_type) -> 
     arch.set_vocab(w, vocab)
 
 
+def _quantize_metadata(w: gguf.GGUFWriter, outtype: str) -> None:
+    """What llama-quantize does to the F16 file's keys: these two move to the end, file type updated."""
+    from .recipes import parse_file_type
+    _, ftype, _ = parse_file_type(outtype)
+    for key in ("general.quantization_version", "general.file_type"):
+        w.kv_data[0].pop(key, None)
+    w.add_uint32("general.quantization_version", gguf.GGML_QUANT_VERSION)
+    w.add_uint32("general.file_type", int(ftype))
+
+
 def convert(folder: str | Path, outfile: str | Path, outtype: str = "f16", progress: bool = True) -> dict:
     folder, outfile = Path(folder), Path(outfile)
     if outtype not in OUTTYPES:
-        raise GGUFQError(f"unknown --outtype {outtype}; choose from {', '.join(OUTTYPES)}")
+        from .recipes import parse_file_type
+        outtype = parse_file_type(outtype)[0]  # a llama-quantize type name, or a clear error
     t0 = time.perf_counter()
     arch, tensors, vocab, file_type, planned = plan(folder, outtype)
     total = sum(p.nbytes for p in planned)
@@ -186,6 +222,8 @@ def convert(folder: str | Path, outfile: str | Path, outtype: str = "f16", progr
             for p in planned:
                 w.add_tensor_info(p.gguf_name, p.shape, np.dtype(np.float32), p.nbytes, raw_dtype=p.qtype)
             write_metadata(w, folder, arch, vocab, file_type)
+            if outtype not in OUTTYPES:
+                _quantize_metadata(w, outtype)
             w.write_header_to_file()
             w.write_kv_data_to_file()
             w.write_ti_data_to_file()
@@ -197,7 +235,7 @@ def convert(folder: str | Path, outfile: str | Path, outtype: str = "f16", progr
                     for data in slabs:
                         if not np.isfinite(data).all():
                             raise GGUFQError(f"tensor {p.hf_name or p.gguf_name} holds NaN or Inf")
-                        stream.write(_encode(data, p.qtype))
+                        stream.write(_encode(data, p.qtype, p.via, p.gguf_name))
                     stream.end()
                     if p.hf_name is not None:
                         _release(tensors[p.hf_name].data)

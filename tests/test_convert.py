@@ -120,3 +120,13 @@ def test_export_convert_round_trip_is_byte_identical(tmp_path, model):
     second = tmp_path / "second.gguf"
     convert(tmp_path / "hf", second, "f16", progress=False)
     assert _file_sha256(first) == _file_sha256(second)
+
+
+@pytest.mark.parametrize("model,qtype", [("smollm2", "Q4_K_M"), ("smollm2", "Q4_0"), ("gemma3", "Q5_K_M")])
+def test_quantized_convert_equals_llama_cpp_convert_then_llama_quantize(tmp_path, model, qtype):
+    """One streaming pass HF -> Q4_K_M equals llama.cpp's converter to F16 followed by llama-quantize."""
+    smol, gemma = hf_folders()
+    out = tmp_path / "q.gguf"
+    convert({"smollm2": smol, "gemma3": gemma}[model], out, qtype, progress=False)
+    want = json.loads((DATA / "convert" / f"{model}-quantized.json").read_text())[qtype]
+    assert _file_sha256(out) == want

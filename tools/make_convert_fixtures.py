@@ -26,6 +26,8 @@ from tests.tiny_models import make_tiny  # noqa: E402
 
 OUT = ROOT / "tests" / "data" / "convert"
 OUTTYPES = ("f16", "bf16", "q8_0")
+# llama.cpp's two-step pipeline: its converter to F16, then llama-quantize (file sha256 only)
+QUANTIZED = ("Q4_0", "Q4_K_M", "Q5_K_M")
 
 
 def cases(work: Path) -> dict[str, Path]:
@@ -59,8 +61,18 @@ def main() -> None:
                 d = digest(out)
                 d["file_sha256"] = _sha256(out)
                 (OUT / f"{name}-{outtype}.json").write_text(json.dumps(d, indent=1, ensure_ascii=False) + "\n")
-                out.unlink()
                 print(f"{name} {outtype}: {len(d['tensors'])} tensors, {len(d['kv'])} keys")
+                if outtype == "f16" and not name.startswith("tiny"):
+                    quantized = {}
+                    for qt in QUANTIZED:
+                        q = work / f"{name}-{qt}.gguf"
+                        subprocess.run([str(tree / "build" / "bin" / "llama-quantize"), str(out), str(q), qt, "2"],
+                                       check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                        quantized[qt] = _sha256(q)
+                        q.unlink()
+                    (OUT / f"{name}-quantized.json").write_text(json.dumps(quantized, indent=1) + "\n")
+                    print(f"{name} llama-quantize {', '.join(quantized)}")
+                out.unlink()
 
 
 def _sha256(path: Path) -> str:

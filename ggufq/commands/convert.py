@@ -7,7 +7,9 @@ from pathlib import Path
 
 def configure(p):
     p.add_argument("model", help="Hugging Face folder: config.json, safetensors, tokenizer files")
-    p.add_argument("--outtype", default="f16", help="f32, f16, bf16 or q8_0 (default f16)")
+    p.add_argument("--outtype", default="f16",
+                   help="f32, f16, bf16, q8_0 as llama.cpp's converter, or a llama-quantize type (q4_0, q4_k_m, "
+                        "q5_k_m, ...): the same bytes as converting to f16 and then quantizing (default f16)")
     p.add_argument("--outfile", help="output GGUF (default: <folder>-<outtype>.gguf beside the folder)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -16,7 +18,7 @@ def run(args) -> int:
     from ..convert import convert
     folder = Path(args.model)
     out = Path(args.outfile) if args.outfile else folder.parent / f"{folder.name}-{args.outtype}.gguf"
-    s = convert(folder, out, args.outtype.lower(), progress=not args.no_progress and sys.stderr.isatty())
+    s = convert(folder, out, args.outtype.lower() if args.outtype.lower() in ('f32', 'f16', 'bf16', 'q8_0') else args.outtype, progress=not args.no_progress and sys.stderr.isatty())
     print(f"{s['file']}: {s['bytes'] / 2**20:.1f} MiB, {s['tensors']} tensors, "
           f"{s['parameters'] / 1e6:.1f} M parameters, {s['bits_per_weight']:.2f} bits per weight, "
           f"{s['seconds']:.1f} s")
