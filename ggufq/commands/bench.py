@@ -1,0 +1,105 @@
+"""`ggufq bench`: prompt-processing and generation speed, measured as llama-bench does.
+
+pp<P>: one batch of P random tokens into an empty KV cache; tg<N>: N tokens evaluated one at a time
+from an empty cache. Each test runs once to warm up, then -r times; t/s is tokens over seconds, shown
+as mean ± standard deviation of the repetitions. --compare-llama-cpp DIR runs DIR/llama-bench with the
+same settings in the same process's lifetime and prints the ratios.
+"""
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from ..errors import GGUFQError
+
+
+def configure(p) -> None:
+    p.add_argument("-m", "--model", required=True, help="GGUF file")
+    p.add_argument("-t", "--threads", type=int, default=os.cpu_count() or 1, help="threads (default: all cores)")
+    p.add_argument("-p", "--n-prompt", type=int, default=512, help="prompt tokens (default 512; 0 to skip)")
+    p.add_argument("-n", "--n-gen", type=int, default=128, help="generated tokens (default 128; 0 to skip)")
+    p.add_argument("-b", "--batch-size", type=int, default=512, help="tokens per forward pass (default 512)")
+    p.add_argument("-r", "--repetitions", type=int, default=3, help="repetitions (default 3)")
+    p.add_argument("--kv-type", choices=("f16", "f32"), default="f16")
+    p.add_argument("--compare-llama-cpp", metavar="DIR", help="also run DIR/llama-bench and print ratios")
+
+
+def bench_model(model, n_prompt: int, n_gen: int, reps: int, seed: int = 0) -> dict[str, list[float]]:
+    """{"pp512": [t/s per repetition], "tg128": [...]} for a loaded Model."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    results = {}
+    if n_prompt:
+        toks = rng.integers(0, model.n_vocab, n_prompt)
+        runs = []
+        for r in range(reps + 1):
+            model.reset()
+            t0 = time.perf_counter()
+            model.eval(toks)
+            dt = time.perf_counter() - t0
+            if r:
+                runs.append(n_prompt / dt)
+        results[f"pp{n_prompt}"] = runs
+    if n_gen:
+        toks = rng.integers(0, model.n_vocab, n_gen)
+        runs = []
+        for r in range(reps + 1):
+            model.reset()
+            t0 = time.perf_counter()
+            for t in toks[:n_gen if r else 2]:
+                model.eval([int(t)])
+            dt = time.perf_counter() - t0
+            if r:
+                runs.append(n_gen / dt)
+        results[f"tg{n_gen}"] = runs
+    return results
+
+
+def llama_bench(dir_: str, model: str, threads: int, n_prompt: int, n_gen: int, reps: int) -> dict[str, float]:
+    exe = Path(dir_) / "llama-bench"
+    if not exe.exists():
+        raise GGUFQError(f"{exe}: not found")
+    cmd = [str(exe), "-m", model, "-t", str(threads), "-p", str(n_prompt), "-n", str(n_gen), "-r", str(reps),
+           "-o", "json"]
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    except subprocess.CalledProcessError as e:
+        raise GGUFQError(f"llama-bench failed: {(e.stderr or '').strip().splitlines()[-1:]}") from None
+    res = {}
+    for row in json.loads(out):
+        name = f"pp{row['n_prompt']}" if row["n_prompt"] else f"tg{row['n_gen']}"
+        res[name] = float(row["avg_ts"])
+    return res
+
+
+def run(args) -> int:
+    from ..model import Model
+
+    t0 = time.perf_counter()
+    n_ctx = max(args.n_prompt + 1, args.n_gen + 1, 16)
+    model = Model.load(args.model, n_ctx=n_ctx, n_threads=args.threads, kv_type=args.kv_type,
+                       n_batch=max(1, min(args.batch_size, n_ctx)))
+    size = Path(args.model).stat().st_size
+    name = Path(args.model).name
+    print(f"| model | size | threads | test | t/s |")
+    print(f"| --- | ---: | ---: | ---: | ---: |")
+    ours = {}
+    for test, runs in bench_model(model, args.n_prompt, args.n_gen, args.repetitions).items():
+        mean = statistics.fmean(runs)
+        sd = statistics.stdev(runs) if len(runs) > 1 else 0.0
+        ours[test] = mean
+        print(f"| {name} | {size / 2**20:.2f} MiB | {args.threads} | {test} | {mean:.2f} ± {sd:.2f} |", flush=True)
+    if args.compare_llama_cpp:
+        ref = llama_bench(args.compare_llama_cpp, args.model, args.threads, args.n_prompt, args.n_gen,
+                          args.repetitions)
+        for test, v in ours.items():
+            if test in ref:
+                print(f"{test}: ggufq {v:.2f} t/s, llama.cpp {ref[test]:.2f} t/s, ratio {v / ref[test]:.2f}")
+    print(f"bench: {name} in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+    return 0
