@@ -161,3 +161,28 @@ def test_requantize_gemma_dry_run_shows_fallbacks(capsys):
     out = capsys.readouterr().out
     assert "row 640 not divisible by 256: Q4_K -> Q5_0" in out
     assert "row 640 not divisible by 256: Q6_K -> Q8_0" in out
+
+
+def test_imatrix_readers_gguf_and_legacy_dat(tmp_path):
+    import struct
+
+    from ggufq.imatrix_file import load_imatrix
+
+    im = load_imatrix(DATA / "quant_smol_imatrix.gguf")
+    assert len(im.entries) == 21 and im.chunk_count == 8 and im.chunk_size == 256
+    with GGUFFile(DATA / "quant_smol_imatrix.gguf") as g:
+        s = np.asarray(g.tensors["blk.1.ffn_down.weight.in_sum2"].data, dtype=np.float32)
+        c = float(g.tensors["blk.1.ffn_down.weight.counts"].data[0])
+    assert np.array_equal(im.get("blk.1.ffn_down.weight"), (s / np.float32(round(c))).astype(np.float32))
+    # the legacy .dat layout: n_entries, then (name, ncall, nval, sums), then chunk count and dataset
+    rng = np.random.default_rng(2)
+    sums = {"blk.0.attn_q.weight": rng.random(64).astype(np.float32), "blk.0.ffn_down.weight": rng.random(32).astype(np.float32)}
+    raw = struct.pack("<i", len(sums))
+    for name, v in sums.items():
+        raw += struct.pack("<i", len(name)) + name.encode() + struct.pack("<ii", 10, v.size) + v.tobytes()
+    raw += struct.pack("<ii", 5, 4) + b"wiki"
+    (tmp_path / "m.dat").write_bytes(raw)
+    legacy = load_imatrix(tmp_path / "m.dat")
+    assert legacy.is_legacy and legacy.chunk_count == 5 and legacy.datasets == ["wiki"]
+    for name, v in sums.items():
+        assert np.array_equal(legacy.get(name), (v / np.float32(10)).astype(np.float32))

@@ -119,7 +119,7 @@ def test_imatrix_quantization_equals_llama_quantize(f16_files, tmp_path):
     from ggufq.recipes import quantize_tensor
 
     path = f16_files("smol")
-    for qtype in ("Q4_0", "Q4_K_M"):
+    for qtype in ("Q4_0",):  # whole file: the _impl quantizers, Q4_1 for ffn_down of layers 0-2, Q8_0, Q6_K
         out = tmp_path / f"im_{qtype}.gguf"
         assert main(["quantize", "--imatrix", str(IMATRIX), str(path), str(out), qtype, "-t", "2"]) == 0
         fx = fixture(f"quant_smol_imatrix_{qtype}.json")

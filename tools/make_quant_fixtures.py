@@ -12,7 +12,7 @@ For each real model (models/*.gguf, see models/fetch.py):
 and for SmolLM2 with an importance matrix (tests/data/quant_smol_imatrix.gguf, made once with
 `llama-imatrix -m F16.gguf -f TEXT -c 256 --chunks 8` and trimmed to layers 0-2):
 
-  imatrix   llama-quantize --imatrix IMATRIX F16.gguf OUT.gguf TYPE 2 (TYPE in Q4_0 Q4_K_M)
+  imatrix   llama-quantize --imatrix IMATRIX F16.gguf OUT.gguf Q4_0 2
   imatrix pure  ... --pure ... TYPE 2  (TYPE in Q4_0 Q4_1 Q5_0 Q5_1 Q4_K Q5_K Q6_K; a few tensors kept)
 
 Each fixture is JSON: the command, the whole file's sha256 (when the file does not embed a path) and, per
@@ -41,7 +41,7 @@ MODELS = {
 }
 FULL_TYPES = ["Q4_0", "Q8_0", "Q4_K_M", "Q5_K_M"]
 PURE_TYPES = ["Q4_1", "Q5_0", "Q5_1", "Q6_K"]
-IMATRIX_FULL = ["Q4_0", "Q4_K_M"]
+IMATRIX_FULL = ["Q4_0"]
 IMATRIX_PURE = ["Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q4_K", "Q5_K", "Q6_K"]
 SUBSET = {
     "smol": ["blk.0.attn_q.weight", "blk.0.ffn_down.weight", "blk.1.ffn_up.weight", "blk.2.attn_v.weight"],
