@@ -63,35 +63,43 @@ def test_run_command_stdout_is_prompt_and_continuation_only(capsysbinary):
     assert out.decode().startswith(case["prompt_arg"]) and len(out) > len(case["prompt_arg"])
 
 
+QUESTIONS = ["What is 2+2?", "And 3+3?"]
+
+
+@lru_cache(maxsize=None)
+def api_conversation():
+    """The two-turn greedy conversation through the API: (answers, per-turn prompt sizes, session)."""
+    s = ChatSession(model("SmolLM2-135M-Instruct.Q4_1.gguf"), max_tokens=16, temp=0)
+    answers, n_prompt = [], []
+    for q in QUESTIONS:
+        answers.append("".join(s.send(q)))
+        n_prompt.append(s.stats.n_prompt)
+    return answers, n_prompt, s
+
+
 def test_chat_session_reuses_the_cache_and_matches_a_fresh_evaluation():
-    m = model("SmolLM2-135M-Instruct.Q4_1.gguf")
-    s = ChatSession(m, system="You are a helpful assistant.", max_tokens=16, temp=0)
-    first = "".join(s.send("What is the capital of France?"))
-    n_first = s.stats.n_prompt
-    second = "".join(s.send("And of Italy?"))
-    total = len(s._prompt_ids())  # the whole conversation, rendered again (includes the second answer)
-    assert first and second
-    assert s.stats.n_prompt < n_first + 20 < total  # only the new turn was evaluated
+    answers, n_prompt, s = api_conversation()
+    assert all(answers)
+    m = s.model
     assert m.n_past == len(s.cached)
+    total = len(s._prompt_ids())  # the whole conversation rendered again, second answer included
+    assert n_prompt[1] < 20 < n_prompt[0] < total  # the second turn evaluated only its new tokens
     # the same conversation evaluated from scratch gives the same greedy answer
     fresh = "".join(chat(m, s.messages[:-1], max_tokens=16, temp=0))
-    assert fresh == second
+    assert fresh == answers[1]
 
 
 def test_chat_through_a_pipe_one_message_per_line(monkeypatch, capsys):
     from ggufq.cli import main
-    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"What is 2+2?\n\nAnd 3+3?\n")))
+    stdin = QUESTIONS[0] + "\n\n" + QUESTIONS[1] + "\n"  # an empty line is skipped
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(stdin.encode())))
     assert not sys.stdin.isatty()
     assert main(["chat", "-m", SMOL, "--temp", "0", "-t", "2", "-c", "512", "-n", "16"]) == 0
     out, err = capsys.readouterr()
     assert "2 turns" in err
-    # each answer, then a newline; the same greedy answers as the same conversation through the API
-    m = model("SmolLM2-135M-Instruct.Q4_1.gguf")
-    s = ChatSession(m, max_tokens=16, temp=0)
-    a1 = "".join(s.send("What is 2+2?"))
-    a2 = "".join(s.send("And 3+3?"))
-    assert a1 and a2
-    assert out == a1 + "\n" + a2 + "\n"
+    # each answer then a newline: the answers of the same conversation through the API
+    answers, _, _ = api_conversation()
+    assert out == answers[0] + "\n" + answers[1] + "\n"
 
 
 def _read_until(fd, needle: bytes, timeout: float, buf: bytearray) -> bytes:
@@ -128,7 +136,12 @@ def test_chat_through_a_pseudo_terminal_multi_turn_ctrl_c_ctrl_d():
         turn1 = _read_until(fd, b"\n> ", 300, buf)
         assert b"4" in turn1
         os.write(fd, b"Write a very long story about a dragon who learns to read.\r")
-        _read_until(fd, b"dragon", 300, buf)  # the answer is streaming
+        _read_until(fd, b"learns to read.\r\n", 300, buf)  # the terminal's echo of the line
+        end = time.time() + 300
+        while len(buf) < 60 and time.time() < end:  # the answer is streaming
+            if select.select([fd], [], [], 1)[0]:
+                buf += os.read(fd, 4096)
+        assert len(buf) >= 60, bytes(buf)
         os.write(fd, b"\x03")  # Ctrl-C: stops this answer, not the chat
         stopped = _read_until(fd, b"\n> ", 300, buf)
         assert b"[answer interrupted]" in stopped
