@@ -285,11 +285,12 @@ def _bytes_to_unicode() -> dict[int, str]:
 
 BYTE_TO_UNICODE = _bytes_to_unicode()
 UNICODE_TO_BYTE = {v: k for k, v in BYTE_TO_UNICODE.items()}
-_BYTE_ENCODE = {b: c for b, c in BYTE_TO_UNICODE.items()}
+_LATIN1_TO_BYTE_LEVEL = {b: c for b, c in BYTE_TO_UNICODE.items()}  # str.translate table over chr(0..255)
 
 
 def _byte_encode(word: str) -> str:
-    return "".join(_BYTE_ENCODE[b] for b in word.encode("utf-8"))
+    """A word's UTF-8 bytes, each written as its GPT-2 byte-level character."""
+    return word.encode("utf-8").decode("latin-1").translate(_LATIN1_TO_BYTE_LEVEL)
 
 
 def _merge(symbols: list[str], priority) -> list[str]:
@@ -726,14 +727,20 @@ class Tokenizer:
     def _bpe(self, text: str, out: list[int]) -> None:
         words = regex_split(text, self._regexes)
         cache = self._word_cache
+        new = [w for w in dict.fromkeys(words) if w not in cache]
+        if new:
+            if len(cache) > 200_000:
+                cache.clear()
+            if self._hf is not None and len(new) > 8:  # one call into the tokenizers package for them all
+                encs = self._hf.encode_batch([[_byte_encode(w)] for w in new], is_pretokenized=True,
+                                             add_special_tokens=False)
+                for w, e in zip(new, encs):
+                    cache[w] = tuple(e.ids)
+            else:
+                for w in new:
+                    cache[w] = self._bpe_word(w)
         for w in words:
-            ids = cache.get(w)
-            if ids is None:
-                ids = self._bpe_word(w)
-                if len(cache) > 200_000:
-                    cache.clear()
-                cache[w] = ids
-            out.extend(ids)
+            out.extend(cache[w])
 
     def _bpe_word(self, word: str) -> tuple[int, ...]:
         t2i = self.token_to_id
