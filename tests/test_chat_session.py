@@ -123,10 +123,12 @@ def _read_until(fd, needle: bytes, timeout: float, buf: bytearray) -> bytes:
     return got
 
 
-def test_chat_through_a_pseudo_terminal_multi_turn_ctrl_c_ctrl_d():
+def test_chat_through_a_pseudo_terminal_multi_turn_ctrl_c_ctrl_d(tmp_path):
+    history = tmp_path / "history"
     pid, fd = pty.fork()
     if pid == 0:  # child: the chat on the terminal
         os.chdir(ROOT)
+        os.environ["GGUFQ_CHAT_HISTORY"] = str(history)
         os.execv(sys.executable, [sys.executable, "-m", "ggufq", "chat", "-m", SMOL, "--temp", "0", "-t", "2", "-c", "512",
                                   "-n", "200"])
     buf = bytearray()
@@ -152,6 +154,7 @@ def test_chat_through_a_pseudo_terminal_multi_turn_ctrl_c_ctrl_d():
         _, status = os.waitpid(pid, 0)
         assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
         pid = 0
+        assert "What is 3+3?" in history.read_text()  # readline history kept for the next chat
     finally:
         if pid:
             os.kill(pid, 9)

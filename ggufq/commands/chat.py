@@ -1,6 +1,7 @@
 """ggufq chat -m FILE [-sys SYSTEM] [-n N] [sampling]: a multi-turn chat in the terminal.
 
-On a terminal: a `> ` prompt with readline editing and history, the answer streamed as it is generated;
+On a terminal: a `> ` prompt with readline editing and history (kept in ~/.ggufq_chat_history, or the
+file GGUFQ_CHAT_HISTORY names; empty = none), the answer streamed as it is generated;
 Ctrl-C stops the current answer (what was said so far stays in the conversation), Ctrl-D ends the chat.
 With standard input not a terminal (a pipe, a file), each line is one user message and each answer is
 printed followed by a newline: scriptable.
@@ -10,6 +11,7 @@ KV cache is kept between turns, so a turn only evaluates the tokens that are new
 """
 from __future__ import annotations
 
+import os
 import sys
 
 from ._sampling_args import add_sampling_args, sampling_kwargs
@@ -33,16 +35,42 @@ def _read_line(interactive: bool) -> str | None:
     return line.rstrip("\r\n")
 
 
+def _history_file() -> str | None:
+    path = os.environ.get("GGUFQ_CHAT_HISTORY")
+    if path is None:
+        path = os.path.join(os.path.expanduser("~"), ".ggufq_chat_history")
+    return path or None
+
+
+def _setup_readline():
+    """Line editing and history for input(); returns a function that saves the history."""
+    try:
+        import readline
+    except ImportError:
+        return lambda: None
+    path = _history_file()
+    if path and os.path.exists(path):
+        try:
+            readline.read_history_file(path)
+        except OSError:
+            pass
+
+    def save():
+        if path:
+            try:
+                readline.set_history_length(1000)
+                readline.write_history_file(path)
+            except OSError:
+                pass
+    return save
+
+
 def run(args) -> int:
     from ..generate import ChatSession
     from ..model import Model
 
     interactive = sys.stdin.isatty()
-    if interactive:
-        try:
-            import readline  # noqa: F401  (line editing and history for input())
-        except ImportError:
-            pass
+    save_history = _setup_readline() if interactive else (lambda: None)
     model = Model.load(args.model, n_ctx=args.ctx_size, n_threads=args.threads)
     session = ChatSession(model, system=args.system_prompt, max_tokens=args.n_predict, **sampling_kwargs(args))
     out = sys.stdout
@@ -79,6 +107,7 @@ def run(args) -> int:
         turns += 1
         if interactive:
             print(f"[{session.stats.line()}]", file=sys.stderr)
+    save_history()
     if not interactive:
         print(f"ggufq chat: {turns} turns, last: {session.stats.line()}", file=sys.stderr)
     return 0
