@@ -17,7 +17,8 @@ import numba as nb
 import numpy as np
 from gguf import GGMLQuantizationType as T
 
-from .dot_common import load_f16, mac, register
+from .dot_common import load_f16, register
+from .dot_simd import dot_nib, dot_q5k, dot_q6k
 
 i32 = np.int32
 f32 = np.float32
@@ -37,25 +38,23 @@ def _scale_min_k4(w, r, o, j):
 
 @nb.njit(cache=True, parallel=True, fastmath=True)
 def matmul_q4_k(w, xf, xq, xd, xs, out):
-    R = w.shape[0]
+    R, rb = w.shape
     Tn, nbk = xd.shape
+    k = xq.shape[1]
+    wf = w.reshape(-1)
+    xv = xq.reshape(-1)
     for r in nb.prange(R):
         for t in range(Tn):
             acc = f32(0.0)
             for b in range(nbk):
                 o = b * 144
-                xo = b * 256
+                wo = r * rb + o
+                xo = t * k + b * 256
                 sumi = i32(0)
                 summ = i32(0)
                 for c in range(4):
-                    s_lo = i32(0)
-                    s_hi = i32(0)
-                    qo = o + 16 + c * 32
-                    x0 = xo + c * 64
-                    for l in range(32):
-                        q = w[r, qo + l]
-                        s_lo = mac(s_lo, q & 15, xq[t, x0 + l])
-                        s_hi = mac(s_hi, q >> 4, xq[t, x0 + 32 + l])
+                    s_lo = dot_nib(wf, wo + 16 + c * 32, 0, xv, xo + c * 64)
+                    s_hi = dot_nib(wf, wo + 16 + c * 32, 4, xv, xo + c * 64 + 32)
                     sc, m = _scale_min_k4(w, r, o + 4, 2 * c)
                     sumi += sc * s_lo
                     summ += m * (xs[t, b * 16 + 4 * c] + xs[t, b * 16 + 4 * c + 1])
@@ -91,26 +90,23 @@ def dequant_q4_k(w, r0, r1, out):
 
 @nb.njit(cache=True, parallel=True, fastmath=True)
 def matmul_q5_k(w, xf, xq, xd, xs, out):
-    R = w.shape[0]
+    R, rb = w.shape
     Tn, nbk = xd.shape
+    k = xq.shape[1]
+    wf = w.reshape(-1)
+    xv = xq.reshape(-1)
     for r in nb.prange(R):
         for t in range(Tn):
             acc = f32(0.0)
             for b in range(nbk):
                 o = b * 176
-                xo = b * 256
+                wo = r * rb + o
+                xo = t * k + b * 256
                 sumi = i32(0)
                 summ = i32(0)
                 for c in range(4):
-                    s_lo = i32(0)
-                    s_hi = i32(0)
-                    qo = o + 48 + c * 32
-                    x0 = xo + c * 64
-                    for l in range(32):
-                        q = w[r, qo + l]
-                        h = w[r, o + 16 + l] >> (2 * c)
-                        s_lo = mac(s_lo, (q & 15) | ((h & 1) << 4), xq[t, x0 + l])
-                        s_hi = mac(s_hi, (q >> 4) | ((h & 2) << 3), xq[t, x0 + 32 + l])
+                    s_lo = dot_q5k(wf, wo + 48 + c * 32, wo + 16, 0, 2 * c, xv, xo + c * 64)
+                    s_hi = dot_q5k(wf, wo + 48 + c * 32, wo + 16, 4, 2 * c + 1, xv, xo + c * 64 + 32)
                     sc, m = _scale_min_k4(w, r, o + 4, 2 * c)
                     sumi += sc * s_lo
                     summ += m * (xs[t, b * 16 + 4 * c] + xs[t, b * 16 + 4 * c + 1])
@@ -147,31 +143,29 @@ def dequant_q5_k(w, r0, r1, out):
 
 @nb.njit(cache=True, parallel=True, fastmath=True)
 def matmul_q6_k(w, xf, xq, xd, xs, out):
-    R = w.shape[0]
+    R, rb = w.shape
     Tn, nbk = xd.shape
+    k = xq.shape[1]
+    wf = w.reshape(-1)
     wi = w.view(np.int8)
+    xv = xq.reshape(-1)
     for r in nb.prange(R):
         for t in range(Tn):
             acc = f32(0.0)
             for b in range(nbk):
                 o = b * 210
+                wo = r * rb + o
                 sumi = i32(0)
                 for n in range(2):
                     for half in range(2):
-                        s1 = i32(0)
-                        s2 = i32(0)
-                        s3 = i32(0)
-                        s4 = i32(0)
-                        x0 = b * 256 + n * 128 + half * 16
-                        for l0 in range(16):
-                            l = half * 16 + l0
-                            qa = w[r, o + n * 64 + l]
-                            qb = w[r, o + n * 64 + l + 32]
-                            h = w[r, o + 128 + n * 32 + l]
-                            s1 = mac(s1, ((qa & 15) | ((h & 3) << 4)) - 32, xq[t, x0 + l0])
-                            s2 = mac(s2, ((qb & 15) | (((h >> 2) & 3) << 4)) - 32, xq[t, x0 + 32 + l0])
-                            s3 = mac(s3, ((qa >> 4) | (((h >> 4) & 3) << 4)) - 32, xq[t, x0 + 64 + l0])
-                            s4 = mac(s4, ((qb >> 4) | (((h >> 6) & 3) << 4)) - 32, xq[t, x0 + 96 + l0])
+                        l0 = half * 16
+                        ql = wo + n * 64 + l0
+                        qh = wo + 128 + n * 32 + l0
+                        x0 = t * k + b * 256 + n * 128 + l0
+                        s1 = dot_q6k(wf, ql, qh, 0, 0, xv, x0)
+                        s2 = dot_q6k(wf, ql + 32, qh, 0, 2, xv, x0 + 32)
+                        s3 = dot_q6k(wf, ql, qh, 4, 4, xv, x0 + 64)
+                        s4 = dot_q6k(wf, ql + 32, qh, 4, 6, xv, x0 + 96)
                         so = o + 192 + n * 8 + half
                         sumi += (i32(wi[r, so]) * s1 + i32(wi[r, so + 2]) * s2
                                  + i32(wi[r, so + 4]) * s3 + i32(wi[r, so + 6]) * s4)

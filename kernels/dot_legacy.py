@@ -2,8 +2,8 @@
 
 Weights are read in place (uint8[rows, row_bytes] straight from the mapped file) against activations
 quantized to Q8 blocks of 32 (dot_common.quantize_q8_32): per block an int32 sum of int8 products, then
-one float multiply by the two scales, as llama.cpp's ggml_vec_dot_q4_0_q8_0 and friends. Four rows share
-each activation load (prange over groups of four rows). Layouts (bytes per block):
+one float multiply by the two scales, as llama.cpp's ggml_vec_dot_q4_0_q8_0 and friends; the block sums
+are SIMD intrinsics (dot_simd). Four rows share each activation load (prange over groups of four rows). Layouts (bytes per block):
 
     Q4_0 18: d f16, qs[16]          w = d * (nibble - 8); low nibbles are values 0..15, high 16..31
     Q4_1 20: d f16, m f16, qs[16]   w = d * nibble + m
@@ -17,57 +17,15 @@ import numba as nb
 import numpy as np
 from gguf import GGMLQuantizationType as T
 
-from .dot_common import load_f16, mac, register
+from .dot_common import load_f16, register
+from .dot_simd import dot_i8, dot_q4_packed, dot_q5_packed
 
 i32 = np.int32
 f32 = np.float32
 
 
+# ---- dequantization (the BLAS batch path and embeddings) ----------------------------------------
 # ---- Q4_0 ----------------------------------------------------------------------------------------
-
-@nb.njit(cache=True, parallel=True, fastmath=True)
-def matmul_q4_0(w, xf, xq, xd, xs, out):
-    R = w.shape[0]
-    Tn, nbk = xd.shape
-    for g in nb.prange((R + 3) // 4):
-        r0 = g * 4
-        r1, r2, r3 = min(r0 + 1, R - 1), min(r0 + 2, R - 1), min(r0 + 3, R - 1)
-        for t in range(Tn):
-            a0 = f32(0.0)
-            a1 = f32(0.0)
-            a2 = f32(0.0)
-            a3 = f32(0.0)
-            for b in range(nbk):
-                o = b * 18
-                xo = b * 32
-                s0 = i32(0)
-                s1 = i32(0)
-                s2 = i32(0)
-                s3 = i32(0)
-                for j in range(16):
-                    x0 = xq[t, xo + j]
-                    x1 = xq[t, xo + 16 + j]
-                    q = w[r0, o + 2 + j]
-                    s0 = mac(mac(s0, (q & 15) - 8, x0), (q >> 4) - 8, x1)
-                    q = w[r1, o + 2 + j]
-                    s1 = mac(mac(s1, (q & 15) - 8, x0), (q >> 4) - 8, x1)
-                    q = w[r2, o + 2 + j]
-                    s2 = mac(mac(s2, (q & 15) - 8, x0), (q >> 4) - 8, x1)
-                    q = w[r3, o + 2 + j]
-                    s3 = mac(mac(s3, (q & 15) - 8, x0), (q >> 4) - 8, x1)
-                dx = xd[t, b]
-                a0 += load_f16(w, r0, o) * dx * f32(s0)
-                a1 += load_f16(w, r1, o) * dx * f32(s1)
-                a2 += load_f16(w, r2, o) * dx * f32(s2)
-                a3 += load_f16(w, r3, o) * dx * f32(s3)
-            out[t, r0] = a0
-            if r0 + 1 < R:
-                out[t, r0 + 1] = a1
-            if r0 + 2 < R:
-                out[t, r0 + 2] = a2
-            if r0 + 3 < R:
-                out[t, r0 + 3] = a3
-
 
 @nb.njit(cache=True, parallel=True)
 def dequant_q4_0(w, r0, r1, out):
@@ -83,51 +41,6 @@ def dequant_q4_0(w, r0, r1, out):
 
 
 # ---- Q4_1 ----------------------------------------------------------------------------------------
-
-@nb.njit(cache=True, parallel=True, fastmath=True)
-def matmul_q4_1(w, xf, xq, xd, xs, out):
-    R = w.shape[0]
-    Tn, nbk = xd.shape
-    for g in nb.prange((R + 3) // 4):
-        r0 = g * 4
-        r1, r2, r3 = min(r0 + 1, R - 1), min(r0 + 2, R - 1), min(r0 + 3, R - 1)
-        for t in range(Tn):
-            a0 = f32(0.0)
-            a1 = f32(0.0)
-            a2 = f32(0.0)
-            a3 = f32(0.0)
-            for b in range(nbk):
-                o = b * 20
-                xo = b * 32
-                s0 = i32(0)
-                s1 = i32(0)
-                s2 = i32(0)
-                s3 = i32(0)
-                for j in range(16):
-                    x0 = xq[t, xo + j]
-                    x1 = xq[t, xo + 16 + j]
-                    q = w[r0, o + 4 + j]
-                    s0 = mac(mac(s0, q & 15, x0), q >> 4, x1)
-                    q = w[r1, o + 4 + j]
-                    s1 = mac(mac(s1, q & 15, x0), q >> 4, x1)
-                    q = w[r2, o + 4 + j]
-                    s2 = mac(mac(s2, q & 15, x0), q >> 4, x1)
-                    q = w[r3, o + 4 + j]
-                    s3 = mac(mac(s3, q & 15, x0), q >> 4, x1)
-                dx = xd[t, b]
-                sx = xs[t, b]
-                a0 += load_f16(w, r0, o) * dx * f32(s0) + load_f16(w, r0, o + 2) * sx
-                a1 += load_f16(w, r1, o) * dx * f32(s1) + load_f16(w, r1, o + 2) * sx
-                a2 += load_f16(w, r2, o) * dx * f32(s2) + load_f16(w, r2, o + 2) * sx
-                a3 += load_f16(w, r3, o) * dx * f32(s3) + load_f16(w, r3, o + 2) * sx
-            out[t, r0] = a0
-            if r0 + 1 < R:
-                out[t, r0 + 1] = a1
-            if r0 + 2 < R:
-                out[t, r0 + 2] = a2
-            if r0 + 3 < R:
-                out[t, r0 + 3] = a3
-
 
 @nb.njit(cache=True, parallel=True)
 def dequant_q4_1(w, r0, r1, out):
@@ -149,81 +62,6 @@ def dequant_q4_1(w, r0, r1, out):
 def _qh(w, r, o):
     return (np.uint32(w[r, o]) | (np.uint32(w[r, o + 1]) << np.uint32(8))
             | (np.uint32(w[r, o + 2]) << np.uint32(16)) | (np.uint32(w[r, o + 3]) << np.uint32(24)))
-
-
-@nb.njit(inline="always")
-def _q5_isum(w, r, o, h, off, xq, t, xo):
-    """sum over the block of (5-bit value - off) * x; o points at qs, h is the block's qh."""
-    s = i32(0)
-    for j in range(16):
-        q = w[r, o + j]
-        lo = (q & 15) | (((h >> j) & 1) << 4)
-        hi = (q >> 4) | (((h >> (j + 16)) & 1) << 4)
-        s = mac(mac(s, lo - off, xq[t, xo + j]), hi - off, xq[t, xo + 16 + j])
-    return s
-
-
-@nb.njit(cache=True, parallel=True, fastmath=True)
-def matmul_q5_0(w, xf, xq, xd, xs, out):
-    R = w.shape[0]
-    Tn, nbk = xd.shape
-    for g in nb.prange((R + 3) // 4):
-        r0 = g * 4
-        r1, r2, r3 = min(r0 + 1, R - 1), min(r0 + 2, R - 1), min(r0 + 3, R - 1)
-        for t in range(Tn):
-            a0 = f32(0.0)
-            a1 = f32(0.0)
-            a2 = f32(0.0)
-            a3 = f32(0.0)
-            for b in range(nbk):
-                o = b * 22
-                xo = b * 32
-                dx = xd[t, b]
-                a0 += load_f16(w, r0, o) * dx * f32(_q5_isum(w, r0, o + 6, _qh(w, r0, o + 2), 16, xq, t, xo))
-                a1 += load_f16(w, r1, o) * dx * f32(_q5_isum(w, r1, o + 6, _qh(w, r1, o + 2), 16, xq, t, xo))
-                a2 += load_f16(w, r2, o) * dx * f32(_q5_isum(w, r2, o + 6, _qh(w, r2, o + 2), 16, xq, t, xo))
-                a3 += load_f16(w, r3, o) * dx * f32(_q5_isum(w, r3, o + 6, _qh(w, r3, o + 2), 16, xq, t, xo))
-            out[t, r0] = a0
-            if r0 + 1 < R:
-                out[t, r0 + 1] = a1
-            if r0 + 2 < R:
-                out[t, r0 + 2] = a2
-            if r0 + 3 < R:
-                out[t, r0 + 3] = a3
-
-
-@nb.njit(cache=True, parallel=True, fastmath=True)
-def matmul_q5_1(w, xf, xq, xd, xs, out):
-    R = w.shape[0]
-    Tn, nbk = xd.shape
-    for g in nb.prange((R + 3) // 4):
-        r0 = g * 4
-        r1, r2, r3 = min(r0 + 1, R - 1), min(r0 + 2, R - 1), min(r0 + 3, R - 1)
-        for t in range(Tn):
-            a0 = f32(0.0)
-            a1 = f32(0.0)
-            a2 = f32(0.0)
-            a3 = f32(0.0)
-            for b in range(nbk):
-                o = b * 24
-                xo = b * 32
-                dx = xd[t, b]
-                sx = xs[t, b]
-                a0 += (load_f16(w, r0, o) * dx * f32(_q5_isum(w, r0, o + 8, _qh(w, r0, o + 4), 0, xq, t, xo))
-                       + load_f16(w, r0, o + 2) * sx)
-                a1 += (load_f16(w, r1, o) * dx * f32(_q5_isum(w, r1, o + 8, _qh(w, r1, o + 4), 0, xq, t, xo))
-                       + load_f16(w, r1, o + 2) * sx)
-                a2 += (load_f16(w, r2, o) * dx * f32(_q5_isum(w, r2, o + 8, _qh(w, r2, o + 4), 0, xq, t, xo))
-                       + load_f16(w, r2, o + 2) * sx)
-                a3 += (load_f16(w, r3, o) * dx * f32(_q5_isum(w, r3, o + 8, _qh(w, r3, o + 4), 0, xq, t, xo))
-                       + load_f16(w, r3, o + 2) * sx)
-            out[t, r0] = a0
-            if r0 + 1 < R:
-                out[t, r0 + 1] = a1
-            if r0 + 2 < R:
-                out[t, r0 + 2] = a2
-            if r0 + 3 < R:
-                out[t, r0 + 3] = a3
 
 
 @nb.njit(inline="always")
@@ -257,46 +95,6 @@ def dequant_q5_1(w, r0, r1, out):
 
 # ---- Q8_0 ----------------------------------------------------------------------------------------
 
-@nb.njit(cache=True, parallel=True, fastmath=True)
-def matmul_q8_0(w, xf, xq, xd, xs, out):
-    R = w.shape[0]
-    Tn, nbk = xd.shape
-    wi = w.view(np.int8)
-    for g in nb.prange((R + 3) // 4):
-        r0 = g * 4
-        r1, r2, r3 = min(r0 + 1, R - 1), min(r0 + 2, R - 1), min(r0 + 3, R - 1)
-        for t in range(Tn):
-            a0 = f32(0.0)
-            a1 = f32(0.0)
-            a2 = f32(0.0)
-            a3 = f32(0.0)
-            for b in range(nbk):
-                o = b * 34
-                xo = b * 32
-                s0 = i32(0)
-                s1 = i32(0)
-                s2 = i32(0)
-                s3 = i32(0)
-                for j in range(32):
-                    x = xq[t, xo + j]
-                    s0 = mac(s0, wi[r0, o + 2 + j], x)
-                    s1 = mac(s1, wi[r1, o + 2 + j], x)
-                    s2 = mac(s2, wi[r2, o + 2 + j], x)
-                    s3 = mac(s3, wi[r3, o + 2 + j], x)
-                dx = xd[t, b]
-                a0 += load_f16(w, r0, o) * dx * f32(s0)
-                a1 += load_f16(w, r1, o) * dx * f32(s1)
-                a2 += load_f16(w, r2, o) * dx * f32(s2)
-                a3 += load_f16(w, r3, o) * dx * f32(s3)
-            out[t, r0] = a0
-            if r0 + 1 < R:
-                out[t, r0 + 1] = a1
-            if r0 + 2 < R:
-                out[t, r0 + 2] = a2
-            if r0 + 3 < R:
-                out[t, r0 + 3] = a3
-
-
 @nb.njit(cache=True, parallel=True)
 def dequant_q8_0(w, r0, r1, out):
     wi = w.view(np.int8)
@@ -307,6 +105,176 @@ def dequant_q8_0(w, r0, r1, out):
             d = load_f16(w, r, o)
             for j in range(32):
                 out[i, b * 32 + j] = d * f32(wi[r, o + 2 + j])
+
+
+# ---- integer dots, four rows per activation load -------------------------------------------------
+
+
+
+@nb.njit(cache=True, parallel=True, fastmath=True)
+def matmul_q4_0(w, xf, xq, xd, xs, out):
+    R, rb = w.shape
+    Tn, nbk = xd.shape
+    k = xq.shape[1]
+    wf = w.reshape(-1)
+    xv = xq.reshape(-1)
+    for g in nb.prange((R + 3) // 4):
+        r0 = g * 4
+        r1, r2, r3 = min(r0 + 1, R - 1), min(r0 + 2, R - 1), min(r0 + 3, R - 1)
+        for t in range(Tn):
+            a0 = f32(0.0)
+            a1 = f32(0.0)
+            a2 = f32(0.0)
+            a3 = f32(0.0)
+            for b in range(nbk):
+                o = b * 18
+                xo = t * k + b * 32
+                dx = xd[t, b]
+                a0 += load_f16(w, r0, o) * dx * f32(dot_q4_packed(wf, r0 * rb + o + 2, xv, xo, 8))
+                a1 += load_f16(w, r1, o) * dx * f32(dot_q4_packed(wf, r1 * rb + o + 2, xv, xo, 8))
+                a2 += load_f16(w, r2, o) * dx * f32(dot_q4_packed(wf, r2 * rb + o + 2, xv, xo, 8))
+                a3 += load_f16(w, r3, o) * dx * f32(dot_q4_packed(wf, r3 * rb + o + 2, xv, xo, 8))
+            out[t, r0] = a0
+            if r0 + 1 < R:
+                out[t, r0 + 1] = a1
+            if r0 + 2 < R:
+                out[t, r0 + 2] = a2
+            if r0 + 3 < R:
+                out[t, r0 + 3] = a3
+
+
+
+@nb.njit(cache=True, parallel=True, fastmath=True)
+def matmul_q4_1(w, xf, xq, xd, xs, out):
+    R, rb = w.shape
+    Tn, nbk = xd.shape
+    k = xq.shape[1]
+    wf = w.reshape(-1)
+    xv = xq.reshape(-1)
+    for g in nb.prange((R + 3) // 4):
+        r0 = g * 4
+        r1, r2, r3 = min(r0 + 1, R - 1), min(r0 + 2, R - 1), min(r0 + 3, R - 1)
+        for t in range(Tn):
+            a0 = f32(0.0)
+            a1 = f32(0.0)
+            a2 = f32(0.0)
+            a3 = f32(0.0)
+            for b in range(nbk):
+                o = b * 20
+                xo = t * k + b * 32
+                dx = xd[t, b]
+                sx = xs[t, b]
+                a0 += load_f16(w, r0, o) * dx * f32(dot_q4_packed(wf, r0 * rb + o + 4, xv, xo, 0)) + load_f16(w, r0, o + 2) * sx
+                a1 += load_f16(w, r1, o) * dx * f32(dot_q4_packed(wf, r1 * rb + o + 4, xv, xo, 0)) + load_f16(w, r1, o + 2) * sx
+                a2 += load_f16(w, r2, o) * dx * f32(dot_q4_packed(wf, r2 * rb + o + 4, xv, xo, 0)) + load_f16(w, r2, o + 2) * sx
+                a3 += load_f16(w, r3, o) * dx * f32(dot_q4_packed(wf, r3 * rb + o + 4, xv, xo, 0)) + load_f16(w, r3, o + 2) * sx
+            out[t, r0] = a0
+            if r0 + 1 < R:
+                out[t, r0 + 1] = a1
+            if r0 + 2 < R:
+                out[t, r0 + 2] = a2
+            if r0 + 3 < R:
+                out[t, r0 + 3] = a3
+
+
+
+@nb.njit(cache=True, parallel=True, fastmath=True)
+def matmul_q5_0(w, xf, xq, xd, xs, out):
+    R, rb = w.shape
+    Tn, nbk = xd.shape
+    k = xq.shape[1]
+    wf = w.reshape(-1)
+    xv = xq.reshape(-1)
+    for g in nb.prange((R + 3) // 4):
+        r0 = g * 4
+        r1, r2, r3 = min(r0 + 1, R - 1), min(r0 + 2, R - 1), min(r0 + 3, R - 1)
+        for t in range(Tn):
+            a0 = f32(0.0)
+            a1 = f32(0.0)
+            a2 = f32(0.0)
+            a3 = f32(0.0)
+            for b in range(nbk):
+                o = b * 22
+                xo = t * k + b * 32
+                dx = xd[t, b]
+                a0 += load_f16(w, r0, o) * dx * f32(dot_q5_packed(wf, r0 * rb + o + 6, _qh(w, r0, o + 2), xv, xo, 16))
+                a1 += load_f16(w, r1, o) * dx * f32(dot_q5_packed(wf, r1 * rb + o + 6, _qh(w, r1, o + 2), xv, xo, 16))
+                a2 += load_f16(w, r2, o) * dx * f32(dot_q5_packed(wf, r2 * rb + o + 6, _qh(w, r2, o + 2), xv, xo, 16))
+                a3 += load_f16(w, r3, o) * dx * f32(dot_q5_packed(wf, r3 * rb + o + 6, _qh(w, r3, o + 2), xv, xo, 16))
+            out[t, r0] = a0
+            if r0 + 1 < R:
+                out[t, r0 + 1] = a1
+            if r0 + 2 < R:
+                out[t, r0 + 2] = a2
+            if r0 + 3 < R:
+                out[t, r0 + 3] = a3
+
+
+
+@nb.njit(cache=True, parallel=True, fastmath=True)
+def matmul_q5_1(w, xf, xq, xd, xs, out):
+    R, rb = w.shape
+    Tn, nbk = xd.shape
+    k = xq.shape[1]
+    wf = w.reshape(-1)
+    xv = xq.reshape(-1)
+    for g in nb.prange((R + 3) // 4):
+        r0 = g * 4
+        r1, r2, r3 = min(r0 + 1, R - 1), min(r0 + 2, R - 1), min(r0 + 3, R - 1)
+        for t in range(Tn):
+            a0 = f32(0.0)
+            a1 = f32(0.0)
+            a2 = f32(0.0)
+            a3 = f32(0.0)
+            for b in range(nbk):
+                o = b * 24
+                xo = t * k + b * 32
+                dx = xd[t, b]
+                sx = xs[t, b]
+                a0 += load_f16(w, r0, o) * dx * f32(dot_q5_packed(wf, r0 * rb + o + 8, _qh(w, r0, o + 4), xv, xo, 0)) + load_f16(w, r0, o + 2) * sx
+                a1 += load_f16(w, r1, o) * dx * f32(dot_q5_packed(wf, r1 * rb + o + 8, _qh(w, r1, o + 4), xv, xo, 0)) + load_f16(w, r1, o + 2) * sx
+                a2 += load_f16(w, r2, o) * dx * f32(dot_q5_packed(wf, r2 * rb + o + 8, _qh(w, r2, o + 4), xv, xo, 0)) + load_f16(w, r2, o + 2) * sx
+                a3 += load_f16(w, r3, o) * dx * f32(dot_q5_packed(wf, r3 * rb + o + 8, _qh(w, r3, o + 4), xv, xo, 0)) + load_f16(w, r3, o + 2) * sx
+            out[t, r0] = a0
+            if r0 + 1 < R:
+                out[t, r0 + 1] = a1
+            if r0 + 2 < R:
+                out[t, r0 + 2] = a2
+            if r0 + 3 < R:
+                out[t, r0 + 3] = a3
+
+
+
+@nb.njit(cache=True, parallel=True, fastmath=True)
+def matmul_q8_0(w, xf, xq, xd, xs, out):
+    R, rb = w.shape
+    Tn, nbk = xd.shape
+    k = xq.shape[1]
+    wf = w.reshape(-1)
+    xv = xq.reshape(-1)
+    for g in nb.prange((R + 3) // 4):
+        r0 = g * 4
+        r1, r2, r3 = min(r0 + 1, R - 1), min(r0 + 2, R - 1), min(r0 + 3, R - 1)
+        for t in range(Tn):
+            a0 = f32(0.0)
+            a1 = f32(0.0)
+            a2 = f32(0.0)
+            a3 = f32(0.0)
+            for b in range(nbk):
+                o = b * 34
+                xo = t * k + b * 32
+                dx = xd[t, b]
+                a0 += load_f16(w, r0, o) * dx * f32(dot_i8(wf, r0 * rb + o + 2, xv, xo))
+                a1 += load_f16(w, r1, o) * dx * f32(dot_i8(wf, r1 * rb + o + 2, xv, xo))
+                a2 += load_f16(w, r2, o) * dx * f32(dot_i8(wf, r2 * rb + o + 2, xv, xo))
+                a3 += load_f16(w, r3, o) * dx * f32(dot_i8(wf, r3 * rb + o + 2, xv, xo))
+            out[t, r0] = a0
+            if r0 + 1 < R:
+                out[t, r0 + 1] = a1
+            if r0 + 2 < R:
+                out[t, r0 + 2] = a2
+            if r0 + 3 < R:
+                out[t, r0 + 3] = a3
 
 
 register(T.Q4_0, "q8_32", matmul_q4_0, dequant_q4_0)

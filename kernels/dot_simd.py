@@ -1,0 +1,205 @@
+"""Block dot products as numba intrinsics: int8 SIMD the way llama.cpp's AVX2 kernels do it.
+
+Numba widens every integer operation to int64, which LLVM cannot pack into 32 int8 lanes. These
+intrinsics write the LLVM IR directly: load a block's packed weights as a byte vector, unpack them
+(nibbles, high bits) with vector shifts and masks, and take the dot product with 32 (or 16) int8
+activations. On AVX2 that is llama.cpp's sign trick, `vpsignb` + `vpmaddubsw` + `vpmaddwd`; elsewhere
+a portable sext/mul/reduce that LLVM vectorizes for the target. Each returns the int32 sum.
+
+Arguments: `w` and `x` are C-contiguous arrays addressed by a flat element index (`wi`, `xi`).
+
+    dot_q4_packed(w, wi, x, xi, off)        16 bytes -> 32 values: low nibbles, then high; minus off
+    dot_q5_packed(w, wi, qh, x, xi, off)    the same with bit j of qh (uint32) as value j's 5th bit
+    dot_i8(w, wi, x, xi)                    32 int8 weights
+    dot_nib(w, wi, shift, x, xi)            32 bytes -> (byte >> shift) & 15
+    dot_q5k(w, qi, hi, shift, hbit, x, xi)  (qs >> shift) & 15 | ((qh >> hbit) & 1) << 4, 32 values
+    dot_q6k(w, li, hi, shl, shh, x, xi)     ((ql >> shl) & 15 | ((qh >> shh) & 3) << 4) - 32, 16 values
+"""
+from __future__ import annotations
+
+from llvmlite import binding as llvm_binding
+from llvmlite import ir
+from numba import types
+from numba.extending import intrinsic
+
+I8, I16, I32 = ir.IntType(8), ir.IntType(16), ir.IntType(32)
+
+
+def _host_has_avx2() -> bool:
+    try:
+        return "+avx2" in llvm_binding.get_host_cpu_features().flatten()
+    except Exception:  # pragma: no cover - unknown host: the portable path
+        return False
+
+
+AVX2 = _host_has_avx2()
+
+
+def _vec(t, n):
+    return ir.VectorType(t, n)
+
+
+def _splat(v, n, t=I8):
+    return ir.Constant(_vec(t, n), [v] * n)
+
+
+def _fn(builder, name, ret, args):
+    mod = builder.module
+    try:
+        return mod.get_global(name)
+    except KeyError:
+        return ir.Function(mod, ir.FunctionType(ret, args), name=name)
+
+
+def _load(context, builder, aryty, ary, idx, n):
+    a = context.make_array(aryty)(context, builder, ary)
+    p = builder.gep(a.data, [idx])
+    return builder.load(builder.bitcast(p, _vec(I8, n).as_pointer()), align=1)
+
+
+def _to_vec(builder, v, n, ty):
+    """Splat a scalar integer argument to <n x i8> (truncating)."""
+    if ty.bitwidth > 8:
+        v = builder.trunc(v, I8)
+    undef = ir.Constant(_vec(I8, n), None)
+    v = builder.insert_element(undef, v, ir.Constant(I32, 0))
+    return builder.shuffle_vector(v, undef, ir.Constant(_vec(I32, n), [0] * n))
+
+
+def _dot(builder, a, x, n):
+    """sum(a * x) of two <n x i8> (signed, |a| <= 127 or a = -128 never; x in -127..127)."""
+    if AVX2:
+        if n == 32:
+            sign = _fn(builder, "llvm.x86.avx2.psign.b", _vec(I8, 32), [_vec(I8, 32)] * 2)
+            maddubs = _fn(builder, "llvm.x86.avx2.pmadd.ub.sw", _vec(I16, 16), [_vec(I8, 32)] * 2)
+            maddwd = _fn(builder, "llvm.x86.avx2.pmadd.wd", _vec(I32, 8), [_vec(I16, 16)] * 2)
+        else:
+            sign = _fn(builder, "llvm.x86.ssse3.psign.b.128", _vec(I8, 16), [_vec(I8, 16)] * 2)
+            maddubs = _fn(builder, "llvm.x86.ssse3.pmadd.ub.sw.128", _vec(I16, 8), [_vec(I8, 16)] * 2)
+            maddwd = _fn(builder, "llvm.x86.sse2.pmadd.wd", _vec(I32, 4), [_vec(I16, 8)] * 2)
+        ax = builder.call(sign, [a, a])
+        sx = builder.call(sign, [x, a])
+        p16 = builder.call(maddubs, [ax, sx])
+        p32 = builder.call(maddwd, [p16, _splat(1, n // 2, I16)])
+        red = _fn(builder, f"llvm.vector.reduce.add.v{n // 4}i32", I32, [_vec(I32, n // 4)])
+        return builder.call(red, [p32])
+    a16 = builder.sext(a, _vec(I16, n))
+    x16 = builder.sext(x, _vec(I16, n))
+    p = builder.sext(builder.mul(a16, x16), _vec(I32, n))
+    red = _fn(builder, f"llvm.vector.reduce.add.v{n}i32", I32, [_vec(I32, n)])
+    return builder.call(red, [p])
+
+
+def _bits_to_bytes(builder, h, hty, n):
+    """<n x i8> whose byte j is bit j of the integer h."""
+    if hty.bitwidth != 32:
+        h = builder.trunc(h, I32) if hty.bitwidth > 32 else builder.zext(h, I32)
+    undef = ir.Constant(_vec(I32, n), None)
+    hv = builder.shuffle_vector(builder.insert_element(undef, h, ir.Constant(I32, 0)), undef,
+                                ir.Constant(_vec(I32, n), [0] * n))
+    bits = builder.and_(hv, ir.Constant(_vec(I32, n), [1 << j for j in range(n)]))
+    return builder.zext(builder.icmp_unsigned("!=", bits, ir.Constant(_vec(I32, n), [0] * n)), _vec(I8, n))
+
+
+def _is_int(*ts):
+    return all(isinstance(t, types.Integer) for t in ts)
+
+
+def _is_arr(*ts):
+    return all(isinstance(t, types.Array) and t.dtype.bitwidth == 8 for t in ts)
+
+
+@intrinsic
+def dot_q4_packed(typingctx, w, wi, x, xi, off):
+    if not (_is_arr(w, x) and _is_int(wi, xi, off)):
+        return None
+
+    def codegen(context, builder, sig, args):
+        wv = _load(context, builder, sig.args[0], args[0], args[1], 16)
+        xv = _load(context, builder, sig.args[2], args[2], args[3], 32)
+        lo = builder.and_(wv, _splat(15, 16))
+        hi = builder.lshr(wv, _splat(4, 16))
+        q = builder.shuffle_vector(lo, hi, ir.Constant(_vec(I32, 32), list(range(32))))
+        q = builder.sub(q, _to_vec(builder, args[4], 32, sig.args[4]))
+        return _dot(builder, q, xv, 32)
+
+    return types.int32(w, wi, x, xi, off), codegen
+
+
+@intrinsic
+def dot_q5_packed(typingctx, w, wi, qh, x, xi, off):
+    if not (_is_arr(w, x) and _is_int(wi, qh, xi, off)):
+        return None
+
+    def codegen(context, builder, sig, args):
+        wv = _load(context, builder, sig.args[0], args[0], args[1], 16)
+        xv = _load(context, builder, sig.args[3], args[3], args[4], 32)
+        lo = builder.and_(wv, _splat(15, 16))
+        hi = builder.lshr(wv, _splat(4, 16))
+        q = builder.shuffle_vector(lo, hi, ir.Constant(_vec(I32, 32), list(range(32))))
+        hb = builder.shl(_bits_to_bytes(builder, args[2], sig.args[2], 32), _splat(4, 32))
+        q = builder.sub(builder.or_(q, hb), _to_vec(builder, args[5], 32, sig.args[5]))
+        return _dot(builder, q, xv, 32)
+
+    return types.int32(w, wi, qh, x, xi, off), codegen
+
+
+@intrinsic
+def dot_i8(typingctx, w, wi, x, xi):
+    if not (_is_arr(w, x) and _is_int(wi, xi)):
+        return None
+
+    def codegen(context, builder, sig, args):
+        wv = _load(context, builder, sig.args[0], args[0], args[1], 32)
+        xv = _load(context, builder, sig.args[2], args[2], args[3], 32)
+        return _dot(builder, wv, xv, 32)
+
+    return types.int32(w, wi, x, xi), codegen
+
+
+@intrinsic
+def dot_nib(typingctx, w, wi, shift, x, xi):
+    if not (_is_arr(w, x) and _is_int(wi, shift, xi)):
+        return None
+
+    def codegen(context, builder, sig, args):
+        wv = _load(context, builder, sig.args[0], args[0], args[1], 32)
+        xv = _load(context, builder, sig.args[3], args[3], args[4], 32)
+        q = builder.and_(builder.lshr(wv, _to_vec(builder, args[2], 32, sig.args[2])), _splat(15, 32))
+        return _dot(builder, q, xv, 32)
+
+    return types.int32(w, wi, shift, x, xi), codegen
+
+
+@intrinsic
+def dot_q5k(typingctx, w, qi, hi, shift, hbit, x, xi):
+    if not (_is_arr(w, x) and _is_int(qi, hi, shift, hbit, xi)):
+        return None
+
+    def codegen(context, builder, sig, args):
+        qv = _load(context, builder, sig.args[0], args[0], args[1], 32)
+        hv = _load(context, builder, sig.args[0], args[0], args[2], 32)
+        xv = _load(context, builder, sig.args[5], args[5], args[6], 32)
+        q = builder.and_(builder.lshr(qv, _to_vec(builder, args[3], 32, sig.args[3])), _splat(15, 32))
+        h = builder.and_(builder.lshr(hv, _to_vec(builder, args[4], 32, sig.args[4])), _splat(1, 32))
+        q = builder.or_(q, builder.shl(h, _splat(4, 32)))
+        return _dot(builder, q, xv, 32)
+
+    return types.int32(w, qi, hi, shift, hbit, x, xi), codegen
+
+
+@intrinsic
+def dot_q6k(typingctx, w, li, hi, shl, shh, x, xi):
+    if not (_is_arr(w, x) and _is_int(li, hi, shl, shh, xi)):
+        return None
+
+    def codegen(context, builder, sig, args):
+        lv = _load(context, builder, sig.args[0], args[0], args[1], 16)
+        hv = _load(context, builder, sig.args[0], args[0], args[2], 16)
+        xv = _load(context, builder, sig.args[5], args[5], args[6], 16)
+        q = builder.and_(builder.lshr(lv, _to_vec(builder, args[3], 16, sig.args[3])), _splat(15, 16))
+        h = builder.and_(builder.lshr(hv, _to_vec(builder, args[4], 16, sig.args[4])), _splat(3, 16))
+        q = builder.sub(builder.or_(q, builder.shl(h, _splat(4, 16))), _splat(32, 16))
+        return _dot(builder, q, xv, 16)
+
+    return types.int32(w, li, hi, shl, shh, x, xi), codegen
