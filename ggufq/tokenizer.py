@@ -21,16 +21,21 @@ What llama.cpp does, and so what this does, in order:
 The regex split reproduces llama.cpp's: a codepoint is "collapsed" to one character standing for its
 Unicode category (letter, number, punctuation, mark, symbol, whitespace, other) and the pattern's
 \\p{..} classes are rewritten to match those characters; Python's `re` in ASCII mode then behaves like
-the C++ std::regex (ECMAScript) llama.cpp runs. Categories come from Python's `unicodedata`, whose
-Unicode version may be older than llama.cpp's table: codepoints assigned since then are "other" here.
+the C++ std::regex (ECMAScript) llama.cpp runs. Categories come from `unicodedata2` 15.1 (the Unicode version
+of llama.cpp's table; Python 3.11's own `unicodedata` is 14.0, which would see the 15.0/15.1 additions, e.g.
+CJK extension H letters or the pink heart emoji, as unassigned).
 """
 from __future__ import annotations
 
 import codecs
 import heapq
 import re
-import unicodedata
 from functools import lru_cache
+
+try:  # llama.cpp's category table is Unicode 15.1; Python 3.11's own unicodedata is 14.0
+    import unicodedata2 as unicodedata
+except ImportError:  # pragma: no cover - then codepoints assigned in 15.0/15.1 count as unassigned
+    import unicodedata
 
 import numpy as np
 
@@ -329,6 +334,9 @@ def _merge(symbols: list[str], priority) -> list[str]:
 # --------------------------------------------------------------------------------------------------
 # the tokenizer
 # --------------------------------------------------------------------------------------------------
+UNICODE_VERSION = unicodedata.unidata_version
+
+
 class Tokenizer:
     """Encode and decode with a GGUF's vocabulary exactly as llama.cpp does (SPM and byte-level BPE)."""
 
