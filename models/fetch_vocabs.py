@@ -34,7 +34,7 @@ def fetch_vocabs() -> Path:
     if not sdist.exists():
         print(f"fetching {SDIST} sdist from PyPI (llama.cpp vocab tests)", flush=True)
         subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--no-binary", ":all:",
-                        "--no-build-isolation", "-d", str(cache), SDIST], check=True)
+                        "-d", str(cache), SDIST], check=True)
     tmp = VOCAB_DIR.with_name("vocab.part")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
