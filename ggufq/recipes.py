@@ -323,6 +323,43 @@ def format_plan(choices: list[TensorChoice]) -> str:
     return "\n".join(lines)
 
 
+def recipe_json(choices: list[TensorChoice], opts: Options) -> str:
+    """The plan as a reviewable JSON recipe: {"file_type": ..., "tensors": {name: type}} in file order."""
+    import json
+    return json.dumps({"file_type": opts.ftype_name, "tensors": {c.name: c.dst_type.name for c in choices}},
+                      indent=1)
+
+
+def load_recipe(path: str) -> dict[str, GT]:
+    import json
+    try:
+        with open(path) as f:
+            doc = json.load(f)
+    except (OSError, ValueError) as e:
+        raise GGUFQError(f"{path}: cannot read recipe: {e}") from None
+    tensors = doc.get("tensors") if isinstance(doc, dict) else None
+    if not isinstance(tensors, dict):
+        raise GGUFQError(f'{path}: a recipe is {{"tensors": {{NAME: TYPE, ...}}}}')
+    return {str(k): parse_tensor_type(str(v)) for k, v in tensors.items()}
+
+
+def apply_recipe(choices: list[TensorChoice], recipe: dict[str, GT]) -> list[TensorChoice]:
+    names = {c.name for c in choices}
+    unknown = sorted(set(recipe) - names)
+    if unknown:
+        raise GGUFQError(f"recipe names tensors not in the model: {', '.join(unknown[:5])}")
+    out = []
+    for c in choices:
+        t = recipe.get(c.name)
+        if t is not None and t != c.dst_type:
+            if c.shape[0] % block_size(t):
+                raise GGUFQError(f"recipe: {c.name} has rows of {c.shape[0]}, not a multiple of {t.name}'s "
+                                 f"block of {block_size(t)}")
+            c = TensorChoice(c.name, c.shape, c.src_type, t, "recipe")
+        out.append(c)
+    return out
+
+
 # ---- the shared quantizing entry point ----------------------------------------------------------------
 def quantize_tensor(name: str, array: np.ndarray, qtype, imatrix: np.ndarray | None = None,
                     check_finite: bool = True) -> np.ndarray:

@@ -186,3 +186,33 @@ def test_imatrix_readers_gguf_and_legacy_dat(tmp_path):
     assert legacy.is_legacy and legacy.chunk_count == 5 and legacy.datasets == ["wiki"]
     for name, v in sums.items():
         assert np.array_equal(legacy.get(name), (v / np.float32(10)).astype(np.float32))
+
+
+def test_json_recipe_round_trip_and_float_inputs(tmp_path, capsys):
+    """--dry-run --json prints a recipe; --recipe applies it; F32 and BF16 inputs quantize like the registry."""
+    from ggufq.kernels import get_format
+
+    src = tiny_model(tmp_path / "f32.gguf", dtype=np.float32, n_layer=2)
+    assert main(["quantize", "--dry-run", "--json", str(src), "x.gguf", "Q4_0"]) == 0
+    recipe = json.loads(capsys.readouterr().out)
+    assert recipe["file_type"] == "Q4_0" and recipe["tensors"]["blk.1.ffn_up.weight"] == "Q4_0"
+    recipe["tensors"]["blk.1.ffn_up.weight"] = "Q5_K"
+    (tmp_path / "r.json").write_text(json.dumps(recipe))
+    out = tmp_path / "q.gguf"
+    assert main(["quantize", "--recipe", str(tmp_path / "r.json"), str(src), str(out), "Q4_0"]) == 0
+    with GGUFFile(src) as g, GGUFFile(out) as q:
+        assert q.tensors["blk.1.ffn_up.weight"].qtype == GT.Q5_K
+        x = np.asarray(g.tensors["blk.0.attn_q.weight"].data)
+        assert np.array_equal(np.asarray(q.tensors["blk.0.attn_q.weight"].data), get_format(GT.Q4_0).quantize(x))
+    bf = tmp_path / "bf16.gguf"
+    assert main(["quantize", str(src), str(bf), "BF16"]) == 0
+    assert main(["quantize", str(bf), str(out), "Q8_0"]) == 0
+    with GGUFFile(bf) as b, GGUFFile(out) as q:
+        assert b.tensors["blk.0.ffn_down.weight"].qtype == GT.BF16
+        x = get_format(GT.BF16).dequantize(np.asarray(b.tensors["blk.0.ffn_down.weight"].data))
+        assert np.array_equal(np.asarray(q.tensors["blk.0.ffn_down.weight"].data), get_format(GT.Q8_0).quantize(x))
+    (tmp_path / "bad.json").write_text(json.dumps({"tensors": {"blk.0.attn_q.weight": "Q4_K", "nope": "Q8_0"}}))
+    assert main(["quantize", "--recipe", str(tmp_path / "bad.json"), str(src), str(out), "Q4_0"]) == 2
+    assert "not in the model" in capsys.readouterr().err
+    assert main(["quantize", str(src), str(tmp_path / "no" / "dir.gguf"), "Q4_0"]) == 2
+    assert "cannot write" in capsys.readouterr().err

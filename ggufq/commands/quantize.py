@@ -27,6 +27,10 @@ def configure(p):
     p.add_argument("--pure", action="store_true", help="no k-quant mixture: every tensor gets TYPE")
     p.add_argument("--allow-requantize", action="store_true", help="allow an already-quantized input")
     p.add_argument("--dry-run", action="store_true", help="print each tensor's type and the size, write nothing")
+    p.add_argument("--json", action="store_true", help="with --dry-run: print the recipe as JSON")
+    p.add_argument("--recipe", metavar="FILE.json",
+                   help="per-tensor types from a JSON recipe ({\"tensors\": {NAME: TYPE}}, as --dry-run --json "
+                        "prints); tensors it does not name follow TYPE's rules")
     p.add_argument("-t", "--threads", type=int, default=0, help="threads (default: all cores)")
 
 
@@ -48,12 +52,15 @@ def _options(args, has_imatrix: bool):
         has_imatrix=has_imatrix)
 
 
-def build_plan(g, opts):
-    from ..recipes import ModelFacts, plan, tensor_order
+def build_plan(g, opts, recipe_path: str | None = None):
+    from ..recipes import ModelFacts, apply_recipe, load_recipe, plan, tensor_order
 
     names = tensor_order(list(g.tensors))
     tensors = [(n, g.tensors[n].shape, g.tensors[n].qtype) for n in names]
-    return plan(tensors, ModelFacts.from_gguf(g), opts)
+    choices = plan(tensors, ModelFacts.from_gguf(g), opts)
+    if recipe_path:
+        choices = apply_recipe(choices, load_recipe(recipe_path))
+    return choices
 
 
 def _nbytes(qtype, shape) -> int:
@@ -141,12 +148,15 @@ def run(args) -> int:
     opts = _options(args, imatrix is not None)
     g = GGUFFile(args.input)
     try:
-        choices = build_plan(g, opts)
+        choices = build_plan(g, opts, args.recipe)
         n_elements = sum(g.tensors[c.name].n_elements for c in choices)
         size_in = sum(g.tensors[c.name].nbytes for c in choices)
         size_out = sum(_nbytes(c.dst_type, c.shape) for c in choices)
         if args.dry_run:
-            from ..recipes import format_plan
+            from ..recipes import format_plan, recipe_json
+            if args.json:
+                print(recipe_json(choices, opts))
+                return 0
             print(format_plan(choices))
             print(f"{args.input}: {size_in / 2**20:.2f} MiB -> {size_out / 2**20:.2f} MiB as {opts.ftype_name} "
                   f"({8 * size_out / max(n_elements, 1):.2f} bits per weight)")
@@ -170,18 +180,15 @@ def run(args) -> int:
             if key in moved:
                 continue
             val = kv.value
-            if kv.vtype == GGUFValueType.ARRAY:
-                if len(val) == 0:
-                    raise GGUFQError(f"{args.input}: key {key} is an empty array, which gguf's writer refuses")
-                if isinstance(val, np.ndarray):
-                    val = val.tolist() if kv.subtype == GGUFValueType.BOOL else val
+            if kv.vtype == GGUFValueType.ARRAY and isinstance(val, np.ndarray) and kv.subtype == GGUFValueType.BOOL:
+                val = val.tolist()
             w.add_key_value(key, val, kv.vtype, sub_type=kv.subtype)
         w.add_uint32("general.quantization_version", 2)  # GGML_QNT_VERSION
         w.add_uint32("general.file_type", int(opts.ftype))
         if imatrix is not None:
-            w.add_string("quantize.imatrix.file", args.imatrix[:127])
+            w.add_string("quantize.imatrix.file", _c127(args.imatrix))  # strncpy(..., 127) as llama-quantize
             if imatrix.datasets:
-                w.add_string("quantize.imatrix.dataset", imatrix.datasets[0][:127])
+                w.add_string("quantize.imatrix.dataset", _c127(imatrix.datasets[0]))
             w.add_uint32("quantize.imatrix.entries_count", len(imatrix.entries))
             if imatrix.chunk_count > 0:
                 w.add_uint32("quantize.imatrix.chunks_count", imatrix.chunk_count)
@@ -193,6 +200,10 @@ def run(args) -> int:
                               raw_dtype=c.dst_type)
 
         try:
+            try:
+                w.open_output_file()
+            except OSError as e:
+                raise GGUFQError(f"cannot write {out_path}: {e.strerror}") from None
             w.write_header_to_file()
             w.write_kv_data_to_file()
             w.write_ti_data_to_file()
@@ -215,6 +226,10 @@ def run(args) -> int:
     print(f"{args.output}: {size_out / 2**20:.2f} MiB ({size_in / 2**20:.2f} MiB in), "
           f"{8 * size_out / max(n_elements, 1):.2f} bits per weight, {opts.ftype_name}, {secs:.1f} s")
     return 0
+
+
+def _c127(text: str) -> str:
+    return text.encode("utf-8")[:127].decode("utf-8", "ignore")
 
 
 SLAB_ELEMENTS = 1 << 22  # rows converted to float32 at a time (16 MiB)
