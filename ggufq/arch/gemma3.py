@@ -73,7 +73,8 @@ class Gemma3(TextArch):
         cfg.update({
             "head_dim": head_dim,
             "hidden_activation": "gelu_pytorch_tanh",
-            "query_pre_attn_scalar": head_dim,
+            # llama.cpp scales queries by 1/sqrt(n_embd / n_head) for the 27B (62 blocks), 1/sqrt(head_dim) else
+            "query_pre_attn_scalar": a("embedding_length") // a("attention.head_count") if n_layer == 62 else head_dim,
             "sliding_window": a("attention.sliding_window", 512),
             "rope_local_base_freq": a("rope.freq_base_swa", 10000.0),
             "rope_theta": a("rope.freq_base", 1_000_000.0),
