@@ -216,3 +216,20 @@ def test_json_recipe_round_trip_and_float_inputs(tmp_path, capsys):
     assert "not in the model" in capsys.readouterr().err
     assert main(["quantize", str(src), str(tmp_path / "no" / "dir.gguf"), "Q4_0"]) == 2
     assert "cannot write" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("short,model", [("smol", SMOL), ("gemma", GEMMA)])
+def test_plans_for_every_file_type_match_llama_quantize(short, model, capsys):
+    """Q4_1, Q5_0, Q5_1, Q4_K_S, Q5_K_S, Q6_K: every tensor's type as llama-quantize chose it."""
+    plans = json.loads((DATA / f"quant_{short}_plans.json").read_text())["types"]
+    fixtures = {t: json.loads((DATA / f"quant_{short}_{t}.json").read_text())["tensors"]
+                for t in ("Q4_0", "Q8_0", "Q4_K_M", "Q5_K_M")}
+    wanted = {**{t: p["types"] for t, p in plans.items()},
+              **{t: {n: v["type"] for n, v in fx.items()} for t, fx in fixtures.items()}}
+    assert len(wanted) == 10
+    for ftype, types in wanted.items():
+        assert main(["quantize", "--dry-run", "--json", str(model), "x.gguf", ftype]) == 0
+        got = json.loads(capsys.readouterr().out)["tensors"]
+        # the shipped file is quantized; tensors that stay as they are keep its types (F32 here)
+        diff = {n: (got[n], t) for n, t in types.items() if got[n] != t}
+        assert not diff, f"{short} {ftype}: {list(diff.items())[:5]}"

@@ -92,6 +92,15 @@ def test_quantized_file_equals_llama_quantize(f16, qtype, tmp_path):
     out.unlink()
 
 
+@pytest.mark.parametrize("short,qtype", [("smol", "Q4_K_S"), ("gemma", "Q6_K")])
+def test_more_file_types_equal_llama_quantize(f16_files, short, qtype, tmp_path):
+    out = tmp_path / f"{qtype}.gguf"
+    assert main(["quantize", str(f16_files(short)), str(out), qtype, "-t", "2"]) == 0
+    want = fixture(f"quant_{short}_plans.json")["types"][qtype]["file_sha256"]
+    assert hashlib.sha256(out.read_bytes()).hexdigest() == want
+    out.unlink()
+
+
 def test_pure_types_on_real_tensors(f16):
     """Q4_1, Q5_0, Q5_1, Q6_K (and their fallbacks) on real tensors, as `llama-quantize --pure` makes them."""
     from gguf import GGMLQuantizationType as GT

@@ -8,6 +8,7 @@ For each real model (models/*.gguf, see models/fetch.py):
   F16       llama-quantize --allow-requantize MODEL F16.gguf F16 2
   Q4_0 ...  llama-quantize F16.gguf OUT.gguf TYPE 2                 (TYPE in Q4_0 Q8_0 Q4_K_M Q5_K_M)
   pure      llama-quantize --pure F16.gguf OUT.gguf TYPE 2          (TYPE in Q4_1 Q5_0 Q5_1 Q6_K; a few tensors kept)
+  plans     llama-quantize F16.gguf OUT.gguf TYPE 2  (TYPE in Q4_1 Q5_0 Q5_1 Q4_K_S Q5_K_S Q6_K: types + file sha256)
 
 and for SmolLM2 with an importance matrix (tests/data/quant_smol_imatrix.gguf, made once with
 `llama-imatrix -m F16.gguf -f TEXT -c 256 --chunks 8` and trimmed to layers 0-2):
@@ -41,6 +42,7 @@ MODELS = {
 }
 FULL_TYPES = ["Q4_0", "Q8_0", "Q4_K_M", "Q5_K_M"]
 PURE_TYPES = ["Q4_1", "Q5_0", "Q5_1", "Q6_K"]
+PLAN_TYPES = ["Q4_1", "Q5_0", "Q5_1", "Q4_K_S", "Q5_K_S", "Q6_K"]
 IMATRIX_FULL = ["Q4_0"]
 IMATRIX_PURE = ["Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q4_K", "Q5_K", "Q6_K"]
 SUBSET = {
@@ -138,6 +140,17 @@ def main() -> int:
                 run([q, "--pure", str(f16), str(out), t, "2"])
                 pure[t] = describe(out, SUBSET[short], whole=False)["tensors"]
                 out.unlink()
+            plans = {}
+            for t in PLAN_TYPES:
+                out = work / f"{short}.plan.{t}.gguf"
+                run([q, str(f16), str(out), t, "2"])
+                d = describe(out)
+                plans[t] = {"file_sha256": d["file_sha256"],
+                            "types": {n: v["type"] for n, v in d["tensors"].items()}}
+                out.unlink()
+            write(f"quant_{short}_plans.json",
+                  {"command": f"llama-quantize F16.gguf OUT.gguf TYPE 2 for TYPE in {' '.join(PLAN_TYPES)}: "
+                              f"each tensor's type and the file's sha256", "types": plans}, readme)
             write(f"quant_{short}_pure.json",
                   {"command": f"llama-quantize --pure F16.gguf OUT.gguf TYPE 2 for TYPE in {' '.join(PURE_TYPES)}; "
                               f"tensors {' '.join(SUBSET[short])}", "types": pure}, readme)
