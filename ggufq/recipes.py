@@ -182,9 +182,12 @@ class _State:
         self.n_fallback = 0
 
 
+_BLK = re.compile(r"blk\.\s*([+-]?\d+)")  # sscanf(name, "blk.%d.", &layer)
+
+
 def _layer_info(i_counter: int, n_layer: int, name: str, facts: ModelFacts) -> tuple[int, int]:
     if max(1, facts.n_expert) > 1:
-        m = re.match(r"blk\.(\d+)\.", name)
+        m = _BLK.match(name)
         if not m:
             raise GGUFQError(f"failed to determine layer for tensor {name}")
         return int(m.group(1)), n_layer
@@ -309,7 +312,7 @@ def plan(tensors: list[tuple[str, tuple[int, ...], GT]], facts: ModelFacts, opts
 def tensor_order(names: list[str]) -> list[str]:
     """llama-quantize writes tensors sorted by layer (non-layer tensors first), then by name."""
     def key(n: str):
-        m = re.match(r"blk\.(-?\d+)\.", n)
+        m = _BLK.match(n)
         return (int(m.group(1)) if m else -1, n.encode())
     return sorted(names, key=key)
 
