@@ -797,12 +797,73 @@ class Tokenizer:
             raise GGUFQError(f"token id {token_id} out of range (vocabulary of {len(self.tokens)})")
         return self._pieces[token_id] if special else self._piece(token_id, False)
 
+    def detokenize(self, ids, remove_special: bool = False, unparse_special: bool = False) -> bytes:
+        """llama_detokenize: the pieces joined (control tokens only when unparse_special), the space
+        add_space_prefix put before the first word dropped, BOS/EOS dropped when remove_special, and
+        for vocabularies with clean_spaces the clean-up of " ?", " 's", ... that llama.cpp does."""
+        ids = [int(i) for i in ids]
+        remove_space = self.add_space_prefix
+        if remove_special and self.add_bos and ids and ids[0] == self.bos_id:
+            remove_space = False
+            ids = ids[1:]
+        if remove_special and self.add_eos and ids and ids[-1] == self.eos_id:
+            ids = ids[:-1]
+        parts = []
+        for i in ids:
+            piece = self.token_to_piece(i, unparse_special)
+            if remove_space and piece.startswith(b" "):
+                piece = piece[1:]
+            remove_space = False
+            parts.append(piece)
+        text = b"".join(parts)
+        return _clean_spaces(text) if self.clean_spaces else text
+
     def decode(self, ids, special: bool = False) -> str:
-        """Text of ids: the pieces joined (control tokens hidden unless special), invalid UTF-8 replaced."""
-        return b"".join(self.token_to_piece(int(i), special) for i in ids).decode("utf-8", errors="replace")
+        """Text of ids, as llama.cpp's common_detokenize(ids, special) gives it (invalid UTF-8 replaced)."""
+        return self.detokenize(ids, remove_special=False, unparse_special=special).decode("utf-8", errors="replace")
 
     def stream_decoder(self, special: bool = False) -> "StreamDecoder":
         return StreamDecoder(self, special)
+
+
+def _clean_spaces(data: bytes) -> bytes:
+    """llama.cpp's clean_up_tokenization_spaces, three passes over the bytes, in place as it does them."""
+    t = bytearray(data)
+    n = len(t)
+    # " ?", " !", " .", " ,": the space goes
+    total = 1 if n else 0
+    for i in range(1, n):
+        x = t[i]
+        if t[i - 1] == 0x20 and x in b"?!.,":
+            total -= 1
+        t[total] = x
+        total += 1
+    # " ' ": both spaces go
+    n, total, i = total, 1 if total else 0, 1
+    while i < n:
+        x = t[i]
+        if x == 0x27 and i + 1 < n and t[i - 1] == 0x20 and t[i + 1] == 0x20:
+            total -= 1
+            i += 1
+            t[i] = 0
+        t[total] = x
+        total += 1
+        i += 1
+    # " 's", " 'm", " 're", " 've": the space goes
+    n, total = total, 1 if total else 0
+    for i in range(1, n):
+        x = t[i]
+        if t[i - 1] == 0x20 and x == 0x27 and i + 1 < n:
+            x1 = t[i + 1]
+            if x1 in b"sm":
+                total -= 1
+            elif x1 not in b"td" and i + 2 < n:
+                x2 = t[i + 2]
+                if (x1, x2) in ((0x72, 0x65), (0x76, 0x65)):
+                    total -= 1
+        t[total] = x
+        total += 1
+    return bytes(t[:total])
 
 
 _SIMPLE_LOWER = {0x130: 0x69}  # U+0130's full lowercase is two characters, its simple lowercase is "i"

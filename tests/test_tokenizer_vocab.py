@@ -72,3 +72,23 @@ def test_own_bpe_merge_equals_tokenizers_package(vocab_dir, name):
     tok._word_cache.clear()
     for s, exp in read_cases(path):
         assert tok.encode(s, add_special=False, parse_special=False) == exp, s
+
+
+@pytest.mark.parametrize("name", [v for v in VOCABS if v != "bert-bge"])
+def test_decode_round_trip(vocab_dir, name):
+    """decode(encode(text)) gives the text back, less llama.cpp's clean-up of spaces (" ?" -> "?", ...) for
+    the vocabularies that ask for it; the leading space SPM's add_space_prefix added is dropped again."""
+    from ggufq.tokenizer import _clean_spaces
+    path = vocab_dir / f"ggml-vocab-{name}.gguf"
+    with GGUFFile(path) as g:
+        tok = Tokenizer.from_gguf(g)
+    for s, _ in read_cases(path):
+        want = _clean_spaces(s.encode()).decode() if tok.clean_spaces else s
+        assert tok.decode(tok.encode(s, add_special=False, parse_special=False)) == want, s
+
+
+def test_clean_spaces_like_llama_cpp():
+    from ggufq.tokenizer import _clean_spaces
+    assert _clean_spaces(b"Hello , world ! I 'm here . It ' s") == b"Hello, world! I'm here. It's"
+    assert _clean_spaces(b"they 're 've 'll 't 'd") == b"they're've 'll 't 'd"
+    assert _clean_spaces(b" ?") == b"?" and _clean_spaces(b"") == b""
