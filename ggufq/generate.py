@@ -147,7 +147,14 @@ class ChatSession:
         """Add a user message and stream the answer; the answer (also a partial one, if the caller stops
         iterating or is interrupted) is added to the conversation."""
         self.messages.append({"role": "user", "content": user})
-        ids = self._prompt_ids()
+        try:
+            ids = self._prompt_ids()
+            if len(ids) >= self.model.n_ctx:
+                from .errors import GGUFQError
+                raise GGUFQError(f"the conversation has {len(ids)} tokens, the context only {self.model.n_ctx}")
+        except Exception:
+            self.messages.pop()  # the conversation stays as it was
+            raise
         common = 0
         for a, b in zip(self.cached, ids):
             if a != b:

@@ -161,3 +161,15 @@ def test_chat_through_a_pseudo_terminal_multi_turn_ctrl_c_ctrl_d(tmp_path):
             os.kill(pid, 9)
             os.waitpid(pid, 0)
         os.close(fd)
+
+
+def test_chat_session_refuses_a_turn_that_does_not_fit_and_stays_usable():
+    from ggufq.errors import GGUFQError
+    from ggufq.model import Model
+    m = Model.load(SMOL, n_ctx=64, n_threads=2)
+    s = ChatSession(m, max_tokens=4, temp=0)
+    first = "".join(s.send("Hi"))
+    with pytest.raises(GGUFQError, match="context"):
+        list(s.send("word " * 100))
+    assert len(s.messages) == 2  # the refused turn left no trace
+    assert "".join(s.send("Hi again")) and len(s.messages) == 4 and first
