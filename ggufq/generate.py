@@ -18,7 +18,7 @@ or when the context is full.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from typing import Iterator
 
 from .sample import Sampler, SamplingParams
