@@ -14,12 +14,19 @@ one tile of dequantized rows at a time, with the activations rounded the same wa
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+import os
+from dataclasses import dataclass
 
-import numba
-import numpy as np
+# numba's OpenMP workers sleep between parallel regions instead of spinning: a token makes a few hundred
+# short regions and the machine is often shared (BLAS threads, other processes); spinning workers then
+# steal the cores the others need (10x slower decoding measured on a busy 2-core machine). Set before
+# libgomp loads; an explicit OMP_WAIT_POLICY in the environment wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "passive")
 
-from . import ops
+import numba  # noqa: E402
+import numpy as np  # noqa: E402
+
+from . import ops  # noqa: E402
 from .errors import GGUFQError
 from .gguf_file import GGUFFile
 from .kernels.dot_common import DOT, FAKE_QUANT, Activations

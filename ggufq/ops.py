@@ -1,6 +1,8 @@
 """The runtime's non-matmul layer operations, compiled with numba: one call per layer op.
 
-Every function works on a batch of T token rows and writes into preallocated buffers. The numerics
+Every function works on a batch of T token rows and writes into preallocated buffers. The element-wise
+ops run on one thread: for one token a parallel region would cost more than the work (and a batch's
+matrix products dwarf them); the matrix products and attention are parallel. The numerics
 follow ggml's CPU backend where it matters for matching llama.cpp: RMS norm sums in float64, GELU goes
 through fp16 (ggml's table), the KV cache is fp16 by default.
 """
@@ -33,7 +35,7 @@ def kv_to_f32(typingctx, v):
     return None
 
 
-@nb.njit(cache=True, parallel=True)
+@nb.njit(cache=True)
 def rmsnorm(x, w, eps, out):
     """out[i] = x[i] / sqrt(mean(x[i]^2) + eps) * w, row by row (x, out: [n, d]; may be the same)."""
     n, d = x.shape
@@ -46,7 +48,7 @@ def rmsnorm(x, w, eps, out):
             out[i, j] = (x[i, j] * scale) * w[j]
 
 
-@nb.njit(cache=True, parallel=True)
+@nb.njit(cache=True)
 def add_rmsnorm(x, y, w, eps, out):
     """x += y, then out = rmsnorm(x) * w (the residual add fused with the next norm)."""
     n, d = x.shape
@@ -61,7 +63,7 @@ def add_rmsnorm(x, y, w, eps, out):
             out[i, j] = (x[i, j] * scale) * w[j]
 
 
-@nb.njit(cache=True, parallel=True)
+@nb.njit(cache=True)
 def add_bias(x, b):
     n, d = x.shape
     for i in nb.prange(n):
@@ -69,7 +71,7 @@ def add_bias(x, b):
             x[i, j] += b[j]
 
 
-@nb.njit(cache=True, parallel=True)
+@nb.njit(cache=True)
 def scale_rows(x, s):
     n, d = x.shape
     for i in nb.prange(n):
@@ -88,7 +90,7 @@ def rope_table(n_ctx: int, n_rot: int, base: float, freq_scale: float = 1.0,
     return np.cos(theta).astype(np.float32), np.sin(theta).astype(np.float32)
 
 
-@nb.njit(cache=True, parallel=True)
+@nb.njit(cache=True)
 def rope(x, n_head, hd, n_rot, pos0, cos, sin, neox):
     """Rotate each head of x[T, n_head * hd] in place at positions pos0 + t.
 
@@ -115,7 +117,7 @@ def rope(x, n_head, hd, n_rot, pos0, cos, sin, neox):
                 x[t, o + 2 * i + 1] = a * s + b * c
 
 
-@nb.njit(cache=True, parallel=True)
+@nb.njit(cache=True)
 def silu_mul(g, u):
     """g = silu(g) * u, in place."""
     n, d = g.shape
@@ -125,7 +127,7 @@ def silu_mul(g, u):
             g[i, j] = v / (f32(1.0) + np.exp(-v)) * u[i, j]
 
 
-@nb.njit(cache=True, parallel=True)
+@nb.njit(cache=True)
 def gelu_mul(g, u):
     """g = gelu_tanh(g) * u, in place, through fp16 as ggml's table does (x rounded to fp16, the result
     stored as fp16); exact 0 below -10 and identity above 10."""

@@ -90,9 +90,10 @@ def load_f16(w, r, o):
 # ---- activation quantization ----------------------------------------------------------------------
 
 
-@nb.njit(cache=True, parallel=True)
+@nb.njit(cache=True)
 def quantize_q8_32(x, xq, xd, xs):
-    """x float32[T, k] -> xq int8[T, k], xd/xs float32[T, k/32]: llama.cpp's quantize_row_q8_1
+    """(One thread: used for a handful of tokens.)
+    x float32[T, k] -> xq int8[T, k], xd/xs float32[T, k/32]: llama.cpp's quantize_row_q8_1
     (Q8_0 is the same values without s). The scale is stored through fp16, as the block does."""
     T, k = x.shape
     nb_ = k // 32
@@ -115,7 +116,7 @@ def quantize_q8_32(x, xq, xd, xs):
             xs[t, b] = f16_to_f32(f32_to_f16(d * np.float32(s)))
 
 
-@nb.njit(cache=True, parallel=True)
+@nb.njit(cache=True)
 def quantize_q8_k(x, xq, xd, xs):
     """x float32[T, k] -> xq int8[T, k], xd float32[T, k/256], xs int32[T, k/16] (bsums):
     llama.cpp's quantize_row_q8_K (scale from the signed value of largest magnitude)."""

@@ -1,0 +1,104 @@
+"""Runtime speed against llama.cpp, in the same run: a benchmark, not a test.
+
+    .venv/bin/python tools/bench_runtime.py [--llama-cpp DIR] [-t 2] [-p 512] [-n 128] [-r 3] [--quick]
+
+Files: SmolLM2 Q4_0, Q4_K_M and Q8_0 (made once with `ggufq quantize --allow-requantize` from the shipped
+Q4_1 file, into models/bench/) and the shipped Gemma 3 Q4_K_M. For each: `ggufq bench` and llama-bench
+with the same settings (pp = one batch of p tokens, tg = n tokens one at a time), the ratios, the time
+to first token with a warm JIT cache (a fresh process: import, map the file, a 16-token prompt, one
+token), and the peak RSS of a 128-token generation against file size + KV cache + 200 MB.
+Targets: decode >= 0.7x, prompt >= 0.5x llama.cpp; TTFT <= 2 s.
+The OpenBLAS variables OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE are unset for the ggufq runs (the
+SkylakeX-or-native sgemm kernels instead of the machine's Haswell default), as the design notes allow.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PY = sys.executable
+SMOL = ROOT / "models/SmolLM2-135M-Instruct.Q4_1.gguf"
+GEMMA = ROOT / "models/gemma-3-270m-q4_k_m.gguf"
+BENCH_DIR = ROOT / "models/bench"
+
+PROBE = r"""
+import resource, sys, time
+t0 = time.perf_counter()
+from ggufq.model import Model
+m = Model.load(sys.argv[1], n_ctx=int(sys.argv[2]), n_threads=int(sys.argv[3]))
+m.eval(list(range(100, 116)))
+ttft = time.perf_counter() - t0
+tok = 0
+for i in range(int(sys.argv[4])):
+    tok = int(m.eval([tok]).argmax())
+kv = m.rs.kc.nbytes + m.rs.vc.nbytes
+print(ttft, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, kv)
+"""
+
+
+def env_blas():
+    env = dict(os.environ)
+    env.pop("OPENBLAS_CORETYPE", None)
+    env.pop("OPENBLAS_L2_SIZE", None)
+    return env
+
+
+def files() -> list[tuple[str, Path]]:
+    BENCH_DIR.mkdir(parents=True, exist_ok=True)
+    out = []
+    for t in ("Q4_0", "Q4_K_M", "Q8_0"):
+        p = BENCH_DIR / f"smollm2-135m-{t}.gguf"
+        if not p.exists():
+            subprocess.run([PY, "-m", "ggufq", "quantize", "--allow-requantize", str(SMOL), str(p), t], check=True,
+                           stdout=subprocess.DEVNULL)
+        out.append((f"SmolLM2 {t}", p))
+    out.append(("Gemma3 Q4_K_M", GEMMA))
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--llama-cpp", default=os.environ.get("LLAMA_CPP_DIR",
+                                                          str(Path.home() / ".cache/ggufq-ref/llama.cpp/build/bin")))
+    ap.add_argument("-t", type=int, default=2)
+    ap.add_argument("-p", type=int, default=512)
+    ap.add_argument("-n", type=int, default=128)
+    ap.add_argument("-r", type=int, default=3)
+    args = ap.parse_args()
+    have_llama = (Path(args.llama_cpp) / "llama-bench").exists()
+    rows = []
+    for label, path in files():
+        cmd = [PY, "-m", "ggufq", "bench", "-m", str(path), "-t", str(args.t), "-p", str(args.p), "-n", str(args.n),
+               "-r", str(args.r)]
+        if have_llama:
+            cmd += ["--compare-llama-cpp", args.llama_cpp]
+        out = subprocess.run(cmd, capture_output=True, text=True, env=env_blas(), cwd=ROOT)
+        if out.returncode:
+            print(out.stderr, file=sys.stderr)
+            raise SystemExit(out.returncode)
+        print(out.stdout, end="", flush=True)
+        probe = subprocess.run([PY, "-c", PROBE, str(path), "512", str(args.t), "128"], capture_output=True,
+                               text=True, env=env_blas(), cwd=ROOT, check=True).stdout.split()
+        ttft, rss, kv = float(probe[0]), int(probe[1]), int(probe[2])
+        size = path.stat().st_size
+        budget = size + kv + 200 * 2**20
+        print(f"{label}: time to first token {ttft:.2f} s (warm JIT cache); peak RSS {rss / 2**20:.0f} MiB "
+              f"<= file {size / 2**20:.0f} + KV {kv / 2**20:.0f} + 200 MiB = {budget / 2**20:.0f} MiB: "
+              f"{'yes' if rss <= budget else 'NO'}\n", flush=True)
+        ratios = {}
+        for line in out.stdout.splitlines():
+            if "ratio" in line:
+                test, _, rest = line.partition(":")
+                ratios[test] = float(rest.rsplit("ratio", 1)[1])
+        rows.append({"model": label, "ratios": ratios, "ttft_s": round(ttft, 2), "peak_rss_mib": round(rss / 2**20),
+                     "rss_budget_mib": round(budget / 2**20)})
+    print(json.dumps(rows, indent=1))
+
+
+if __name__ == "__main__":
+    main()
