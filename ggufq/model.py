@@ -32,7 +32,7 @@ from .gguf_file import GGUFFile
 from .kernels.dot_common import DOT, FAKE_QUANT, Activations
 from .kernels.registry import GGMLQuantizationType
 
-BLAS_MIN_TOKENS = 16        # from this many tokens on, matrix products go through BLAS
+BLAS_MIN_TOKENS = 32        # from this many tokens on, matrix products go through BLAS (short prompts: integer kernels)
 TILE_FLOATS = 1 << 20       # dequantized weight tile for the BLAS path: 4 MiB
 DEFAULT_N_CTX = 4096
 

@@ -91,14 +91,15 @@ def _dot(builder, a, x, n):
 
 
 def _bits_to_bytes(builder, h, hty, n):
-    """<n x i8> whose byte j is bit j of the integer h."""
+    """<n x i8> whose byte j is bit j of the integer h (0 or 1): spread the bytes of h so that lane j
+    holds byte j // 8, keep bit j % 8, compare (a byte shuffle, an and, a compare on AVX2)."""
     if hty.bitwidth != 32:
         h = builder.trunc(h, I32) if hty.bitwidth > 32 else builder.zext(h, I32)
-    undef = ir.Constant(_vec(I32, n), None)
-    hv = builder.shuffle_vector(builder.insert_element(undef, h, ir.Constant(I32, 0)), undef,
-                                ir.Constant(_vec(I32, n), [0] * n))
-    bits = builder.and_(hv, ir.Constant(_vec(I32, n), [1 << j for j in range(n)]))
-    return builder.zext(builder.icmp_unsigned("!=", bits, ir.Constant(_vec(I32, n), [0] * n)), _vec(I8, n))
+    b4 = builder.bitcast(h, _vec(I8, 4))
+    spread = builder.shuffle_vector(b4, ir.Constant(_vec(I8, 4), None),
+                                    ir.Constant(_vec(I32, n), [j // 8 for j in range(n)]))
+    bits = builder.and_(spread, ir.Constant(_vec(I8, n), [1 << (j % 8) for j in range(n)]))
+    return builder.zext(builder.icmp_unsigned("!=", bits, _splat(0, n)), _vec(I8, n))
 
 
 def _is_int(*ts):
