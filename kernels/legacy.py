@@ -157,7 +157,7 @@ def row_sigma2(x, n):
     return s / np.float32(n)
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def make_qx_quants(n, nmax, x, xo, L, lo, rmse_type, qw, qwo, use_qw, w):
     """make_qx_quants for rmse_type >= 0 (the only ones these formats use). L[lo + i] in [0, 2*nmax).
     `w` is scratch for the n weights (qw[qwo:qwo+n] or the rmse_type weights of x)."""
@@ -224,7 +224,7 @@ def make_qx_quants(n, nmax, x, xo, L, lo, rmse_type, qw, qwo, use_qw, w):
     return scale
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def make_qkx_quants(n, nmax, x, xo, weights, wo, L, lo, Laux, rmin, rdelta, nstep, use_mad):
     """make_qkx2_quants / make_qkx3_quants with explicit weights (they are the same code then).
 
