@@ -282,7 +282,7 @@ def _tensor_type(st: _State, name: str, shape, src: GT, opts: Options, facts: Mo
     if opts.output_tensor_type is not None and cat == OUTPUT:
         return opts.output_tensor_type, "--output-tensor-type"
     new_type = opts.default_type
-    reason = ""
+    reason = "default"
     if is_quantized(new_type):
         manual = False
         for pat, qt in opts._patterns:
@@ -318,7 +318,7 @@ def tensor_order(names: list[str]) -> list[str]:
 
 
 def format_plan(choices: list[TensorChoice]) -> str:
-    lines = []
+    lines = [f"{'tensor':<40} {'shape':>16}  {'type':<14}  why"]
     for c in choices:
         shape = "x".join(str(d) for d in c.shape)
         arrow = f"{c.src_type.name:>5} -> {c.dst_type.name:<5}" if c.quantize else f"{c.src_type.name:>5}    {'':<5}"
