@@ -66,6 +66,7 @@ class Config:
     rope_base_swa: float = 10000.0
     embd_scale: float = 1.0
     logit_softcap: float = 0.0
+    scale_q: bool = False            # gemma3 scales q before attention (then rounded), llama in the softmax
 
     @classmethod
     def from_gguf(cls, g: GGUFFile) -> "Config":
@@ -109,6 +110,7 @@ class Config:
             raise GGUFQError(f"{g.path}: {n_head} heads is not a multiple of {c.n_kv} KV heads")
         if arch == "gemma3":
             c.embd_scale = math.sqrt(n_embd)
+            c.scale_q = True
             c.logit_softcap = float(g.arch_get("final_logit_softcapping", 0.0) or 0.0)
             if n_layer == 62:  # Gemma 3 27B scales by the model width per head (as llama.cpp)
                 c.attn_scale = 1.0 / math.sqrt(n_embd / n_head)
@@ -461,13 +463,17 @@ class Model:
         ops.rope(k, c.n_kv, c.head_dim, c.n_rot, p0, cos, sin, c.neox)
         rs.kc[il, p0:p0 + T] = k
         rs.vc[il, p0:p0 + T] = v
+        scale = c.attn_scale
+        if c.scale_q:
+            ops.scale_rows(q, np.float32(scale))
+            scale = 1.0
         window = c.sliding_window if swa else 0
         if T < BLAS_MIN_TOKENS:
             ops.attention(q, rs.kc_k[il], rs.vc_k[il], p0, c.n_head, c.n_kv, c.head_dim, window,
-                          np.float32(c.attn_scale), out, rs.att)
+                          np.float32(scale), out, rs.att)
         else:
             ops.attention_blas(q, rs.kc[il], rs.vc[il], p0, c.n_head, c.n_kv, c.head_dim, window,
-                               c.attn_scale, out)
+                               scale, out)
 
     # ---- llama, qwen2, qwen3 ---------------------------------------------------------------------
     def _block_llama(self, il: int, T: int) -> None:

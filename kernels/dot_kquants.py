@@ -36,7 +36,7 @@ def _scale_min_k4(w, r, o, j):
 
 # ---- Q4_K ----------------------------------------------------------------------------------------
 
-@nb.njit(cache=True, parallel=True, fastmath=True)
+@nb.njit(cache=True, parallel=True)
 def matmul_q4_k(w, xf, xq, xd, xs, out):
     R, rb = w.shape
     Tn, nbk = xd.shape
@@ -88,7 +88,7 @@ def dequant_q4_k(w, r0, r1, out):
 
 # ---- Q5_K ----------------------------------------------------------------------------------------
 
-@nb.njit(cache=True, parallel=True, fastmath=True)
+@nb.njit(cache=True, parallel=True)
 def matmul_q5_k(w, xf, xq, xd, xs, out):
     R, rb = w.shape
     Tn, nbk = xd.shape
@@ -141,7 +141,7 @@ def dequant_q5_k(w, r0, r1, out):
 
 # ---- Q6_K ----------------------------------------------------------------------------------------
 
-@nb.njit(cache=True, parallel=True, fastmath=True)
+@nb.njit(cache=True, parallel=True)
 def matmul_q6_k(w, xf, xq, xd, xs, out):
     R, rb = w.shape
     Tn, nbk = xd.shape

@@ -111,7 +111,7 @@ def dequant_q8_0(w, r0, r1, out):
 
 
 
-@nb.njit(cache=True, parallel=True, fastmath=True)
+@nb.njit(cache=True, parallel=True)
 def matmul_q4_0(w, xf, xq, xd, xs, out):
     R, rb = w.shape
     Tn, nbk = xd.shape
@@ -144,7 +144,7 @@ def matmul_q4_0(w, xf, xq, xd, xs, out):
 
 
 
-@nb.njit(cache=True, parallel=True, fastmath=True)
+@nb.njit(cache=True, parallel=True)
 def matmul_q4_1(w, xf, xq, xd, xs, out):
     R, rb = w.shape
     Tn, nbk = xd.shape
@@ -178,7 +178,7 @@ def matmul_q4_1(w, xf, xq, xd, xs, out):
 
 
 
-@nb.njit(cache=True, parallel=True, fastmath=True)
+@nb.njit(cache=True, parallel=True)
 def matmul_q5_0(w, xf, xq, xd, xs, out):
     R, rb = w.shape
     Tn, nbk = xd.shape
@@ -211,7 +211,7 @@ def matmul_q5_0(w, xf, xq, xd, xs, out):
 
 
 
-@nb.njit(cache=True, parallel=True, fastmath=True)
+@nb.njit(cache=True, parallel=True)
 def matmul_q5_1(w, xf, xq, xd, xs, out):
     R, rb = w.shape
     Tn, nbk = xd.shape
@@ -245,7 +245,7 @@ def matmul_q5_1(w, xf, xq, xd, xs, out):
 
 
 
-@nb.njit(cache=True, parallel=True, fastmath=True)
+@nb.njit(cache=True, parallel=True)
 def matmul_q8_0(w, xf, xq, xd, xs, out):
     R, rb = w.shape
     Tn, nbk = xd.shape
