@@ -123,13 +123,14 @@ def test_cli_reports_one_line_and_exit_2(tmp_path):
 
 def test_inspect_json_totals():
     import json
-    r = subprocess.run([sys.executable, "-m", "ggufq", "inspect", GEMMA, "--json"], capture_output=True, text=True)
+    r = subprocess.run([sys.executable, "-m", "ggufq", "inspect", SMOL, "--json"], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     s = json.loads(r.stdout)
-    assert s["architecture"] == "gemma3"
-    assert s["tokenizer"]["vocab_size"] == 262144 and s["tokenizer"]["chat_template"] is False
-    assert s["totals"]["tensors"] == 236
-    ref = gguf.GGUFReader(GEMMA)
+    assert s["architecture"] == "llama"
+    assert s["tokenizer"]["vocab_size"] == 49152 and s["tokenizer"]["chat_template"] is True
+    assert s["hparams"]["block_count"] == 30 and s["tokenizer"]["pre"] == "smollm"
+    assert s["totals"]["tensors"] == 272
+    ref = gguf.GGUFReader(SMOL)
     n_bytes = sum(int(t.n_bytes) for t in ref.tensors)
     assert s["totals"]["bytes"] == n_bytes
     assert s["totals"]["bits_per_weight"] == pytest.approx(8 * n_bytes / sum(int(t.n_elements) for t in ref.tensors))
