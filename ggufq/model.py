@@ -35,6 +35,9 @@ from .kernels.registry import GGMLQuantizationType
 BLAS_MIN_TOKENS = 32        # from this many tokens on, matrix products go through BLAS (short prompts: integer kernels)
 TILE_FLOATS = 1 << 20       # dequantized weight tile for the BLAS path: 4 MiB
 DEFAULT_N_CTX = 4096
+# GGUFQ_ATTN_FA=1: decode attention with ggml's flash-attention numbers (fp16 query and V sums); the
+# default keeps float32 sums. Greedy text equals llama-completion's only while no near-tie comes up.
+ATTN_FA = os.environ.get('GGUFQ_ATTN_FA', '0') == '1'
 
 # ==================================================================================================
 # Config
@@ -251,7 +254,7 @@ class RunState:
         self.att_out = np.zeros((B, c.n_head * hd), np.float32)
         self.hg = np.zeros((B, c.n_ff), np.float32)           # FFN gate, then gate * up
         self.hu = np.zeros((B, c.n_ff), np.float32)           # FFN up
-        self.att = np.zeros((BLAS_MIN_TOKENS * c.n_head, n_ctx), np.float32)  # scores (small batches)
+        self.att = np.zeros((BLAS_MIN_TOKENS * c.n_head, max(n_ctx, 2 * hd)), np.float32)  # attention scratch
         self.logits = np.zeros((1, c.n_vocab), np.float32)
         kv_dtype = {"f16": np.float16, "f32": np.float32}[kv_type]
         self.kc = np.zeros((c.n_layer, n_ctx, c.n_kv * hd), kv_dtype)        # KV cache
@@ -468,7 +471,10 @@ class Model:
             ops.scale_rows(q, np.float32(scale))
             scale = 1.0
         window = c.sliding_window if swa else 0
-        if T < BLAS_MIN_TOKENS:
+        if T < BLAS_MIN_TOKENS and ATTN_FA and rs.kc.dtype == np.float16:
+            ops.attention_fa(q, rs.kc_k[il], rs.vc_k[il], p0, c.n_head, c.n_kv, c.head_dim, window,
+                             np.float32(scale), out, rs.att)
+        elif T < BLAS_MIN_TOKENS:
             ops.attention(q, rs.kc_k[il], rs.vc_k[il], p0, c.n_head, c.n_kv, c.head_dim, window,
                           np.float32(scale), out, rs.att)
         else:

@@ -37,12 +37,13 @@ def kv_to_f32(typingctx, v):
 
 @nb.njit(cache=True)
 def rmsnorm(x, w, eps, out):
-    """out[i] = x[i] / sqrt(mean(x[i]^2) + eps) * w, row by row (x, out: [n, d]; may be the same)."""
+    """out[i] = x[i] / sqrt(mean(x[i]^2) + eps) * w, row by row (x, out: [n, d]; may be the same).
+    As ggml: each square in float32, summed in float64."""
     n, d = x.shape
     for i in nb.prange(n):
         ss = 0.0
         for j in range(d):
-            ss += np.float64(x[i, j]) * np.float64(x[i, j])
+            ss += np.float64(x[i, j] * x[i, j])
         scale = f32(1.0) / np.sqrt(f32(ss / d) + eps)
         for j in range(d):
             out[i, j] = (x[i, j] * scale) * w[j]
@@ -57,7 +58,7 @@ def add_rmsnorm(x, y, w, eps, out):
         for j in range(d):
             v = x[i, j] + y[i, j]
             x[i, j] = v
-            ss += np.float64(v) * np.float64(v)
+            ss += np.float64(v * v)
         scale = f32(1.0) / np.sqrt(f32(ss / d) + eps)
         for j in range(d):
             out[i, j] = (x[i, j] * scale) * w[j]
@@ -81,13 +82,21 @@ def scale_rows(x, s):
 
 def rope_table(n_ctx: int, n_rot: int, base: float, freq_scale: float = 1.0,
                freq_factors: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """cos and sin [n_ctx, n_rot/2] of theta(p, i) = p * freq_scale * base^(-2i/n_rot) / factor[i]."""
-    i = np.arange(n_rot // 2, dtype=np.float64)
-    inv = base ** (-2.0 * i / n_rot)
-    if freq_factors is not None:
-        inv = inv / np.asarray(freq_factors, np.float64)
-    theta = np.arange(n_ctx, dtype=np.float64)[:, None] * (inv * freq_scale)[None, :]
-    return np.cos(theta).astype(np.float32), np.sin(theta).astype(np.float32)
+    """cos and sin [n_ctx, n_rot/2] of theta(p, i) = p * freq_scale * base^(-2i/n_rot) / factor[i],
+    computed as ggml's rope cache does, in float32: theta starts at p and is multiplied by
+    powf(base, -2/n_rot) once per pair (the rounding of that product chain is part of llama.cpp's numbers)."""
+    f = np.float32
+    theta_scale = f(np.float64(f(base)) ** np.float64(f(-2.0) / f(n_rot)))
+    theta = np.arange(n_ctx, dtype=np.float32)
+    cos = np.zeros((n_ctx, n_rot // 2), np.float32)
+    sin = np.zeros((n_ctx, n_rot // 2), np.float32)
+    for i in range(n_rot // 2):
+        t = theta if freq_factors is None else theta / f(freq_factors[i])
+        t = f(freq_scale) * t
+        cos[:, i] = np.cos(t.astype(np.float64)).astype(np.float32)
+        sin[:, i] = np.sin(t.astype(np.float64)).astype(np.float32)
+        theta = theta * theta_scale
+    return cos, sin
 
 
 @nb.njit(cache=True)
@@ -183,6 +192,55 @@ def attention(q, kc, vc, pos0, n_head, n_kv, hd, window, scale, out, att):
             a = att[idx, j] * inv
             for i in range(hd):
                 out[t, qo + i] += a * kv_to_f32(vc[j, ko + i])
+
+
+@nb.njit(inline="always")
+def _f16r(x):
+    return f16_to_f32(f32_to_f16(f32(x)))
+
+
+@nb.njit(cache=True, parallel=True)
+def attention_fa(q, kc, vc, pos0, n_head, n_kv, hd, window, scale, out, acc):
+    """`attention` with the numbers of ggml's CPU flash attention for a few query rows (its path below
+    64 rows) over an fp16 cache: the query rounded to fp16, an online softmax (running max and sum), the
+    weighted sum of V kept in fp16. acc: scratch [T * n_head, 2 * hd]."""
+    T = q.shape[0]
+    g = n_head // n_kv
+    for idx in nb.prange(T * n_head):
+        t = idx // n_head
+        h = idx % n_head
+        ko = (h // g) * hd
+        qo = h * hd
+        p = pos0 + t
+        lo = 0
+        if window > 0 and p - window + 1 > 0:
+            lo = p - window + 1
+        for i in range(hd):
+            acc[idx, i] = _f16r(q[t, qo + i])
+            acc[idx, hd + i] = 0.0
+        M = f32(-np.inf)
+        S = f32(0.0)
+        for j in range(lo, p + 1):
+            s = f32(0.0)
+            for i in range(hd):
+                s += acc[idx, i] * kv_to_f32(kc[j, ko + i])
+            s *= scale
+            ms = f32(1.0)
+            vs = f32(1.0)
+            if s > M:
+                Mold = M
+                M = s
+                ms = np.exp(Mold - M)
+                for i in range(hd):
+                    acc[idx, hd + i] = _f16r(acc[idx, hd + i] * ms)
+            else:
+                vs = np.exp(s - M)
+            for i in range(hd):
+                acc[idx, hd + i] = _f16r(acc[idx, hd + i] + kv_to_f32(vc[j, ko + i]) * vs)
+            S = S * ms + vs
+        inv = f32(1.0) / S
+        for i in range(hd):
+            out[t, qo + i] = acc[idx, hd + i] * inv
 
 
 @nb.njit(cache=True, parallel=True, fastmath=True)
