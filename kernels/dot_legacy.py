@@ -3,7 +3,8 @@
 Weights are read in place (uint8[rows, row_bytes] straight from the mapped file) against activations
 quantized to Q8 blocks of 32 (dot_common.quantize_q8_32): per block an int32 sum of int8 products, then
 one float multiply by the two scales, as llama.cpp's ggml_vec_dot_q4_0_q8_0 and friends; the block sums
-are SIMD intrinsics (dot_simd). Four rows share each activation load (prange over groups of four rows). Layouts (bytes per block):
+and the loop over a row's blocks are one SIMD intrinsic per format (dot_simd.rowdot_*), with float32
+vector accumulators; prange over rows. Layouts (bytes per block):
 
     Q4_0 18: d f16, qs[16]          w = d * (nibble - 8); low nibbles are values 0..15, high 16..31
     Q4_1 20: d f16, m f16, qs[16]   w = d * nibble + m
@@ -18,7 +19,7 @@ import numpy as np
 from gguf import GGMLQuantizationType as T
 
 from .dot_common import load_f16, register
-from .dot_simd import dot_i8, dot_q4_packed, dot_q5_packed
+from .dot_simd import rowdot_q4_0, rowdot_q4_1, rowdot_q5_0, rowdot_q5_1, rowdot_q8_0
 
 i32 = np.int32
 f32 = np.float32
@@ -107,9 +108,7 @@ def dequant_q8_0(w, r0, r1, out):
                 out[i, b * 32 + j] = d * f32(wi[r, o + 2 + j])
 
 
-# ---- integer dots, four rows per activation load -------------------------------------------------
-
-
+# ---- integer dots: one row per iteration, the block loop inside the rowdot intrinsic --------------
 
 @nb.njit(cache=True, parallel=True)
 def matmul_q4_0(w, xf, xq, xd, xs, out):
@@ -118,30 +117,11 @@ def matmul_q4_0(w, xf, xq, xd, xs, out):
     k = xq.shape[1]
     wf = w.reshape(-1)
     xv = xq.reshape(-1)
-    for g in nb.prange((R + 3) // 4):
-        r0 = g * 4
-        r1, r2, r3 = min(r0 + 1, R - 1), min(r0 + 2, R - 1), min(r0 + 3, R - 1)
+    dv = xd.reshape(-1)
+    sv = xs.reshape(-1)
+    for r in nb.prange(R):
         for t in range(Tn):
-            a0 = f32(0.0)
-            a1 = f32(0.0)
-            a2 = f32(0.0)
-            a3 = f32(0.0)
-            for b in range(nbk):
-                o = b * 18
-                xo = t * k + b * 32
-                dx = xd[t, b]
-                a0 += load_f16(w, r0, o) * dx * f32(dot_q4_packed(wf, r0 * rb + o + 2, xv, xo, 8))
-                a1 += load_f16(w, r1, o) * dx * f32(dot_q4_packed(wf, r1 * rb + o + 2, xv, xo, 8))
-                a2 += load_f16(w, r2, o) * dx * f32(dot_q4_packed(wf, r2 * rb + o + 2, xv, xo, 8))
-                a3 += load_f16(w, r3, o) * dx * f32(dot_q4_packed(wf, r3 * rb + o + 2, xv, xo, 8))
-            out[t, r0] = a0
-            if r0 + 1 < R:
-                out[t, r0 + 1] = a1
-            if r0 + 2 < R:
-                out[t, r0 + 2] = a2
-            if r0 + 3 < R:
-                out[t, r0 + 3] = a3
-
+            out[t, r] = rowdot_q4_0(wf, r * rb, xv, t * k, dv, sv, t * nbk, nbk)
 
 
 @nb.njit(cache=True, parallel=True)
@@ -151,31 +131,11 @@ def matmul_q4_1(w, xf, xq, xd, xs, out):
     k = xq.shape[1]
     wf = w.reshape(-1)
     xv = xq.reshape(-1)
-    for g in nb.prange((R + 3) // 4):
-        r0 = g * 4
-        r1, r2, r3 = min(r0 + 1, R - 1), min(r0 + 2, R - 1), min(r0 + 3, R - 1)
+    dv = xd.reshape(-1)
+    sv = xs.reshape(-1)
+    for r in nb.prange(R):
         for t in range(Tn):
-            a0 = f32(0.0)
-            a1 = f32(0.0)
-            a2 = f32(0.0)
-            a3 = f32(0.0)
-            for b in range(nbk):
-                o = b * 20
-                xo = t * k + b * 32
-                dx = xd[t, b]
-                sx = xs[t, b]
-                a0 += load_f16(w, r0, o) * dx * f32(dot_q4_packed(wf, r0 * rb + o + 4, xv, xo, 0)) + load_f16(w, r0, o + 2) * sx
-                a1 += load_f16(w, r1, o) * dx * f32(dot_q4_packed(wf, r1 * rb + o + 4, xv, xo, 0)) + load_f16(w, r1, o + 2) * sx
-                a2 += load_f16(w, r2, o) * dx * f32(dot_q4_packed(wf, r2 * rb + o + 4, xv, xo, 0)) + load_f16(w, r2, o + 2) * sx
-                a3 += load_f16(w, r3, o) * dx * f32(dot_q4_packed(wf, r3 * rb + o + 4, xv, xo, 0)) + load_f16(w, r3, o + 2) * sx
-            out[t, r0] = a0
-            if r0 + 1 < R:
-                out[t, r0 + 1] = a1
-            if r0 + 2 < R:
-                out[t, r0 + 2] = a2
-            if r0 + 3 < R:
-                out[t, r0 + 3] = a3
-
+            out[t, r] = rowdot_q4_1(wf, r * rb, xv, t * k, dv, sv, t * nbk, nbk)
 
 
 @nb.njit(cache=True, parallel=True)
@@ -185,30 +145,11 @@ def matmul_q5_0(w, xf, xq, xd, xs, out):
     k = xq.shape[1]
     wf = w.reshape(-1)
     xv = xq.reshape(-1)
-    for g in nb.prange((R + 3) // 4):
-        r0 = g * 4
-        r1, r2, r3 = min(r0 + 1, R - 1), min(r0 + 2, R - 1), min(r0 + 3, R - 1)
+    dv = xd.reshape(-1)
+    sv = xs.reshape(-1)
+    for r in nb.prange(R):
         for t in range(Tn):
-            a0 = f32(0.0)
-            a1 = f32(0.0)
-            a2 = f32(0.0)
-            a3 = f32(0.0)
-            for b in range(nbk):
-                o = b * 22
-                xo = t * k + b * 32
-                dx = xd[t, b]
-                a0 += load_f16(w, r0, o) * dx * f32(dot_q5_packed(wf, r0 * rb + o + 6, _qh(w, r0, o + 2), xv, xo, 16))
-                a1 += load_f16(w, r1, o) * dx * f32(dot_q5_packed(wf, r1 * rb + o + 6, _qh(w, r1, o + 2), xv, xo, 16))
-                a2 += load_f16(w, r2, o) * dx * f32(dot_q5_packed(wf, r2 * rb + o + 6, _qh(w, r2, o + 2), xv, xo, 16))
-                a3 += load_f16(w, r3, o) * dx * f32(dot_q5_packed(wf, r3 * rb + o + 6, _qh(w, r3, o + 2), xv, xo, 16))
-            out[t, r0] = a0
-            if r0 + 1 < R:
-                out[t, r0 + 1] = a1
-            if r0 + 2 < R:
-                out[t, r0 + 2] = a2
-            if r0 + 3 < R:
-                out[t, r0 + 3] = a3
-
+            out[t, r] = rowdot_q5_0(wf, r * rb, xv, t * k, dv, sv, t * nbk, nbk)
 
 
 @nb.njit(cache=True, parallel=True)
@@ -218,31 +159,11 @@ def matmul_q5_1(w, xf, xq, xd, xs, out):
     k = xq.shape[1]
     wf = w.reshape(-1)
     xv = xq.reshape(-1)
-    for g in nb.prange((R + 3) // 4):
-        r0 = g * 4
-        r1, r2, r3 = min(r0 + 1, R - 1), min(r0 + 2, R - 1), min(r0 + 3, R - 1)
+    dv = xd.reshape(-1)
+    sv = xs.reshape(-1)
+    for r in nb.prange(R):
         for t in range(Tn):
-            a0 = f32(0.0)
-            a1 = f32(0.0)
-            a2 = f32(0.0)
-            a3 = f32(0.0)
-            for b in range(nbk):
-                o = b * 24
-                xo = t * k + b * 32
-                dx = xd[t, b]
-                sx = xs[t, b]
-                a0 += load_f16(w, r0, o) * dx * f32(dot_q5_packed(wf, r0 * rb + o + 8, _qh(w, r0, o + 4), xv, xo, 0)) + load_f16(w, r0, o + 2) * sx
-                a1 += load_f16(w, r1, o) * dx * f32(dot_q5_packed(wf, r1 * rb + o + 8, _qh(w, r1, o + 4), xv, xo, 0)) + load_f16(w, r1, o + 2) * sx
-                a2 += load_f16(w, r2, o) * dx * f32(dot_q5_packed(wf, r2 * rb + o + 8, _qh(w, r2, o + 4), xv, xo, 0)) + load_f16(w, r2, o + 2) * sx
-                a3 += load_f16(w, r3, o) * dx * f32(dot_q5_packed(wf, r3 * rb + o + 8, _qh(w, r3, o + 4), xv, xo, 0)) + load_f16(w, r3, o + 2) * sx
-            out[t, r0] = a0
-            if r0 + 1 < R:
-                out[t, r0 + 1] = a1
-            if r0 + 2 < R:
-                out[t, r0 + 2] = a2
-            if r0 + 3 < R:
-                out[t, r0 + 3] = a3
-
+            out[t, r] = rowdot_q5_1(wf, r * rb, xv, t * k, dv, sv, t * nbk, nbk)
 
 
 @nb.njit(cache=True, parallel=True)
@@ -252,29 +173,11 @@ def matmul_q8_0(w, xf, xq, xd, xs, out):
     k = xq.shape[1]
     wf = w.reshape(-1)
     xv = xq.reshape(-1)
-    for g in nb.prange((R + 3) // 4):
-        r0 = g * 4
-        r1, r2, r3 = min(r0 + 1, R - 1), min(r0 + 2, R - 1), min(r0 + 3, R - 1)
+    dv = xd.reshape(-1)
+    sv = xs.reshape(-1)
+    for r in nb.prange(R):
         for t in range(Tn):
-            a0 = f32(0.0)
-            a1 = f32(0.0)
-            a2 = f32(0.0)
-            a3 = f32(0.0)
-            for b in range(nbk):
-                o = b * 34
-                xo = t * k + b * 32
-                dx = xd[t, b]
-                a0 += load_f16(w, r0, o) * dx * f32(dot_i8(wf, r0 * rb + o + 2, xv, xo))
-                a1 += load_f16(w, r1, o) * dx * f32(dot_i8(wf, r1 * rb + o + 2, xv, xo))
-                a2 += load_f16(w, r2, o) * dx * f32(dot_i8(wf, r2 * rb + o + 2, xv, xo))
-                a3 += load_f16(w, r3, o) * dx * f32(dot_i8(wf, r3 * rb + o + 2, xv, xo))
-            out[t, r0] = a0
-            if r0 + 1 < R:
-                out[t, r0 + 1] = a1
-            if r0 + 2 < R:
-                out[t, r0 + 2] = a2
-            if r0 + 3 < R:
-                out[t, r0 + 3] = a3
+            out[t, r] = rowdot_q8_0(wf, r * rb, xv, t * k, dv, sv, t * nbk, nbk)
 
 
 register(T.Q4_0, "q8_32", matmul_q4_0, dequant_q4_0)

@@ -204,3 +204,123 @@ def dot_q6k(typingctx, w, li, hi, shl, shh, x, xi):
         return _dot(builder, q, xv, 16)
 
     return types.int32(w, li, hi, shl, shh, x, xi), codegen
+
+
+# ---- whole-row dots: the loop over blocks in IR, float32 vector accumulators --------------------------
+# Per block the int32 lane sums are converted to float and multiplied by the two scales into an 8-lane
+# accumulator (as llama.cpp's AVX2 loops do); the horizontal sum happens once per row, not per block.
+
+F32T = ir.FloatType()
+I64 = ir.IntType(64)
+
+
+def _dot_lanes(builder, a, x):
+    """The 8 int32 partial sums of sum(a * x) over <32 x i8> (AVX2), or the total in lane 0 elsewhere."""
+    if AVX2:
+        sign = _fn(builder, "llvm.x86.avx2.psign.b", _vec(I8, 32), [_vec(I8, 32)] * 2)
+        maddubs = _fn(builder, "llvm.x86.avx2.pmadd.ub.sw", _vec(I16, 16), [_vec(I8, 32)] * 2)
+        maddwd = _fn(builder, "llvm.x86.avx2.pmadd.wd", _vec(I32, 8), [_vec(I16, 16)] * 2)
+        p16 = builder.call(maddubs, [builder.call(sign, [a, a]), builder.call(sign, [x, a])])
+        return builder.call(maddwd, [p16, _splat(1, 16, I16)])
+    total = _dot(builder, a, x, 32)
+    return builder.insert_element(ir.Constant(_vec(I32, 8), [0] * 8), total, ir.Constant(I32, 0))
+
+
+def _data_ptr(context, builder, aryty, ary, idx, elem):
+    a = context.make_array(aryty)(context, builder, ary)
+    return builder.bitcast(builder.gep(a.data, [idx]), elem.as_pointer())
+
+
+def _load_half(builder, p8):
+    h = builder.load(builder.bitcast(p8, ir.IntType(16).as_pointer()), align=1)
+    return builder.fpext(builder.bitcast(h, ir.HalfType()), F32T)
+
+
+def _make_rowdot(block_bytes, decode, has_min):
+    """An intrinsic rowdot(w, wi, xq, xi, xd, xs, si, nb) -> float32: sum over nb blocks of one row of
+    d_w * d_x * isum (+ m_w * s_x when has_min). decode(builder, block_ptr) -> <32 x i8> weights."""
+
+    def typer(typingctx, w, wi, xq, xi, xd, xs, si, nb):
+        if not (_is_arr(w, xq) and _is_int(wi, xi, si, nb)):
+            return None
+
+        def codegen(context, builder, sig, args):
+            w_, wi_, xq_, xi_, xd_, xs_, si_, nb_ = args
+            wp = _data_ptr(context, builder, sig.args[0], w_, wi_, I8)
+            xp = _data_ptr(context, builder, sig.args[2], xq_, xi_, I8)
+            dp = _data_ptr(context, builder, sig.args[4], xd_, si_, F32T)
+            sp = _data_ptr(context, builder, sig.args[5], xs_, si_, F32T)
+            nbv = builder.sext(nb_, I64) if sig.args[7].bitwidth < 64 else nb_
+            zero8 = ir.Constant(_vec(F32T, 8), [0.0] * 8)
+            entry = builder.block
+            loop = builder.append_basic_block("rowdot_loop")
+            done = builder.append_basic_block("rowdot_done")
+            builder.cbranch(builder.icmp_signed(">", nbv, ir.Constant(I64, 0)), loop, done)
+
+            builder.position_at_end(loop)
+            i = builder.phi(I64)
+            acc = builder.phi(_vec(F32T, 8))
+            accm = builder.phi(F32T)
+            bp = builder.gep(wp, [builder.mul(i, ir.Constant(I64, block_bytes))])
+            q = decode(builder, bp)
+            xv = builder.load(builder.bitcast(builder.gep(xp, [builder.mul(i, ir.Constant(I64, 32))]),
+                                              _vec(I8, 32).as_pointer()), align=1)
+            lanes = builder.sitofp(_dot_lanes(builder, q, xv), _vec(F32T, 8))
+            scale = builder.fmul(_load_half(builder, bp), builder.load(builder.gep(dp, [i])))
+            sv = builder.shuffle_vector(builder.insert_element(ir.Constant(_vec(F32T, 8), None), scale,
+                                                               ir.Constant(I32, 0)),
+                                        ir.Constant(_vec(F32T, 8), None), ir.Constant(_vec(I32, 8), [0] * 8))
+            acc2 = builder.fadd(acc, builder.fmul(lanes, sv))
+            if has_min:
+                m = _load_half(builder, builder.gep(bp, [ir.Constant(I64, 2)]))
+                accm2 = builder.fadd(accm, builder.fmul(m, builder.load(builder.gep(sp, [i]))))
+            else:
+                accm2 = accm
+            i2 = builder.add(i, ir.Constant(I64, 1))
+            body_end = builder.block
+            i.add_incoming(ir.Constant(I64, 0), entry)
+            i.add_incoming(i2, body_end)
+            acc.add_incoming(zero8, entry)
+            acc.add_incoming(acc2, body_end)
+            accm.add_incoming(ir.Constant(F32T, 0.0), entry)
+            accm.add_incoming(accm2, body_end)
+            builder.cbranch(builder.icmp_signed("<", i2, nbv), loop, done)
+
+            builder.position_at_end(done)
+            accf = builder.phi(_vec(F32T, 8))
+            accf.add_incoming(zero8, entry)
+            accf.add_incoming(acc2, body_end)
+            mf = builder.phi(F32T)
+            mf.add_incoming(ir.Constant(F32T, 0.0), entry)
+            mf.add_incoming(accm2, body_end)
+            total = ir.Constant(F32T, 0.0)
+            for lane in range(8):
+                total = builder.fadd(total, builder.extract_element(accf, ir.Constant(I32, lane)))
+            return builder.fadd(total, mf)
+
+        return types.float32(w, wi, xq, xi, xd, xs, si, nb), codegen
+
+    return intrinsic(typer)
+
+
+def _nibbles(builder, p16, off):
+    wv = builder.load(builder.bitcast(p16, _vec(I8, 16).as_pointer()), align=1)
+    lo = builder.and_(wv, _splat(15, 16))
+    hi = builder.lshr(wv, _splat(4, 16))
+    q = builder.shuffle_vector(lo, hi, ir.Constant(_vec(I32, 32), list(range(32))))
+    return builder.sub(q, _splat(off, 32)) if off else q
+
+
+def _q5(builder, bp, qh_at, qs_at, off):
+    q = _nibbles(builder, builder.gep(bp, [ir.Constant(I64, qs_at)]), 0)
+    h = builder.load(builder.bitcast(builder.gep(bp, [ir.Constant(I64, qh_at)]), I32.as_pointer()), align=1)
+    q = builder.or_(q, builder.shl(_bits_to_bytes(builder, h, types.uint32, 32), _splat(4, 32)))
+    return builder.sub(q, _splat(off, 32)) if off else q
+
+
+rowdot_q4_0 = _make_rowdot(18, lambda b, p: _nibbles(b, b.gep(p, [ir.Constant(I64, 2)]), 8), False)
+rowdot_q4_1 = _make_rowdot(20, lambda b, p: _nibbles(b, b.gep(p, [ir.Constant(I64, 4)]), 0), True)
+rowdot_q5_0 = _make_rowdot(22, lambda b, p: _q5(b, p, 2, 6, 16), False)
+rowdot_q5_1 = _make_rowdot(24, lambda b, p: _q5(b, p, 4, 8, 0), True)
+rowdot_q8_0 = _make_rowdot(34, lambda b, p: b.load(b.bitcast(b.gep(p, [ir.Constant(I64, 2)]),
+                                                             _vec(I8, 32).as_pointer()), align=1), False)
