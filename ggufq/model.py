@@ -17,13 +17,13 @@ import math
 import os
 from dataclasses import dataclass
 
-# numba's OpenMP workers spin only briefly (~10 us) after a parallel region, then sleep: a token makes a
-# few hundred short regions a few microseconds apart (spinning covers those gaps: +20% decoding), while
-# between a batch's BLAS calls a long spin (libgomp's default) would steal the cores OpenBLAS needs
-# (prompt speed 2.7x lower measured). Set before libgomp loads; OMP_WAIT_POLICY or GOMP_SPINCOUNT in the
-# environment win (OMP_WAIT_POLICY=passive is better on a machine busy with other processes).
-if "OMP_WAIT_POLICY" not in os.environ:
-    os.environ.setdefault("GOMP_SPINCOUNT", "10000")
+# numba's OpenMP workers sleep between parallel regions instead of spinning. A token makes a few hundred
+# short regions; spinning workers win ~20% on an idle machine but collapse as soon as anything else runs
+# (OpenBLAS threads during a batch, another process: decoding 10x slower, measured on this 2-core box
+# with one other busy process). Set before libgomp loads; OMP_WAIT_POLICY or GOMP_SPINCOUNT in the
+# environment win.
+if "GOMP_SPINCOUNT" not in os.environ:
+    os.environ.setdefault("OMP_WAIT_POLICY", "passive")
 
 import numba  # noqa: E402
 import numpy as np  # noqa: E402
