@@ -31,6 +31,20 @@ PROMPTS = {
 }
 
 
+def greedy_margins(bin_dir: Path, model: Path, prompt: str) -> tuple[list[int], list[float]]:
+    """llama.cpp's greedy ids with its top-2 logit margin at each step (tools/llama_greedy_margins.c)."""
+    exe = Path("/tmp/llama_greedy_margins")
+    tree = bin_dir.parent.parent
+    if not exe.exists():
+        subprocess.run(["gcc", "-O2", str(ROOT / "tools" / "llama_greedy_margins.c"), f"-I{tree}/include",
+                        f"-I{tree}/ggml/include", f"-L{bin_dir}", "-lllama", "-lggml", "-lggml-base",
+                        f"-Wl,-rpath,{bin_dir}", "-o", str(exe)], check=True)
+    text = prompt.encode().decode("unicode_escape").encode("latin-1").decode("utf-8")  # as -p escapes
+    r = subprocess.run([str(exe), str(model), str(N_PREDICT), text], capture_output=True, check=True, text=True)
+    rows = [line.split() for line in r.stdout.splitlines()]
+    return [int(a) for a, _ in rows], [round(float(b), 4) for _, b in rows]
+
+
 def main() -> None:
     bin_dir = Path(sys.argv[1] if len(sys.argv) > 1 else
                    os.path.expanduser("~/.cache/ggufq-ref/llama.cpp/build/bin"))
@@ -42,7 +56,9 @@ def main() -> None:
             cmd = [str(bin_dir / "llama-completion"), "-m", str(ROOT / "models" / name), "-no-cnv", "--temp", "0",
                    "--no-display-prompt", "-n", str(N_PREDICT), "-t", "2", "-p", prompt]
             r = subprocess.run(cmd, capture_output=True, check=True, stdin=subprocess.DEVNULL)
-            cases.append({"prompt_arg": prompt, "stdout": r.stdout.decode("utf-8")})
+            ids, margins = greedy_margins(bin_dir, ROOT / "models" / name, prompt)
+            cases.append({"prompt_arg": prompt, "stdout": r.stdout.decode("utf-8"), "llama_ids": ids,
+                          "margins": margins})
             print(f"{name}: {prompt!r} -> {r.stdout.decode('utf-8')!r}", flush=True)
         out["models"][name] = cases
     dst = ROOT / "tests" / "data" / "gen_fixtures.json"
