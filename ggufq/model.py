@@ -401,6 +401,16 @@ class Model:
             self._project(h, out[s:s + len(h)])
         return out
 
+    def generate(self, prompt: str, max_tokens: int = 128, **sampling):
+        """Text pieces of a continuation, as they are decoded (ggufq.generate.generate)."""
+        from .generate import generate
+        return generate(self, prompt, max_tokens, **sampling)
+
+    def chat(self, messages: list[dict], max_tokens: int = -1, **sampling):
+        """Text pieces of the assistant's answer to `messages` under the model's chat template."""
+        from .generate import chat
+        return chat(self, messages, max_tokens, **sampling)
+
     def nll(self, tokens, first: int, rows_per_pass: int = 32) -> np.ndarray:
         """A fresh sequence; -log p(tokens[i+1] | tokens[..i]) for i = first .. len-2 (float64), the
         logits computed a few rows at a time (never the whole [n, n_vocab] matrix)."""

@@ -191,3 +191,12 @@ def test_chat_session_refuses_a_turn_that_does_not_fit_and_stays_usable():
         list(s.send("word " * 100))
     assert len(s.messages) == 2  # the refused turn left no trace
     assert "".join(s.send("Hi again")) and len(s.messages) == 4 and first
+
+
+def test_model_api_generate_and_chat_delegate():
+    m = model("SmolLM2-135M-Instruct.Q4_1.gguf")
+    case = FIX["models"]["SmolLM2-135M-Instruct.Q4_1.gguf"][0]
+    n = next(i for i, d in enumerate(case["margins"]) if d < TIE)
+    assert "".join(m.generate(case["prompt_arg"], n, temp=0)) == m.tokenizer.decode(case["llama_ids"][:n])
+    answer = "".join(m.chat([{"role": "user", "content": "Say hello."}], 8, temp=0))
+    assert answer == "".join(chat(m, [{"role": "user", "content": "Say hello."}], 8, temp=0)) and answer
