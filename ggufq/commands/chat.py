@@ -70,6 +70,10 @@ def run(args) -> int:
     from ..model import Model
 
     interactive = sys.stdin.isatty()
+    if interactive:
+        # Ctrl-C stops an answer even when the shell that started us ignores SIGINT (a background job)
+        import signal
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     save_history = _setup_readline() if interactive else (lambda: None)
     model = Model.load(args.model, n_ctx=args.ctx_size, n_threads=args.threads)
     session = ChatSession(model, system=args.system_prompt, max_tokens=args.n_predict, **sampling_kwargs(args))
