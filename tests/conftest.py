@@ -2,9 +2,12 @@
 if they are missing, the fetch runs here, so `pytest` alone works too."""
 from __future__ import annotations
 
+import importlib.util
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 MODELS = ROOT / "models"
@@ -27,3 +30,12 @@ def hf_folders() -> tuple[Path, Path]:
     if not ((SMOL_HF / "config.json").exists() and (GEMMA_HF / "config.json").exists()):
         subprocess.run([sys.executable, str(MODELS / "fetch.py")], check=True)
     return SMOL_HF, GEMMA_HF
+
+
+@pytest.fixture(scope="module")
+def vocab_dir() -> Path:
+    """llama.cpp's tokenizer test vocabularies (models/vocab, fetched by models/fetch_vocabs.py)."""
+    spec = importlib.util.spec_from_file_location("fetch_vocabs", MODELS / "fetch_vocabs.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod.fetch_vocabs()

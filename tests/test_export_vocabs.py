@@ -5,28 +5,18 @@ as the .out files were made). One BPE vocabulary per supported pre-tokenizer fam
 ones."""
 from __future__ import annotations
 
-import importlib.util
 
 import pytest
 
 from ggufq.gguf_file import GGUFFile
 from ggufq.hf_tokenizer import write_hf_tokenizer
 
-from .conftest import MODELS
 
 SEP = "\n__ggml_vocab_test__\n"
 VOCABS = {"qwen2": "tokenizer.json", "qwen35": "tokenizer.json", "llama-bpe": "tokenizer.json",
           "gpt-2": "tokenizer.json",
           "starcoder": "tokenizer.json", "refact": "tokenizer.json",
           "llama-spm": "tokenizer.model", "phi-3": "tokenizer.model"}
-
-
-@pytest.fixture(scope="module")
-def vocab_dir():
-    spec = importlib.util.spec_from_file_location("fetch_vocabs", MODELS / "fetch_vocabs.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod.fetch_vocabs()
 
 
 def cases(path):

@@ -8,26 +8,16 @@ llama.cpp (nothing to compare with).
 """
 from __future__ import annotations
 
-import importlib.util
 
 import pytest
 
 from ggufq.gguf_file import GGUFFile
 from ggufq.tokenizer import Tokenizer
 
-from .conftest import MODELS
 
 VOCABS = ["llama-bpe", "llama-spm", "qwen2", "qwen35", "gpt-2", "phi-3", "falcon", "mpt", "starcoder", "refact",
           "command-r", "deepseek-llm", "deepseek-coder", "gemma-4", "bert-bge"]
 SEP = "\n__ggml_vocab_test__\n"
-
-
-@pytest.fixture(scope="module")
-def vocab_dir():
-    spec = importlib.util.spec_from_file_location("fetch_vocabs", MODELS / "fetch_vocabs.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod.fetch_vocabs()
 
 
 def read_cases(path):
