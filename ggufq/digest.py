@@ -27,3 +27,11 @@ def digest(path, skip_keys=()) -> dict:
                             "sha256": hashlib.sha256(memoryview(np.ascontiguousarray(t.data).view(np.uint8).reshape(-1))).hexdigest()}
                    for t in g.tensors.values()}
         return {"kv": kv, "kv_order": list(kv), "tensors": tensors, "tensor_order": list(tensors)}
+
+
+def file_sha256(path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

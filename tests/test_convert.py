@@ -2,7 +2,6 @@
 the same values, same tensors with the same bytes (tests/data/convert/*.json, tools/make_convert_fixtures.py)."""
 from __future__ import annotations
 
-import hashlib
 import json
 import subprocess
 import sys
@@ -11,20 +10,12 @@ from pathlib import Path
 import pytest
 
 from ggufq.convert import convert
-from ggufq.digest import digest
+from ggufq.digest import digest, file_sha256
 
 from .conftest import DATA, hf_folders
 from .tiny_models import make_tiny
 
 OUTTYPES = ("f16", "bf16", "q8_0")
-
-
-def _file_sha256(path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for b in iter(lambda: f.read(1 << 20), b""):
-            h.update(b)
-    return h.hexdigest()
 
 
 def assert_same_as_llama_cpp(out: Path, fixture: str):
@@ -36,7 +27,7 @@ def assert_same_as_llama_cpp(out: Path, fixture: str):
     assert got["tensor_order"] == want["tensor_order"]
     bad = [n for n in want["tensors"] if got["tensors"][n] != want["tensors"][n]]
     assert not bad, f"{len(bad)} tensors differ, e.g. {bad[:3]}"
-    assert _file_sha256(out) == want["file_sha256"]  # and so the whole file is byte-identical
+    assert file_sha256(out) == want["file_sha256"]  # and so the whole file is byte-identical
 
 
 @pytest.fixture(scope="module")
@@ -119,7 +110,7 @@ def test_export_convert_round_trip_is_byte_identical(tmp_path, model):
     assert r.returncode == 0, r.stderr
     second = tmp_path / "second.gguf"
     convert(tmp_path / "hf", second, "f16", progress=False)
-    assert _file_sha256(first) == _file_sha256(second)
+    assert file_sha256(first) == file_sha256(second)
 
 
 @pytest.mark.parametrize("model,qtype", [("smollm2", "Q4_K_M"), ("smollm2", "Q4_0"), ("gemma3", "Q5_K_M")])
@@ -129,4 +120,4 @@ def test_quantized_convert_equals_llama_cpp_convert_then_llama_quantize(tmp_path
     out = tmp_path / "q.gguf"
     convert({"smollm2": smol, "gemma3": gemma}[model], out, qtype, progress=False)
     want = json.loads((DATA / "convert" / f"{model}-quantized.json").read_text())[qtype]
-    assert _file_sha256(out) == want
+    assert file_sha256(out) == want

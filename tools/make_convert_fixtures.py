@@ -21,7 +21,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from ggufq.digest import digest  # noqa: E402
+from ggufq.digest import digest, file_sha256  # noqa: E402
 from tests.tiny_models import make_tiny  # noqa: E402
 
 OUT = ROOT / "tests" / "data" / "convert"
@@ -59,7 +59,7 @@ def main() -> None:
                                 "--outfile", str(out)], check=True, env=env, stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)
                 d = digest(out)
-                d["file_sha256"] = _sha256(out)
+                d["file_sha256"] = file_sha256(out)
                 (OUT / f"{name}-{outtype}.json").write_text(json.dumps(d, indent=1, ensure_ascii=False) + "\n")
                 print(f"{name} {outtype}: {len(d['tensors'])} tensors, {len(d['kv'])} keys")
                 if outtype == "f16" and not name.startswith("tiny"):
@@ -68,20 +68,11 @@ def main() -> None:
                         q = work / f"{name}-{qt}.gguf"
                         subprocess.run([str(tree / "build" / "bin" / "llama-quantize"), str(out), str(q), qt, "2"],
                                        check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-                        quantized[qt] = _sha256(q)
+                        quantized[qt] = file_sha256(q)
                         q.unlink()
                     (OUT / f"{name}-quantized.json").write_text(json.dumps(quantized, indent=1) + "\n")
                     print(f"{name} llama-quantize {', '.join(quantized)}")
                 out.unlink()
-
-
-def _sha256(path: Path) -> str:
-    import hashlib
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for b in iter(lambda: f.read(1 << 20), b""):
-            h.update(b)
-    return h.hexdigest()
 
 
 if __name__ == "__main__":
