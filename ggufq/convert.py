@@ -26,7 +26,7 @@ from gguf import LlamaFileType as FT
 from .arch import arch_for_hf
 from .errors import GGUFQError
 from .gguf_writer import TensorStream, atomic_output
-from .hf_vocab import HFVocab
+from .hf_vocab import HFVocab, load_json
 from .kernels import get_format
 from .safetensors import INDEX_NAME, open_safetensors
 
@@ -184,7 +184,7 @@ def write_metadata(w: gguf.GGUFWriter, folder: Path, arch, vocab, file_type) -> 
     meta = gguf.Metadata.load(None, folder, None, total)
     gen = folder / "generation_config.json"
     if gen.is_file():  # llama.cpp's current converter also reads transformers' name for it
-        cfg = json.loads(gen.read_text(encoding="utf-8"))
+        cfg = load_json(gen)
         if "penalty_repeat" not in cfg and "repetition_penalty" in cfg:
             meta.sampling_penalty_repeat = cfg["repetition_penalty"]
     if meta.name is None:

@@ -52,7 +52,7 @@ def looks_special(token: str) -> bool:
             or (token.startswith("<unused") and token.endswith(">")))
 
 
-def _load_json(path: Path) -> dict:
+def load_json(path: Path) -> dict:
     try:
         with open(path, encoding="utf-8") as f:
             return json.load(f)
@@ -86,7 +86,7 @@ def special_vocab(folder: Path, n_vocab: int | None = None, load_merges: bool = 
     sv = gguf.SpecialVocab(folder, load_merges=load_merges, n_vocab=n_vocab)
     tj, tc = folder / "tokenizer.json", folder / "tokenizer_config.json"
     if tj.is_file():
-        sv.add_special_token.update(_post_processor_adds(_load_json(tj), _load_json(tc) if tc.is_file() else {}))
+        sv.add_special_token.update(_post_processor_adds(load_json(tj), load_json(tc) if tc.is_file() else {}))
     return sv
 
 
@@ -108,7 +108,7 @@ def bpe_vocab(folder: Path, hparams: dict) -> tuple[list[str], list[int], str]:
         tok = Tokenizer.from_file(str(path))
     except Exception as e:  # the tokenizers package raises plain Exceptions for bad files
         raise GGUFQError(f"{path}: cannot load: {str(e).splitlines()[0]}") from None
-    config = _load_json(folder / "tokenizer_config.json") if (folder / "tokenizer_config.json").is_file() else {}
+    config = load_json(folder / "tokenizer_config.json") if (folder / "tokenizer_config.json").is_file() else {}
     vocab = tok.get_vocab(with_added_tokens=True)
     added = tok.get_added_tokens_decoder()
     added_contents = {t.content for t in added.values()}
@@ -171,11 +171,11 @@ def sentencepiece_vocab(folder: Path, hparams: dict) -> tuple[list[bytes], list[
             kind = TokenType.BYTE
         tokens[i], scores[i], types[i] = sp.IdToPiece(i).encode(), sp.GetScore(i), kind
     if (folder / "added_tokens.json").is_file():
-        for content, i in _load_json(folder / "added_tokens.json").items():
+        for content, i in load_json(folder / "added_tokens.json").items():
             if i < vocab_size:
                 tokens[i], scores[i], types[i] = content.encode(), -1000.0, TokenType.USER_DEFINED
     if (folder / "tokenizer_config.json").is_file():
-        decoder = _load_json(folder / "tokenizer_config.json").get("added_tokens_decoder", {})
+        decoder = load_json(folder / "tokenizer_config.json").get("added_tokens_decoder", {})
         for key, data in decoder.items():
             i, content = int(key), data["content"]
             if i >= vocab_size:
