@@ -181,7 +181,11 @@ def _encode(data: np.ndarray, qtype: T, via: T | None = None, name: str = "") ->
 
 def write_metadata(w: gguf.GGUFWriter, folder: Path, arch, vocab, file_type) -> None:
     total, shared, expert, expert_count = w.get_total_parameter_count()
-    meta = gguf.Metadata.load(None, folder, None, total)
+    try:
+        meta = gguf.Metadata.load(None, folder, None, total)
+    except Exception as e:  # gguf reads README.md's YAML front matter and config.json without checking
+        raise GGUFQError(f"{folder}: cannot read the model card or config ({type(e).__name__}: "
+                         f"{str(e).splitlines()[0] if str(e) else ''})") from None
     gen = folder / "generation_config.json"
     if gen.is_file():  # llama.cpp's current converter also reads transformers' name for it
         cfg = load_json(gen)
