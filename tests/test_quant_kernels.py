@@ -133,6 +133,12 @@ def test_fp16_rounding_and_nearest_int():
     finite = ~np.isnan(all_h.view(np.float16))
     back = _fp16_back_nb(all_h)
     assert np.array_equal(back[finite].view(np.uint32), all_h.view(np.float16)[finite].astype(np.float32).view(np.uint32))
+    # the converter's row conversion (vectorized, not through fp16_to_fp32): every half, Inf/NaN counted
+    rows = np.empty((256, 256), np.float32)
+    assert legacy.f16_to_f32_rows(all_h.reshape(256, 256), rows) == 2 * 1024
+    rows = rows.reshape(-1)
+    assert np.array_equal(rows[finite].view(np.uint32), all_h.view(np.float16)[finite].astype(np.float32).view(np.uint32))
+    assert np.isnan(rows[~finite]).all()
     v = np.concatenate([rng.normal(0, 1000, 100_000), np.arange(-50, 50) + 0.5]).astype(np.float32)
     assert np.array_equal(_nearest_int_nb(v), legacy.np_nearest_int(v))
     assert np.array_equal(legacy.np_nearest_int(v), np.rint(v).astype(np.int64))  # round half to even
