@@ -40,6 +40,9 @@ DEFAULT_N_CTX = 4096
 # GGUFQ_ATTN_FA=1: decode attention with ggml's flash-attention numbers (fp16 query and V sums); the
 # default keeps float32 sums. Greedy text equals llama-completion's only while no near-tie comes up.
 ATTN_FA = os.environ.get('GGUFQ_ATTN_FA', '0') == '1'
+# GGUFQ_DECODE_STEP=0: decode one token through the batch path (a Python loop over layers) instead of
+# the compiled step of decode.py; for comparisons, the numbers are the same.
+DECODE_STEP = os.environ.get('GGUFQ_DECODE_STEP', '1') != '0'
 
 # ==================================================================================================
 # Config
@@ -329,7 +332,7 @@ def matmul(lin: Linear, inp: Input, out: np.ndarray) -> None:
 
 class Model:
     def __init__(self, g: GGUFFile, n_ctx: int | None = None, n_threads: int | None = None,
-                 kv_type: str = "f16", n_batch: int = 512, exact: bool = False):
+                 kv_type: str = "f16", n_batch: int = 512, exact: bool = False, decode_step: bool = True):
         if kv_type not in ("f16", "f32"):
             raise GGUFQError(f"kv_type must be f16 or f32, not {kv_type!r}")
         self.gguf = g
@@ -352,13 +355,16 @@ class Model:
         self.rope_local = (ops.rope_table(n_ctx, c.n_rot, c.rope_base_swa, 1.0, ff)
                            if c.swa_layers else self.rope_global)
         self._block = {"llama": self._block_llama, "gemma3": self._block_gemma3}[FAMILIES[c.arch]]
+        self._step = None      # the compiled one-token forward (decode.py), made on first use
+        self._step_ok = None if (decode_step and DECODE_STEP and not exact and not ATTN_FA) else False
 
     @classmethod
     def load(cls, path, n_ctx: int | None = None, n_threads: int | None = None, kv_type: str = "f16",
-             n_batch: int = 512, exact: bool = False) -> "Model":
-        """Map a GGUF file. exact=True keeps activations in float32 (slower; a reference for tests)."""
+             n_batch: int = 512, exact: bool = False, decode_step: bool = True) -> "Model":
+        """Map a GGUF file. exact=True keeps activations in float32 (slower; a reference for tests);
+        decode_step=False runs one-token evals through the batch path (same numbers, slower)."""
         return cls(GGUFFile(path), n_ctx=n_ctx, n_threads=n_threads, kv_type=kv_type, n_batch=n_batch,
-                   exact=exact)
+                   exact=exact, decode_step=decode_step)
 
     # ---- public API ------------------------------------------------------------------------------
     @property
@@ -384,6 +390,8 @@ class Model:
     def eval(self, tokens) -> np.ndarray:
         """Append tokens to the sequence; the last one's logits, float32[n_vocab] (a fresh array)."""
         tokens = self._check(tokens)
+        if len(tokens) == 1 and self._use_step():
+            return self._decode_one(tokens)
         h = None
         for s in range(0, len(tokens), self.n_batch):
             h = self._forward(tokens[s:s + self.n_batch])
@@ -441,6 +449,25 @@ class Model:
         if tokens.min() < 0 or tokens.max() >= self.n_vocab:
             raise ValueError(f"token id out of range 0..{self.n_vocab - 1}")
         return tokens
+
+    def _use_step(self) -> bool:
+        if self._step_ok is None:
+            from .decode import DecodeStep
+            self._step_ok = DecodeStep.supported(self) and _threads_run_together()
+            if self._step_ok:
+                self._step = DecodeStep(self)
+        return bool(self._step_ok)
+
+    def _decode_one(self, tokens: np.ndarray) -> np.ndarray:
+        """One token through decode.DecodeStep: the same numbers as _forward + _project."""
+        self._embed(tokens, self.rs.x[:1])
+        out = self._step.run(self.n_past, numba.get_num_threads()).copy()
+        self.n_past += 1
+        cap = self.config.logit_softcap
+        if cap:
+            np.tanh(out / cap, out=out)
+            out *= cap
+        return out[0]
 
     def _project(self, h: np.ndarray, out: np.ndarray) -> None:
         """logits = output(h) (h already normed), with gemma's soft-capping."""
@@ -557,6 +584,18 @@ class Model:
         matmul(L.w_down, Input(hg, rs), xb2)
         ops.rmsnorm(xb2, L.post_ffn_norm, eps, xb2)
         x += xb2
+
+
+def _threads_run_together() -> bool:
+    """Whether numba's threading layer runs each prange iteration on its own thread at once (OpenMP and
+    workqueue do; TBB may run two on one thread, which would deadlock the decode step's barrier)."""
+    try:
+        layer = numba.threading_layer()
+    except ValueError:  # no parallel region has run yet: run one
+        ops.attention(np.zeros((1, 1), np.float32), np.zeros((1, 1), np.float32), np.zeros((1, 1), np.float32),
+                      0, 1, 1, 1, 0, np.float32(1.0), np.zeros((1, 1), np.float32), np.zeros((1, 2), np.float32))
+        layer = numba.threading_layer()
+    return layer in ("omp", "workqueue")
 
 
 def set_threads(n: int) -> None:

@@ -35,6 +35,23 @@ def kv_to_f32(typingctx, v):
     return None
 
 
+@intrinsic
+def f32_to_kv(typingctx, x, cache):
+    """A float32 as a KV-cache element of `cache`'s type: fp16 bits (rounded to nearest even, as numpy's
+    float32 -> float16 assignment) for a uint16 cache, itself for a float32 one."""
+    if x != types.float32 or not isinstance(cache, types.Array):
+        return None
+    if cache.dtype == types.uint16:
+        def codegen(context, builder, signature, args):
+            return builder.bitcast(builder.fptrunc(args[0], ir.HalfType()), ir.IntType(16))
+        return types.uint16(x, cache), codegen
+    if cache.dtype == types.float32:
+        def codegen(context, builder, signature, args):
+            return args[0]
+        return types.float32(x, cache), codegen
+    return None
+
+
 @nb.njit(cache=True)
 def rmsnorm(x, w, eps, out):
     """out[i] = x[i] / sqrt(mean(x[i]^2) + eps) * w, row by row (x, out: [n, d]; may be the same).
@@ -155,43 +172,47 @@ def gelu_mul(g, u):
             g[i, j] = r * u[i, j]
 
 
-@nb.njit(cache=True, parallel=True, fastmath=True)
+@nb.njit(cache=True, parallel=True)
 def attention(q, kc, vc, pos0, n_head, n_kv, hd, window, scale, out, att):
     """Causal attention of q[T, n_head * hd] at positions pos0 + t over the cache rows 0..pos0+T-1
     (kc, vc: [n_ctx, n_kv * hd], fp16 bits or float32). Query head h reads KV head h // (n_head / n_kv).
     window > 0 keeps only keys with p - j < window (sliding-window layers). att: scratch [T*n_head, n_ctx]."""
     T = q.shape[0]
-    g = n_head // n_kv
     for idx in nb.prange(T * n_head):
-        t = idx // n_head
-        h = idx % n_head
-        ko = (h // g) * hd
-        qo = h * hd
-        p = pos0 + t
-        lo = 0
-        if window > 0 and p - window + 1 > 0:
-            lo = p - window + 1
-        mx = f32(-np.inf)
-        for j in range(lo, p + 1):
-            s = f32(0.0)
-            for i in range(hd):
-                s += q[t, qo + i] * kv_to_f32(kc[j, ko + i])
-            s *= scale
-            att[idx, j] = s
-            if s > mx:
-                mx = s
-        tot = 0.0
-        for j in range(lo, p + 1):
-            e = np.exp(att[idx, j] - mx)
-            att[idx, j] = e
-            tot += e
-        inv = f32(1.0 / tot)
+        attend_head(q, kc, vc, idx // n_head, idx % n_head, pos0, n_head, n_kv, hd, window, scale, out, att[idx])
+
+
+@nb.njit(cache=True, fastmath=True)
+def attend_head(q, kc, vc, t, h, pos0, n_head, n_kv, hd, window, scale, out, att):
+    """One query head h of token t (position pos0 + t); att: a scratch row of at least pos0 + t + 1.
+    Its own function so that the batched attention and the compiled decode step share its numbers."""
+    ko = (h // (n_head // n_kv)) * hd
+    qo = h * hd
+    p = pos0 + t
+    lo = 0
+    if window > 0 and p - window + 1 > 0:
+        lo = p - window + 1
+    mx = f32(-np.inf)
+    for j in range(lo, p + 1):
+        s = f32(0.0)
         for i in range(hd):
-            out[t, qo + i] = 0.0
-        for j in range(lo, p + 1):
-            a = att[idx, j] * inv
-            for i in range(hd):
-                out[t, qo + i] += a * kv_to_f32(vc[j, ko + i])
+            s += q[t, qo + i] * kv_to_f32(kc[j, ko + i])
+        s *= scale
+        att[j] = s
+        if s > mx:
+            mx = s
+    tot = 0.0
+    for j in range(lo, p + 1):
+        e = np.exp(att[j] - mx)
+        att[j] = e
+        tot += e
+    inv = f32(1.0 / tot)
+    for i in range(hd):
+        out[t, qo + i] = 0.0
+    for j in range(lo, p + 1):
+        a = att[j] * inv
+        for i in range(hd):
+            out[t, qo + i] += a * kv_to_f32(vc[j, ko + i])
 
 
 @nb.njit(inline="always")

@@ -17,7 +17,7 @@ import numba as nb
 import numpy as np
 from gguf import GGMLQuantizationType as T
 
-from .dot_common import load_f16, register
+from .dot_common import f16_to_f32, load_f16, register
 from .dot_simd import dot_nib, dot_q5k, dot_q6k
 
 i32 = np.int32
@@ -25,45 +25,56 @@ f32 = np.float32
 
 
 @nb.njit(inline="always")
-def _scale_min_k4(w, r, o, j):
-    """Sub-block j's 6-bit scale and min from the 12 packed bytes at w[r, o:o + 12]."""
+def _scale_min_k4(wf, o, j):
+    """Sub-block j's 6-bit scale and min from the 12 packed bytes at wf[o:o + 12] (a flat array)."""
     if j < 4:
-        return i32(w[r, o + j] & 63), i32(w[r, o + j + 4] & 63)
-    sc = (w[r, o + j + 4] & 15) | ((w[r, o + j - 4] >> 6) << 4)
-    m = (w[r, o + j + 4] >> 4) | ((w[r, o + j] >> 6) << 4)
+        return i32(wf[o + j] & 63), i32(wf[o + j + 4] & 63)
+    sc = (wf[o + j + 4] & 15) | ((wf[o + j - 4] >> 6) << 4)
+    m = (wf[o + j + 4] >> 4) | ((wf[o + j] >> 6) << 4)
     return i32(sc), i32(m)
 
 
+@nb.njit(inline="always")
+def _f16_at(wf, o):
+    return f16_to_f32(np.uint32(wf[o]) | (np.uint32(wf[o + 1]) << np.uint32(8)))
+
+
 # ---- Q4_K ----------------------------------------------------------------------------------------
+
+@nb.njit(inline="always")
+def row_q4_k(wf, ro, nbk, xv, xo, xd, xdo, xs, xso):
+    """One row (at byte ro of the flat weights) times one token's Q8_K activations (xv from xo, its
+    scales xd from xdo, its 16-value sums xs from xso)."""
+    acc = f32(0.0)
+    for b in range(nbk):
+        wo = ro + b * 144
+        xb = xo + b * 256
+        sb = xso + b * 16
+        sumi = i32(0)
+        summ = i32(0)
+        for c in range(4):
+            s_lo = dot_nib(wf, wo + 16 + c * 32, 0, xv, xb + c * 64)
+            s_hi = dot_nib(wf, wo + 16 + c * 32, 4, xv, xb + c * 64 + 32)
+            sc, m = _scale_min_k4(wf, wo + 4, 2 * c)
+            sumi += sc * s_lo
+            summ += m * (xs[sb + 4 * c] + xs[sb + 4 * c + 1])
+            sc, m = _scale_min_k4(wf, wo + 4, 2 * c + 1)
+            sumi += sc * s_hi
+            summ += m * (xs[sb + 4 * c + 2] + xs[sb + 4 * c + 3])
+        dx = xd[xdo + b]
+        acc += _f16_at(wf, wo) * dx * f32(sumi) - _f16_at(wf, wo + 2) * dx * f32(summ)
+    return acc
+
 
 @nb.njit(cache=True, parallel=True)
 def matmul_q4_k(w, xf, xq, xd, xs, out):
     R, rb = w.shape
     Tn, nbk = xd.shape
     k = xq.shape[1]
-    wf = w.reshape(-1)
-    xv = xq.reshape(-1)
+    wf, xv, xdv, xsv = w.reshape(-1), xq.reshape(-1), xd.reshape(-1), xs.reshape(-1)
     for r in nb.prange(R):
         for t in range(Tn):
-            acc = f32(0.0)
-            for b in range(nbk):
-                o = b * 144
-                wo = r * rb + o
-                xo = t * k + b * 256
-                sumi = i32(0)
-                summ = i32(0)
-                for c in range(4):
-                    s_lo = dot_nib(wf, wo + 16 + c * 32, 0, xv, xo + c * 64)
-                    s_hi = dot_nib(wf, wo + 16 + c * 32, 4, xv, xo + c * 64 + 32)
-                    sc, m = _scale_min_k4(w, r, o + 4, 2 * c)
-                    sumi += sc * s_lo
-                    summ += m * (xs[t, b * 16 + 4 * c] + xs[t, b * 16 + 4 * c + 1])
-                    sc, m = _scale_min_k4(w, r, o + 4, 2 * c + 1)
-                    sumi += sc * s_hi
-                    summ += m * (xs[t, b * 16 + 4 * c + 2] + xs[t, b * 16 + 4 * c + 3])
-                dx = xd[t, b]
-                acc += load_f16(w, r, o) * dx * f32(sumi) - load_f16(w, r, o + 2) * dx * f32(summ)
-            out[t, r] = acc
+            out[t, r] = row_q4_k(wf, r * rb, nbk, xv, t * k, xdv, t * nbk, xsv, t * nbk * 16)
 
 
 @nb.njit(cache=True, parallel=True)
@@ -75,9 +86,9 @@ def dequant_q4_k(w, r0, r1, out):
             d = load_f16(w, r, o)
             dmin = load_f16(w, r, o + 2)
             for c in range(4):
-                sc, m = _scale_min_k4(w, r, o + 4, 2 * c)
+                sc, m = _scale_min_k4(w[r], o + 4, 2 * c)
                 d1, m1 = d * f32(sc), dmin * f32(m)
-                sc, m = _scale_min_k4(w, r, o + 4, 2 * c + 1)
+                sc, m = _scale_min_k4(w[r], o + 4, 2 * c + 1)
                 d2, m2 = d * f32(sc), dmin * f32(m)
                 y = b * 256 + c * 64
                 for l in range(32):
@@ -88,34 +99,38 @@ def dequant_q4_k(w, r0, r1, out):
 
 # ---- Q5_K ----------------------------------------------------------------------------------------
 
+@nb.njit(inline="always")
+def row_q5_k(wf, ro, nbk, xv, xo, xd, xdo, xs, xso):
+    acc = f32(0.0)
+    for b in range(nbk):
+        wo = ro + b * 176
+        xb = xo + b * 256
+        sb = xso + b * 16
+        sumi = i32(0)
+        summ = i32(0)
+        for c in range(4):
+            s_lo = dot_q5k(wf, wo + 48 + c * 32, wo + 16, 0, 2 * c, xv, xb + c * 64)
+            s_hi = dot_q5k(wf, wo + 48 + c * 32, wo + 16, 4, 2 * c + 1, xv, xb + c * 64 + 32)
+            sc, m = _scale_min_k4(wf, wo + 4, 2 * c)
+            sumi += sc * s_lo
+            summ += m * (xs[sb + 4 * c] + xs[sb + 4 * c + 1])
+            sc, m = _scale_min_k4(wf, wo + 4, 2 * c + 1)
+            sumi += sc * s_hi
+            summ += m * (xs[sb + 4 * c + 2] + xs[sb + 4 * c + 3])
+        dx = xd[xdo + b]
+        acc += _f16_at(wf, wo) * dx * f32(sumi) - _f16_at(wf, wo + 2) * dx * f32(summ)
+    return acc
+
+
 @nb.njit(cache=True, parallel=True)
 def matmul_q5_k(w, xf, xq, xd, xs, out):
     R, rb = w.shape
     Tn, nbk = xd.shape
     k = xq.shape[1]
-    wf = w.reshape(-1)
-    xv = xq.reshape(-1)
+    wf, xv, xdv, xsv = w.reshape(-1), xq.reshape(-1), xd.reshape(-1), xs.reshape(-1)
     for r in nb.prange(R):
         for t in range(Tn):
-            acc = f32(0.0)
-            for b in range(nbk):
-                o = b * 176
-                wo = r * rb + o
-                xo = t * k + b * 256
-                sumi = i32(0)
-                summ = i32(0)
-                for c in range(4):
-                    s_lo = dot_q5k(wf, wo + 48 + c * 32, wo + 16, 0, 2 * c, xv, xo + c * 64)
-                    s_hi = dot_q5k(wf, wo + 48 + c * 32, wo + 16, 4, 2 * c + 1, xv, xo + c * 64 + 32)
-                    sc, m = _scale_min_k4(w, r, o + 4, 2 * c)
-                    sumi += sc * s_lo
-                    summ += m * (xs[t, b * 16 + 4 * c] + xs[t, b * 16 + 4 * c + 1])
-                    sc, m = _scale_min_k4(w, r, o + 4, 2 * c + 1)
-                    sumi += sc * s_hi
-                    summ += m * (xs[t, b * 16 + 4 * c + 2] + xs[t, b * 16 + 4 * c + 3])
-                dx = xd[t, b]
-                acc += load_f16(w, r, o) * dx * f32(sumi) - load_f16(w, r, o + 2) * dx * f32(summ)
-            out[t, r] = acc
+            out[t, r] = row_q5_k(wf, r * rb, nbk, xv, t * k, xdv, t * nbk, xsv, t * nbk * 16)
 
 
 @nb.njit(cache=True, parallel=True)
@@ -127,9 +142,9 @@ def dequant_q5_k(w, r0, r1, out):
             d = load_f16(w, r, o)
             dmin = load_f16(w, r, o + 2)
             for c in range(4):
-                sc, m = _scale_min_k4(w, r, o + 4, 2 * c)
+                sc, m = _scale_min_k4(w[r], o + 4, 2 * c)
                 d1, m1 = d * f32(sc), dmin * f32(m)
-                sc, m = _scale_min_k4(w, r, o + 4, 2 * c + 1)
+                sc, m = _scale_min_k4(w[r], o + 4, 2 * c + 1)
                 d2, m2 = d * f32(sc), dmin * f32(m)
                 y = b * 256 + c * 64
                 for l in range(32):
@@ -141,36 +156,38 @@ def dequant_q5_k(w, r0, r1, out):
 
 # ---- Q6_K ----------------------------------------------------------------------------------------
 
+@nb.njit(inline="always")
+def row_q6_k(wf, ro, nbk, xv, xo, xd, xdo, xs, xso):
+    acc = f32(0.0)
+    for b in range(nbk):
+        wo = ro + b * 210
+        sumi = i32(0)
+        for n in range(2):
+            for half in range(2):
+                l0 = half * 16
+                ql = wo + n * 64 + l0
+                qh = wo + 128 + n * 32 + l0
+                x0 = xo + b * 256 + n * 128 + l0
+                s1 = dot_q6k(wf, ql, qh, 0, 0, xv, x0)
+                s2 = dot_q6k(wf, ql + 32, qh, 0, 2, xv, x0 + 32)
+                s3 = dot_q6k(wf, ql, qh, 4, 4, xv, x0 + 64)
+                s4 = dot_q6k(wf, ql + 32, qh, 4, 6, xv, x0 + 96)
+                so = wo + 192 + n * 8 + half
+                sumi += (i32(np.int8(wf[so])) * s1 + i32(np.int8(wf[so + 2])) * s2
+                         + i32(np.int8(wf[so + 4])) * s3 + i32(np.int8(wf[so + 6])) * s4)
+        acc += _f16_at(wf, wo + 208) * xd[xdo + b] * f32(sumi)
+    return acc
+
+
 @nb.njit(cache=True, parallel=True)
 def matmul_q6_k(w, xf, xq, xd, xs, out):
     R, rb = w.shape
     Tn, nbk = xd.shape
     k = xq.shape[1]
-    wf = w.reshape(-1)
-    wi = w.view(np.int8)
-    xv = xq.reshape(-1)
+    wf, xv, xdv, xsv = w.reshape(-1), xq.reshape(-1), xd.reshape(-1), xs.reshape(-1)
     for r in nb.prange(R):
         for t in range(Tn):
-            acc = f32(0.0)
-            for b in range(nbk):
-                o = b * 210
-                wo = r * rb + o
-                sumi = i32(0)
-                for n in range(2):
-                    for half in range(2):
-                        l0 = half * 16
-                        ql = wo + n * 64 + l0
-                        qh = wo + 128 + n * 32 + l0
-                        x0 = t * k + b * 256 + n * 128 + l0
-                        s1 = dot_q6k(wf, ql, qh, 0, 0, xv, x0)
-                        s2 = dot_q6k(wf, ql + 32, qh, 0, 2, xv, x0 + 32)
-                        s3 = dot_q6k(wf, ql, qh, 4, 4, xv, x0 + 64)
-                        s4 = dot_q6k(wf, ql + 32, qh, 4, 6, xv, x0 + 96)
-                        so = o + 192 + n * 8 + half
-                        sumi += (i32(wi[r, so]) * s1 + i32(wi[r, so + 2]) * s2
-                                 + i32(wi[r, so + 4]) * s3 + i32(wi[r, so + 6]) * s4)
-                acc += load_f16(w, r, o + 208) * xd[t, b] * f32(sumi)
-            out[t, r] = acc
+            out[t, r] = row_q6_k(wf, r * rb, nbk, xv, t * k, xdv, t * nbk, xsv, t * nbk * 16)
 
 
 @nb.njit(cache=True, parallel=True)

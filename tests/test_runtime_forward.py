@@ -128,6 +128,27 @@ def test_tiny_qwen_matches_reference(tmp_path, arch):
         assert dev < 0.3 and corr > 0.995 and agree >= 0.9, (dev, corr, agree)
 
 
+@pytest.mark.parametrize("case", ["smollm2", "gemma3", "qwen2", "qwen3"])
+def test_decode_step_equals_batch_path(tmp_path, case):
+    """The compiled one-token step (decode.py) gives the batch path's logits bit for bit, token after
+    token through the KV cache (f16 and f32), on every family's branches (qwen2 biases, qwen3 q/k norms,
+    gemma3 sliding window and post norms)."""
+    if case in ("qwen2", "qwen3"):
+        path = tmp_path / f"tiny-{case}.gguf"
+        write_tiny(path, case, types={"attn_v": T.Q8_0, "ffn_up": T.Q4_0})  # row kernels for every matrix
+    else:
+        path = {"smollm2": SMOL, "gemma3": GEMMA}[case]
+    tokens = np.random.default_rng(3).integers(0, 300, 10)
+    for kv in ("f16", "f32"):
+        outs = []
+        for step in (True, False):
+            m = Model.load(path, n_ctx=64, kv_type=kv, decode_step=step)
+            m.eval(tokens[:3])
+            outs.append(np.stack([m.eval([t]) for t in tokens[3:]]))
+            assert (m._step is not None) == step
+        assert np.array_equal(outs[0], outs[1]), case
+
+
 def test_context_limit_and_errors(tmp_path):
     path = tmp_path / "tiny.gguf"
     write_tiny(path, "qwen2")

@@ -1,0 +1,217 @@
+"""The decode step: one token through the whole model in one compiled call, one parallel region.
+
+Model._forward runs a batch as a Python loop over layers, one kernel call per operation; for a single
+token that is a few hundred parallel regions, and each one wakes the sleeping workers (~20 us on this
+machine, as much as a small matrix product takes). Here the token's forward is one numba function:
+`for tid in prange(n_threads)`, every thread takes its share of the rows of each matrix product (and of
+the attention heads), thread 0 does the small element-wise work, and the threads meet at a spinning
+barrier between stages, as ggml's graph compute does. It reads top to bottom like Model._block_llama
+and Model._block_gemma3, calls the same compiled kernels (so the logits are bit-identical to the batch
+path with one token), and covers the llama, qwen2, qwen3 and gemma3 families.
+
+Used for a one-token eval when every matrix has a row kernel in kernels.dot_rows, activations are
+quantized (not exact mode), and the threading layer runs every prange iteration on its own thread.
+"""
+from __future__ import annotations
+
+import numba as nb
+import numpy as np
+
+from . import ops
+from .barrier import barrier
+from .kernels.dot_common import quantize_q8_32, quantize_q8_k
+from .kernels.dot_rows import ROW_TYPES, matvec_rows
+
+f32 = np.float32
+
+# the seven matrices of a layer, in the order of the metadata rows
+WQ, WK, WV, WO, WGATE, WUP, WDOWN = range(7)
+
+
+@nb.njit(inline="always")
+def _quantize(x, a):
+    """x float32[1, k] into the activation buffers a = (q32, d32, s32, qk, dk, sk), each form only when
+    its buffers are not empty (some matrix of this input uses it)."""
+    if a[1].size:
+        quantize_q8_32(x, a[0], a[1], a[2])
+    if a[4].size:
+        quantize_q8_k(x, a[3], a[4], a[5])
+
+
+@nb.njit(inline="always")
+def _matvec(tid, nt, buf, meta, k, a, out):
+    """This thread's share of out[0, :] = W . x; meta = (offset, type, rows, row bytes)."""
+    R = meta[2]
+    matvec_rows(meta[1], buf, meta[0], meta[3], R * tid // nt, R * (tid + 1) // nt, k,
+                a[0].reshape(-1), a[1].reshape(-1), a[2].reshape(-1),
+                a[3].reshape(-1), a[4].reshape(-1), a[5].reshape(-1), out.reshape(-1))
+
+
+@nb.njit(inline="always")
+def _store_kv(cache, pos, row):
+    """cache[pos, :] = row (fp16 bits, rounded to nearest even as numpy's float16 is, or float32)."""
+    for j in range(row.shape[0]):
+        cache[pos, j] = ops.f32_to_kv(row[j], cache)
+
+
+@nb.njit(cache=True, parallel=True)
+def decode_step(nt, counter, buf, lw, ow, norms, qk_norm, bias, out_norm, windows, swa, cos_g, sin_g,
+                cos_l, sin_l, x, xb, xb2, q, k, v, att_out, hg, hu, logits, ad, aq, af, kc, vc, att,
+                pos, dims, flags, eps, attn_scale):
+    """One token at position pos; x[1, d] holds its embedding, logits[1, n_vocab] receives the output.
+
+    lw int64[n_layer, 7, 4]: per matrix (offset in buf, GGML type, rows, row bytes), in the order
+    WQ..WDOWN; ow the same for the output matrix. norms float32[n_layer, 4, d]: attention, FFN, and
+    gemma3's post-attention and post-FFN norms; qk_norm [n_layer, 2, hd]; bias [n_layer, 3, n_head*hd]
+    (qwen2). dims = (n_layer, n_head, n_kv, hd, n_rot, d, n_ff); flags = (neox, bias, qk norm,
+    gemma3, scale q). ad, aq, af: activation buffers for inputs of width d, n_head*hd and n_ff.
+    """
+    n_layer, n_head, n_kv, hd, n_rot, d, n_ff = dims[0], dims[1], dims[2], dims[3], dims[4], dims[5], dims[6]
+    neox, has_bias, has_qk_norm, gemma, scale_q = flags[0], flags[1], flags[2], flags[3], flags[4]
+    nq = n_head * hd
+    counter[0] = 0
+    for tid in nb.prange(nt):
+        nbar = 0
+        for il in range(n_layer):
+            # ---- attention: x = x + [PostNorm](Attention(RMSNorm(x))) ----
+            if tid == 0:
+                ops.rmsnorm(x, norms[il, 0], eps, xb)
+                _quantize(xb, ad)
+            nbar = barrier(counter, nt, nbar)
+            _matvec(tid, nt, buf, lw[il, WQ], d, ad, q)
+            _matvec(tid, nt, buf, lw[il, WK], d, ad, k)
+            _matvec(tid, nt, buf, lw[il, WV], d, ad, v)
+            nbar = barrier(counter, nt, nbar)
+            if tid == 0:
+                if has_bias:
+                    ops.add_bias(q, bias[il, 0])
+                    ops.add_bias(k, bias[il, 1, :n_kv * hd])
+                    ops.add_bias(v, bias[il, 2, :n_kv * hd])
+                if has_qk_norm:
+                    qh = q.reshape(n_head, hd)
+                    kh = k.reshape(n_kv, hd)
+                    ops.rmsnorm(qh, qk_norm[il, 0], eps, qh)
+                    ops.rmsnorm(kh, qk_norm[il, 1], eps, kh)
+                if swa[il]:
+                    ops.rope(q, n_head, hd, n_rot, pos, cos_l, sin_l, neox)
+                    ops.rope(k, n_kv, hd, n_rot, pos, cos_l, sin_l, neox)
+                else:
+                    ops.rope(q, n_head, hd, n_rot, pos, cos_g, sin_g, neox)
+                    ops.rope(k, n_kv, hd, n_rot, pos, cos_g, sin_g, neox)
+                _store_kv(kc[il], pos, k[0])
+                _store_kv(vc[il], pos, v[0])
+                if scale_q:
+                    ops.scale_rows(q, f32(attn_scale))
+            nbar = barrier(counter, nt, nbar)
+            scale = f32(1.0) if scale_q else f32(attn_scale)
+            for h in range(n_head * tid // nt, n_head * (tid + 1) // nt):
+                ops.attend_head(q, kc[il], vc[il], 0, h, pos, n_head, n_kv, hd, windows[il], scale, att_out, att[h])
+            nbar = barrier(counter, nt, nbar)
+            if tid == 0:
+                _quantize(att_out, aq)
+            nbar = barrier(counter, nt, nbar)
+            _matvec(tid, nt, buf, lw[il, WO], nq, aq, xb2)
+            nbar = barrier(counter, nt, nbar)
+            # ---- feed-forward: x = x + [PostNorm](FFN(RMSNorm(x))) ----
+            if tid == 0:
+                if gemma:
+                    ops.rmsnorm(xb2, norms[il, 2], eps, xb2)
+                ops.add_rmsnorm(x, xb2, norms[il, 1], eps, xb)
+                _quantize(xb, ad)
+            nbar = barrier(counter, nt, nbar)
+            _matvec(tid, nt, buf, lw[il, WGATE], d, ad, hg)
+            _matvec(tid, nt, buf, lw[il, WUP], d, ad, hu)
+            nbar = barrier(counter, nt, nbar)
+            if tid == 0:
+                if gemma:
+                    ops.gelu_mul(hg, hu)
+                else:
+                    ops.silu_mul(hg, hu)
+                _quantize(hg, af)
+            nbar = barrier(counter, nt, nbar)
+            _matvec(tid, nt, buf, lw[il, WDOWN], n_ff, af, xb2)
+            nbar = barrier(counter, nt, nbar)
+            if tid == 0:
+                if gemma:
+                    ops.rmsnorm(xb2, norms[il, 3], eps, xb2)
+                for j in range(d):
+                    x[0, j] += xb2[0, j]
+        # ---- output ----
+        if tid == 0:
+            ops.rmsnorm(x, out_norm, eps, xb)
+            _quantize(xb, ad)
+        nbar = barrier(counter, nt, nbar)
+        _matvec(tid, nt, buf, ow, d, ad, logits)
+
+
+class DecodeStep:
+    """The arguments of decode_step gathered once from a loaded Model; run(pos) after the embedding of
+    the token is in rs.x[0]."""
+
+    def __init__(self, model):
+        c, w, rs = model.config, model.weights, model.rs
+        g = model.gguf
+        self.buf = np.frombuffer(g._mmap, dtype=np.uint8)
+        base = self.buf.ctypes.data
+        hd, d, nq = c.head_dim, c.n_embd, c.n_head * c.head_dim
+
+        def meta(lin):
+            return [lin.w.ctypes.data - base, int(lin.qtype), lin.rows, lin.w.shape[1]]
+
+        self.lw = np.array([[meta(m) for m in (L.wq, L.wk, L.wv, L.wo, L.w_gate, L.w_up, L.w_down)]
+                            for L in w.layers], np.int64)
+        self.ow = np.array(meta(w.output), np.int64)
+        zeros_d = np.zeros(d, np.float32)
+        self.norms = np.array([[L.attn_norm, L.ffn_norm,
+                                L.post_attn_norm if L.post_attn_norm is not None else zeros_d,
+                                L.post_ffn_norm if L.post_ffn_norm is not None else zeros_d]
+                               for L in w.layers], np.float32)
+        has_qk = w.layers[0].q_norm is not None
+        self.qk_norm = np.array([[L.q_norm, L.k_norm] if has_qk else [np.zeros(hd), np.zeros(hd)]
+                                 for L in w.layers], np.float32)
+        has_bias = w.layers[0].bq is not None
+        self.bias = np.zeros((c.n_layer, 3, nq), np.float32)
+        if has_bias:
+            for i, L in enumerate(w.layers):
+                self.bias[i, 0] = L.bq
+                self.bias[i, 1, :L.bk.size] = L.bk
+                self.bias[i, 2, :L.bv.size] = L.bv
+        self.windows = np.array([c.sliding_window if c.is_swa(i) else 0 for i in range(c.n_layer)], np.int64)
+        self.swa = np.array([c.is_swa(i) for i in range(c.n_layer)], np.bool_)
+        self.dims = np.array([c.n_layer, c.n_head, c.n_kv, hd, c.n_rot, d, c.n_ff], np.int64)
+        self.flags = np.array([c.neox, has_bias, has_qk, c.arch == "gemma3", c.scale_q], np.bool_)
+        self.eps = np.float32(c.eps)
+        self.attn_scale = float(c.attn_scale)
+        self.cos_g, self.sin_g = model.rope_global
+        self.cos_l, self.sin_l = model.rope_local
+        self.acts = tuple(self._act_buffers(rs, width) for width in (d, nq, c.n_ff))
+        self.out_norm = w.output_norm
+        self.counter = np.zeros(1, np.int64)
+        self.rs = rs
+
+    @staticmethod
+    def _act_buffers(rs, k):
+        def get(kind):
+            a = rs.acts.get((kind, k))
+            if a is None:
+                return (np.zeros((1, 0), np.int8), np.zeros((1, 0), np.float32),
+                        np.zeros((1, 0), np.float32 if kind == "q8_32" else np.int32))
+            return a.xq[:1], a.xd[:1], a.xs[:1]
+        return get("q8_32") + get("q8_k")
+
+    @staticmethod
+    def supported(model) -> bool:
+        """Every matrix has a row kernel and the model family is one the step knows."""
+        w = model.weights
+        mats = [w.output] + [m for L in w.layers for m in (L.wq, L.wk, L.wv, L.wo, L.w_gate, L.w_up, L.w_down)]
+        return all(m.qtype in ROW_TYPES for m in mats) and model.config.arch in ("llama", "qwen2", "qwen3", "gemma3")
+
+    def run(self, pos: int, n_threads: int) -> np.ndarray:
+        rs = self.rs
+        ad, aq, af = self.acts
+        decode_step(n_threads, self.counter, self.buf, self.lw, self.ow, self.norms, self.qk_norm, self.bias,
+                    self.out_norm, self.windows, self.swa, self.cos_g, self.sin_g, self.cos_l, self.sin_l,
+                    rs.x[:1], rs.xb[:1], rs.xb2[:1], rs.q[:1], rs.k[:1], rs.v[:1], rs.att_out[:1],
+                    rs.hg[:1], rs.hu[:1], rs.logits, ad, aq, af, rs.kc_k, rs.vc_k, rs.att,
+                    pos, self.dims, self.flags, self.eps, self.attn_scale)
+        return rs.logits
