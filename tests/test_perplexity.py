@@ -1,7 +1,7 @@
 """`ggufq perplexity` against llama-perplexity's figures (tests/data/ppl_golden.json, made by
 tools/make_ppl_fixtures.py): 8 chunks of 512 tokens of tests/data/ppl_text_austen.txt, within 0.5%.
 
-SmolLM2 Q4_0 / Q8_0 are made here with `ggufq quantize --allow-requantize` from the shipped Q4_1 file
+SmolLM2 Q4_0 / Q8_0 / Q4_K_M / Q5_K_M are made here with `ggufq quantize --allow-requantize` from the shipped Q4_1 file
 (byte-identical to llama-quantize's, which the golden figures were measured on)."""
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ def run_ppl(capsys, model: str, *extra) -> tuple[float, float, list[float]]:
     return float(m.group(1)), float(m.group(2)), running
 
 
-@pytest.mark.parametrize("key", ["smol-Q4_1", "gemma-Q4_K_M", "smol-Q4_0", "smol-Q8_0"])
+@pytest.mark.parametrize("key", ["smol-Q4_1", "gemma-Q4_K_M", "smol-Q4_0", "smol-Q8_0", "smol-Q4_K_M", "smol-Q5_K_M"])
 def test_perplexity_matches_llama_cpp(capsys, tmp_path, key):
     g = GOLDEN["models"][key]
     if "requantize_from" in g:

@@ -2,7 +2,7 @@
 
     .venv/bin/python tools/make_ppl_fixtures.py [--llama-cpp DIR]
 
-Files: the two shipped models, and SmolLM2 Q4_0 / Q8_0 made by `llama-quantize --allow-requantize` from
+Files: the two shipped models, and SmolLM2 Q4_0 / Q8_0 / Q4_K_M / Q5_K_M made by `llama-quantize --allow-requantize` from
 the shipped Q4_1 file (the test makes the same bytes with `ggufq quantize --allow-requantize`).
 Each: `llama-perplexity -m FILE -f tests/data/ppl_text_austen.txt -c 512 --chunks 8 -t 2`.
 """
@@ -43,7 +43,7 @@ def main() -> None:
     golden["models"]["smol-Q4_1"] = {"file": SMOL, **llama_ppl(bin_dir, SMOL)}
     golden["models"]["gemma-Q4_K_M"] = {"file": GEMMA, **llama_ppl(bin_dir, GEMMA)}
     with tempfile.TemporaryDirectory() as tmp:
-        for t in ("Q4_0", "Q8_0"):
+        for t in ("Q4_0", "Q8_0", "Q4_K_M", "Q5_K_M"):
             out = str(Path(tmp) / f"smol-{t}.gguf")
             subprocess.run([str(bin_dir / "llama-quantize"), "--allow-requantize", str(ROOT / SMOL), out, t, "2"],
                            check=True, capture_output=True)
