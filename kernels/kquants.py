@@ -201,7 +201,7 @@ def quantize_q4_k_nb(rows, qw, use_qw, out):
         x = rows[r]
         o = out[r]
         L = np.empty(256, dtype=np.uint8)
-        Laux = np.empty(32, dtype=np.uint8)
+        Laux = np.empty(32, dtype=np.float32)
         weights = np.empty(32, dtype=np.float32)
         scales = np.empty(8, dtype=np.float32)
         mins = np.empty(8, dtype=np.float32)
@@ -224,7 +224,7 @@ def quantize_q5_k_nb(rows, qw, use_qw, out):
         x = rows[r]
         o = out[r]
         L = np.empty(256, dtype=np.uint8)
-        Laux = np.empty(32, dtype=np.uint8)
+        Laux = np.empty(32, dtype=np.float32)
         weights = np.empty(32, dtype=np.float32)
         scales = np.empty(8, dtype=np.float32)
         mins = np.empty(8, dtype=np.float32)

@@ -69,6 +69,18 @@ def nearest_int(fval):
 
 
 @njit(cache=True, inline="always")
+def clamped_level(v, lo, hi):
+    """min(hi, max(lo, nearest_int(v))) as a float32, through rint where that is the same (|v| < 2^22):
+    it keeps the K-quant searches free of int <-> float conversions. Inf, NaN and huge v (an infinite
+    scale on subnormal blocks) take nearest_int's bit trick, whose result there is not rint's."""
+    if abs(v) < np.float32(4194304.0):
+        r = np.rint(v)
+    else:
+        r = np.float32(nearest_int(v))
+    return min(hi, max(lo, r))
+
+
+@njit(cache=True, inline="always")
 def fp32_to_fp16(f):
     """ggml_compute_fp32_to_fp16, bit for bit: round to nearest even, NaN -> 0x7E00."""
     base = (abs(f) * np.float32(5.192296858534828e+33)) * np.float32(7.703719777548943e-34)  # 2^112, 2^-110
@@ -190,14 +202,14 @@ def make_qx_quants(n, nmax, x, xo, L, lo, rmse_type, qw, qwo, use_qw, w):
             w[i] = abs(xi)
         else:
             w[i] = np.sqrt(abs(xi))
+    lo_l = np.float32(-nmax)
+    hi_l = np.float32(nmax - 1)
     sumlx = np.float32(0.0)
     suml2 = np.float32(0.0)
     for i in range(n):
         xi = x[xo + i]
-        l = nearest_int(iscale * xi)
-        l = max(-nmax, min(nmax - 1, l))
-        L[lo + i] = l + nmax
-        fl = np.float32(l)
+        fl = clamped_level(iscale * xi, lo_l, hi_l)
+        L[lo + i] = np.int32(fl) + nmax
         sumlx += w[i] * xi * fl
         suml2 += w[i] * fl * fl
     scale = sumlx / suml2 if suml2 != np.float32(0.0) else np.float32(0.0)
@@ -210,15 +222,12 @@ def make_qx_quants(n, nmax, x, xo, L, lo, rmse_type, qw, qwo, use_qw, w):
         suml2 = np.float32(0.0)
         for i in range(n):
             xi = x[xo + i]
-            l = nearest_int(iscale * xi)
-            l = max(-nmax, min(nmax - 1, l))
-            fl = np.float32(l)
+            fl = clamped_level(iscale * xi, lo_l, hi_l)
             sumlx += w[i] * xi * fl
             suml2 += w[i] * fl * fl
         if suml2 > np.float32(0.0) and sumlx * sumlx > best * suml2:
             for i in range(n):
-                l = nearest_int(iscale * x[xo + i])
-                L[lo + i] = nmax + max(-nmax, min(nmax - 1, l))
+                L[lo + i] = np.int32(clamped_level(iscale * x[xo + i], lo_l, hi_l)) + nmax
             scale = sumlx / suml2
             best = scale * sumlx
     return scale
@@ -227,7 +236,10 @@ def make_qx_quants(n, nmax, x, xo, L, lo, rmse_type, qw, qwo, use_qw, w):
 @njit(cache=True, inline="always")
 def make_qkx_quants(n, nmax, x, xo, weights, wo, L, lo, Laux, rmin, rdelta, nstep, use_mad):
     """make_qkx2_quants / make_qkx3_quants with explicit weights (they are the same code then).
+    Laux: float32 scratch of n.
 
+    The levels are computed in float (clamped_level: ~30% faster; the search is bound by the latency
+    of its float sums, 21 or 37 passes over each block).
     Returns (scale, the_min) where the_min = -min >= 0."""
     mn = x[xo]
     mx = x[xo]
@@ -248,32 +260,32 @@ def make_qkx_quants(n, nmax, x, xo, weights, wo, L, lo, Laux, rmin, rdelta, nste
         for i in range(n):
             L[lo + i] = 0
         return np.float32(0.0), -mn
-    iscale = np.float32(nmax) / (mx - mn)
+    fnmax = np.float32(nmax)
+    zero = np.float32(0.0)
+    iscale = fnmax / (mx - mn)
     scale = np.float32(1.0) / iscale
     best_error = np.float32(0.0)
     for i in range(n):
-        l = nearest_int(iscale * (x[xo + i] - mn))
-        li = max(0, min(nmax, l))
-        L[lo + i] = li
-        diff = scale * np.float32(li) + mn - x[xo + i]
+        fl = clamped_level(iscale * (x[xo + i] - mn), zero, fnmax)
+        L[lo + i] = np.int32(fl)
+        diff = scale * fl + mn - x[xo + i]
         diff = abs(diff) if use_mad else diff * diff
         best_error += weights[wo + i] * diff
     if nstep < 1:
         return scale, -mn
     for is_ in range(nstep + 1):
-        iscale = (rmin + rdelta * np.float32(is_) + np.float32(nmax)) / (mx - mn)
+        iscale = (rmin + rdelta * np.float32(is_) + fnmax) / (mx - mn)
         sum_l = np.float32(0.0)
         sum_l2 = np.float32(0.0)
         sum_xl = np.float32(0.0)
         for i in range(n):
-            l = nearest_int(iscale * (x[xo + i] - mn))
-            l = max(0, min(nmax, l))
-            Laux[i] = l
+            xi = x[xo + i]
+            fl = clamped_level(iscale * (xi - mn), zero, fnmax)
+            Laux[i] = fl
             w = weights[wo + i]
-            fl = np.float32(l)
             sum_l += w * fl
             sum_l2 += w * fl * fl
-            sum_xl += w * fl * x[xo + i]
+            sum_xl += w * fl * xi
         D = sum_w * sum_l2 - sum_l * sum_l
         if D > np.float32(0.0):
             this_scale = (sum_w * sum_xl - sum_x * sum_l) / D
@@ -283,12 +295,12 @@ def make_qkx_quants(n, nmax, x, xo, weights, wo, L, lo, Laux, rmin, rdelta, nste
                 this_scale = sum_xl / sum_l2
             cur_error = np.float32(0.0)
             for i in range(n):
-                diff = this_scale * np.float32(Laux[i]) + this_min - x[xo + i]
+                diff = this_scale * Laux[i] + this_min - x[xo + i]
                 diff = abs(diff) if use_mad else diff * diff
                 cur_error += weights[wo + i] * diff
             if cur_error < best_error:
                 for i in range(n):
-                    L[lo + i] = Laux[i]
+                    L[lo + i] = np.int32(Laux[i])
                 best_error = cur_error
                 scale = this_scale
                 mn = this_min
@@ -790,7 +802,7 @@ def quantize_q4_1_nb(rows, qw, use_qw, out):
             w = np.empty(k, dtype=np.float32)
             _weights_row(x, qw, row_sigma2(x, k), w)
             Lu = np.empty(32, dtype=np.uint8)
-            Laux = np.empty(32, dtype=np.uint8)
+            Laux = np.empty(32, dtype=np.float32)
             for ib in range(nb):
                 d, the_min = make_qkx_quants(32, 15, x, ib * 32, w, ib * 32, Lu, 0, Laux,
                                              np.float32(-0.9), np.float32(0.05), 36, False)
@@ -862,7 +874,7 @@ def quantize_q5_1_nb(rows, qw, use_qw, out):
         o = out[r]
         L = np.empty(32, dtype=np.int64)
         Lu = np.empty(32, dtype=np.uint8)
-        Laux = np.empty(32, dtype=np.uint8)
+        Laux = np.empty(32, dtype=np.float32)
         w = np.empty(k if use_qw else 0, dtype=np.float32)
         if use_qw:
             _weights_row(x, qw, row_sigma2(x, k), w)
