@@ -42,19 +42,26 @@ def _f16_at(wf, o):
 # ---- Q4_K ----------------------------------------------------------------------------------------
 
 @nb.njit(inline="always")
-def row_q4_k(wf, ro, nbk, xv, xo, xd, xdo, xs, xso):
-    """One row (at byte ro of the flat weights) times one token's Q8_K activations (xv from xo, its
-    scales xd from xdo, its 16-value sums xs from xso)."""
+def _row_q45_k(wf, ro, nbk, xv, xo, xd, xdo, xs, xso, five):
+    """Q4_K (five=False, 144-byte blocks) or Q5_K (True, 176 bytes: qh[32] before qs): one row at byte
+    ro of the flat weights times one token's Q8_K activations (xv from xo, its scales xd from xdo, its
+    16-value sums xs from xso). `five` is a constant at every call, so the branches fold away."""
+    bb = 176 if five else 144
+    qs = 48 if five else 16
     acc = f32(0.0)
     for b in range(nbk):
-        wo = ro + b * 144
+        wo = ro + b * bb
         xb = xo + b * 256
         sb = xso + b * 16
         sumi = i32(0)
         summ = i32(0)
         for c in range(4):
-            s_lo = dot_nib(wf, wo + 16 + c * 32, 0, xv, xb + c * 64)
-            s_hi = dot_nib(wf, wo + 16 + c * 32, 4, xv, xb + c * 64 + 32)
+            if five:
+                s_lo = dot_q5k(wf, wo + qs + c * 32, wo + 16, 0, 2 * c, xv, xb + c * 64)
+                s_hi = dot_q5k(wf, wo + qs + c * 32, wo + 16, 4, 2 * c + 1, xv, xb + c * 64 + 32)
+            else:
+                s_lo = dot_nib(wf, wo + qs + c * 32, 0, xv, xb + c * 64)
+                s_hi = dot_nib(wf, wo + qs + c * 32, 4, xv, xb + c * 64 + 32)
             sc, m = _scale_min_k4(wf, wo + 4, 2 * c)
             sumi += sc * s_lo
             summ += m * (xs[sb + 4 * c] + xs[sb + 4 * c + 1])
@@ -64,6 +71,16 @@ def row_q4_k(wf, ro, nbk, xv, xo, xd, xdo, xs, xso):
         dx = xd[xdo + b]
         acc += _f16_at(wf, wo) * dx * f32(sumi) - _f16_at(wf, wo + 2) * dx * f32(summ)
     return acc
+
+
+@nb.njit(inline="always")
+def row_q4_k(wf, ro, nbk, xv, xo, xd, xdo, xs, xso):
+    return _row_q45_k(wf, ro, nbk, xv, xo, xd, xdo, xs, xso, False)
+
+
+@nb.njit(inline="always")
+def row_q5_k(wf, ro, nbk, xv, xo, xd, xdo, xs, xso):
+    return _row_q45_k(wf, ro, nbk, xv, xo, xd, xdo, xs, xso, True)
 
 
 @nb.njit(cache=True, parallel=True)
@@ -98,29 +115,6 @@ def dequant_q4_k(w, r0, r1, out):
 
 
 # ---- Q5_K ----------------------------------------------------------------------------------------
-
-@nb.njit(inline="always")
-def row_q5_k(wf, ro, nbk, xv, xo, xd, xdo, xs, xso):
-    acc = f32(0.0)
-    for b in range(nbk):
-        wo = ro + b * 176
-        xb = xo + b * 256
-        sb = xso + b * 16
-        sumi = i32(0)
-        summ = i32(0)
-        for c in range(4):
-            s_lo = dot_q5k(wf, wo + 48 + c * 32, wo + 16, 0, 2 * c, xv, xb + c * 64)
-            s_hi = dot_q5k(wf, wo + 48 + c * 32, wo + 16, 4, 2 * c + 1, xv, xb + c * 64 + 32)
-            sc, m = _scale_min_k4(wf, wo + 4, 2 * c)
-            sumi += sc * s_lo
-            summ += m * (xs[sb + 4 * c] + xs[sb + 4 * c + 1])
-            sc, m = _scale_min_k4(wf, wo + 4, 2 * c + 1)
-            sumi += sc * s_hi
-            summ += m * (xs[sb + 4 * c + 2] + xs[sb + 4 * c + 3])
-        dx = xd[xdo + b]
-        acc += _f16_at(wf, wo) * dx * f32(sumi) - _f16_at(wf, wo + 2) * dx * f32(summ)
-    return acc
-
 
 @nb.njit(cache=True, parallel=True)
 def matmul_q5_k(w, xf, xq, xd, xs, out):
