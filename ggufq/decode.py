@@ -30,8 +30,8 @@ WQ, WK, WV, WO, WGATE, WUP, WDOWN = range(7)
 
 @nb.njit(inline="always")
 def _quantize(x, a):
-    """x float32[1, k] into the activation buffers a = (q32, d32, s32, qk, dk, sk), each form only when
-    its buffers are not empty (some matrix of this input uses it)."""
+    """x float32[1, k] into the activation buffers a = (q32, d32, s32, qk, dk, sk, x), each form only when
+    its buffers are not empty (some matrix of this input uses it); the float types read x itself."""
     if a[1].size:
         quantize_q8_32(x, a[0], a[1], a[2])
     if a[4].size:
@@ -40,11 +40,12 @@ def _quantize(x, a):
 
 @nb.njit(inline="always")
 def _matvec(tid, nt, buf, meta, k, a, out):
-    """This thread's share of out[0, :] = W . x; meta = (offset, type, rows, row bytes)."""
+    """This thread's share of out[0, :] = W . x; meta = (offset, type, rows, row bytes); buf = the file's
+    bytes as (uint8, uint16, float32)."""
     R = meta[2]
-    matvec_rows(meta[1], buf, meta[0], meta[3], R * tid // nt, R * (tid + 1) // nt, k,
+    matvec_rows(meta[1], buf[0], buf[1], buf[2], meta[0], meta[3], R * tid // nt, R * (tid + 1) // nt, k,
                 a[0].reshape(-1), a[1].reshape(-1), a[2].reshape(-1),
-                a[3].reshape(-1), a[4].reshape(-1), a[5].reshape(-1), out.reshape(-1))
+                a[3].reshape(-1), a[4].reshape(-1), a[5].reshape(-1), a[6].reshape(-1), out.reshape(-1))
 
 
 @nb.njit(inline="always")
@@ -151,12 +152,13 @@ class DecodeStep:
     def __init__(self, model):
         c, w, rs = model.config, model.weights, model.rs
         g = model.gguf
-        self.buf = np.frombuffer(g._mmap, dtype=np.uint8)
-        base = self.buf.ctypes.data
+        b8 = np.frombuffer(g._mmap, dtype=np.uint8)
+        self.buf = (b8, b8[:b8.size // 2 * 2].view(np.uint16), b8[:b8.size // 4 * 4].view(np.float32))
+        base = b8.ctypes.data
         hd, d, nq = c.head_dim, c.n_embd, c.n_head * c.head_dim
 
         def meta(lin):
-            return [lin.w.ctypes.data - base, int(lin.qtype), lin.rows, lin.w.shape[1]]
+            return [lin.w.ctypes.data - base, int(lin.qtype), lin.rows, lin.w.strides[0]]  # row bytes
 
         self.lw = np.array([[meta(m) for m in (L.wq, L.wk, L.wv, L.wo, L.w_gate, L.w_up, L.w_down)]
                             for L in w.layers], np.int64)
@@ -184,7 +186,8 @@ class DecodeStep:
         self.attn_scale = float(c.attn_scale)
         self.cos_g, self.sin_g = model.rope_global
         self.cos_l, self.sin_l = model.rope_local
-        self.acts = tuple(self._act_buffers(rs, width) for width in (d, nq, c.n_ff))
+        self.acts = (self._act_buffers(rs, d) + (rs.xb[:1],), self._act_buffers(rs, nq) + (rs.att_out[:1],),
+                     self._act_buffers(rs, c.n_ff) + (rs.hg[:1],))
         self.out_norm = w.output_norm
         self.counter = np.zeros(1, np.int64)
         self.rs = rs

@@ -1,7 +1,7 @@
 """Runtime kernels for unquantized weights: F32, F16, BF16 (float32 activations, float32 sums).
 
 F16 and BF16 rows are read as their uint16 bits and widened on the fly (F16 with the F16C instruction,
-BF16 by a 16-bit shift), four rows per activation load, prange over groups of rows.
+BF16 by a 16-bit shift); prange over rows.
 """
 from __future__ import annotations
 
@@ -33,34 +33,84 @@ def bf16_to_f32(typingctx, h):
     return types.float32(h), codegen
 
 
-# The three are the same loop; written out because numba's cache keys a function by its name and
-# source line, so one factory making three functions would share (and mix up) cache entries.
+# One row times one token, the float sums in whatever order fastmath lets LLVM vectorize them. The row
+# loops are inlined (a call per row costs more than the row: numba refcounts its array arguments) into
+# two fastmath callers that run the same loop and so get the same numbers: the batch matmuls (parallel
+# over rows) and rows_* (a range of rows, for the decode step's kernels.dot_rows). Written out three
+# times because numba's cache keys a function by its name and source line, so one factory making three
+# functions would share (and mix up) cache entries.
+
+@nb.njit(inline="always")
+def row_f32(w, wo, x):
+    """w: float32 weights (flat), the row starting at element wo; x: float32[k]."""
+    acc = f32(0.0)
+    for i in range(x.shape[0]):
+        acc += w[wo + i] * x[i]
+    return acc
+
+
+@nb.njit(inline="always")
+def row_f16(w, wo, x):
+    """w: fp16 weights as uint16 bits (flat)."""
+    acc = f32(0.0)
+    for i in range(x.shape[0]):
+        acc += f16_to_f32(w[wo + i]) * x[i]
+    return acc
+
+
+@nb.njit(inline="always")
+def row_bf16(w, wo, x):
+    """w: bf16 weights as uint16 bits (flat)."""
+    acc = f32(0.0)
+    for i in range(x.shape[0]):
+        acc += bf16_to_f32(w[wo + i]) * x[i]
+    return acc
+
 
 @nb.njit(cache=True, parallel=True, fastmath=True)
 def matmul_f32(w, xf, xq, xd, xs, out):
     R, k = w.shape
-    Tn = xf.shape[0]
-    for g in nb.prange((R + 3) // 4):
-        r0 = g * 4
-        r1, r2, r3 = min(r0 + 1, R - 1), min(r0 + 2, R - 1), min(r0 + 3, R - 1)
-        for t in range(Tn):
-            a0 = f32(0.0)
-            a1 = f32(0.0)
-            a2 = f32(0.0)
-            a3 = f32(0.0)
-            for i in range(k):
-                x = xf[t, i]
-                a0 += f32(w[r0, i]) * x
-                a1 += f32(w[r1, i]) * x
-                a2 += f32(w[r2, i]) * x
-                a3 += f32(w[r3, i]) * x
-            out[t, r0] = a0
-            if r0 + 1 < R:
-                out[t, r0 + 1] = a1
-            if r0 + 2 < R:
-                out[t, r0 + 2] = a2
-            if r0 + 3 < R:
-                out[t, r0 + 3] = a3
+    wf = w.reshape(-1)
+    for r in nb.prange(R):
+        for t in range(xf.shape[0]):
+            out[t, r] = row_f32(wf, r * k, xf[t])
+
+
+@nb.njit(cache=True, parallel=True, fastmath=True)
+def matmul_f16(w, xf, xq, xd, xs, out):
+    R, k = w.shape
+    wf = w.reshape(-1)
+    for r in nb.prange(R):
+        for t in range(xf.shape[0]):
+            out[t, r] = row_f16(wf, r * k, xf[t])
+
+
+@nb.njit(cache=True, parallel=True, fastmath=True)
+def matmul_bf16(w, xf, xq, xd, xs, out):
+    R, k = w.shape
+    wf = w.reshape(-1)
+    for r in nb.prange(R):
+        for t in range(xf.shape[0]):
+            out[t, r] = row_bf16(wf, r * k, xf[t])
+
+
+@nb.njit(cache=True, fastmath=True)
+def rows_f32(w, wo, rs, r0, r1, x, out):
+    """out[r] = row r . x for r in r0..r1; row r starts at element wo + r * rs of the flat w."""
+    for r in range(r0, r1):
+        out[r] = row_f32(w, wo + r * rs, x)
+
+
+@nb.njit(cache=True, fastmath=True)
+def rows_f16(w, wo, rs, r0, r1, x, out):
+    for r in range(r0, r1):
+        out[r] = row_f16(w, wo + r * rs, x)
+
+
+@nb.njit(cache=True, fastmath=True)
+def rows_bf16(w, wo, rs, r0, r1, x, out):
+    for r in range(r0, r1):
+        out[r] = row_bf16(w, wo + r * rs, x)
 
 
 @nb.njit(cache=True, parallel=True)
@@ -71,66 +121,12 @@ def dequant_f32(w, r0, r1, out):
             out[i, j] = f32(w[r0 + i, j])
 
 
-@nb.njit(cache=True, parallel=True, fastmath=True)
-def matmul_f16(w, xf, xq, xd, xs, out):
-    R, k = w.shape
-    Tn = xf.shape[0]
-    for g in nb.prange((R + 3) // 4):
-        r0 = g * 4
-        r1, r2, r3 = min(r0 + 1, R - 1), min(r0 + 2, R - 1), min(r0 + 3, R - 1)
-        for t in range(Tn):
-            a0 = f32(0.0)
-            a1 = f32(0.0)
-            a2 = f32(0.0)
-            a3 = f32(0.0)
-            for i in range(k):
-                x = xf[t, i]
-                a0 += f16_to_f32(w[r0, i]) * x
-                a1 += f16_to_f32(w[r1, i]) * x
-                a2 += f16_to_f32(w[r2, i]) * x
-                a3 += f16_to_f32(w[r3, i]) * x
-            out[t, r0] = a0
-            if r0 + 1 < R:
-                out[t, r0 + 1] = a1
-            if r0 + 2 < R:
-                out[t, r0 + 2] = a2
-            if r0 + 3 < R:
-                out[t, r0 + 3] = a3
-
-
 @nb.njit(cache=True, parallel=True)
 def dequant_f16(w, r0, r1, out):
     k = w.shape[1]
     for i in nb.prange(r1 - r0):
         for j in range(k):
             out[i, j] = f16_to_f32(w[r0 + i, j])
-
-
-@nb.njit(cache=True, parallel=True, fastmath=True)
-def matmul_bf16(w, xf, xq, xd, xs, out):
-    R, k = w.shape
-    Tn = xf.shape[0]
-    for g in nb.prange((R + 3) // 4):
-        r0 = g * 4
-        r1, r2, r3 = min(r0 + 1, R - 1), min(r0 + 2, R - 1), min(r0 + 3, R - 1)
-        for t in range(Tn):
-            a0 = f32(0.0)
-            a1 = f32(0.0)
-            a2 = f32(0.0)
-            a3 = f32(0.0)
-            for i in range(k):
-                x = xf[t, i]
-                a0 += bf16_to_f32(w[r0, i]) * x
-                a1 += bf16_to_f32(w[r1, i]) * x
-                a2 += bf16_to_f32(w[r2, i]) * x
-                a3 += bf16_to_f32(w[r3, i]) * x
-            out[t, r0] = a0
-            if r0 + 1 < R:
-                out[t, r0 + 1] = a1
-            if r0 + 2 < R:
-                out[t, r0 + 2] = a2
-            if r0 + 3 < R:
-                out[t, r0 + 3] = a3
 
 
 @nb.njit(cache=True, parallel=True)

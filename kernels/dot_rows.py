@@ -5,25 +5,29 @@ the per-format parallel matmuls).
 The weight is addressed in the flat bytes of the mapped file: `off` is its first byte, `rb` the bytes
 of a row. Activations come in both of llama.cpp's forms, the one a format does not use may be empty:
 q8_32 (a32q int8[k], a32d / a32s float32[k/32]) and q8_k (akq int8[k], akd float32[k/256], aks
-int32[k/16]). The row kernels are the ones the matmuls use, so the numbers are the same.
+int32[k/16]), and as float32 for the float types. The row kernels are the ones the matmuls use, so the
+numbers are the same.
 """
 from __future__ import annotations
 
 import numba as nb
 from gguf import GGMLQuantizationType as T
 
+from .dot_float import rows_bf16, rows_f16, rows_f32
 from .dot_kquants import row_q4_k, row_q5_k, row_q6_k
 from .dot_simd import rowdot_q4_0, rowdot_q4_1, rowdot_q5_0, rowdot_q5_1, rowdot_q8_0
 
-ROW_TYPES = (T.Q4_0, T.Q4_1, T.Q5_0, T.Q5_1, T.Q8_0, T.Q4_K, T.Q5_K, T.Q6_K)
+ROW_TYPES = (T.Q4_0, T.Q4_1, T.Q5_0, T.Q5_1, T.Q8_0, T.Q4_K, T.Q5_K, T.Q6_K, T.F32, T.F16, T.BF16)
 
 _Q4_0, _Q4_1, _Q5_0, _Q5_1, _Q8_0 = int(T.Q4_0), int(T.Q4_1), int(T.Q5_0), int(T.Q5_1), int(T.Q8_0)
 _Q4_K, _Q5_K, _Q6_K = int(T.Q4_K), int(T.Q5_K), int(T.Q6_K)
+_F32, _F16, _BF16 = int(T.F32), int(T.F16), int(T.BF16)
 
 
 @nb.njit(cache=True)
-def matvec_rows(kind, buf, off, rb, r0, r1, k, a32q, a32d, a32s, akq, akd, aks, out):
-    """out[r] = W[r] . x for r in r0..r1 (W: the weight of GGML type `kind` at buf[off:])."""
+def matvec_rows(kind, buf, buf16, buf32, off, rb, r0, r1, k, a32q, a32d, a32s, akq, akd, aks, xf, out):
+    """out[r] = W[r] . x for r in r0..r1 (W: the weight of GGML type `kind` at buf[off:]; buf16 and buf32
+    are the same bytes as uint16 and float32, for the float types; xf: x itself, float32[k])."""
     n32 = k // 32
     nk = k // 256
     if kind == _Q4_0:
@@ -50,3 +54,9 @@ def matvec_rows(kind, buf, off, rb, r0, r1, k, a32q, a32d, a32s, akq, akd, aks, 
     elif kind == _Q5_1:
         for r in range(r0, r1):
             out[r] = rowdot_q5_1(buf, off + r * rb, a32q, 0, a32d, a32s, 0, n32)
+    elif kind == _F16:
+        rows_f16(buf16, off // 2, rb // 2, r0, r1, xf, out)
+    elif kind == _BF16:
+        rows_bf16(buf16, off // 2, rb // 2, r0, r1, xf, out)
+    elif kind == _F32:
+        rows_f32(buf32, off // 4, rb // 4, r0, r1, xf, out)

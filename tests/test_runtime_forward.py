@@ -128,14 +128,18 @@ def test_tiny_qwen_matches_reference(tmp_path, arch):
         assert dev < 0.3 and corr > 0.995 and agree >= 0.9, (dev, corr, agree)
 
 
+TINY_TYPES = {"qwen2": {"attn_v": T.F32},                   # and F16 / BF16 / Q4_1 / Q5_x as write_tiny has
+              "qwen3": {"attn_v": T.Q8_0, "ffn_up": T.Q4_0}}  # quantized types only
+
+
 @pytest.mark.parametrize("case", ["smollm2", "gemma3", "qwen2", "qwen3"])
 def test_decode_step_equals_batch_path(tmp_path, case):
     """The compiled one-token step (decode.py) gives the batch path's logits bit for bit, token after
     token through the KV cache (f16 and f32), on every family's branches (qwen2 biases, qwen3 q/k norms,
-    gemma3 sliding window and post norms)."""
-    if case in ("qwen2", "qwen3"):
+    gemma3 sliding window and post norms) and every weight type (F32, F16, BF16 and the quantized ones)."""
+    if case in TINY_TYPES:
         path = tmp_path / f"tiny-{case}.gguf"
-        write_tiny(path, case, types={"attn_v": T.Q8_0, "ffn_up": T.Q4_0})  # row kernels for every matrix
+        write_tiny(path, case, types=TINY_TYPES[case])
     else:
         path = {"smollm2": SMOL, "gemma3": GEMMA}[case]
     tokens = np.random.default_rng(3).integers(0, 300, 10)
