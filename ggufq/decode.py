@@ -160,8 +160,7 @@ class DecodeStep:
         def meta(lin):
             return [lin.w.ctypes.data - base, int(lin.qtype), lin.rows, lin.w.strides[0]]  # row bytes
 
-        self.lw = np.array([[meta(m) for m in (L.wq, L.wk, L.wv, L.wo, L.w_gate, L.w_up, L.w_down)]
-                            for L in w.layers], np.int64)
+        self.lw = np.array([[meta(m) for m in L.matrices()] for L in w.layers], np.int64)
         self.ow = np.array(meta(w.output), np.int64)
         zeros_d = np.zeros(d, np.float32)
         self.norms = np.array([[L.attn_norm, L.ffn_norm,
@@ -204,10 +203,10 @@ class DecodeStep:
 
     @staticmethod
     def supported(model) -> bool:
-        """Every matrix has a row kernel and the model family is one the step knows."""
+        """Every matrix the step multiplies has a row kernel (the embedding is only looked up). The
+        families are the runtime's own: Config refuses any other architecture."""
         w = model.weights
-        mats = [w.output] + [m for L in w.layers for m in (L.wq, L.wk, L.wv, L.wo, L.w_gate, L.w_up, L.w_down)]
-        return all(m.qtype in ROW_TYPES for m in mats) and model.config.arch in ("llama", "qwen2", "qwen3", "gemma3")
+        return all(m.qtype in ROW_TYPES for m in w.linears() if m is not w.token_embd or m is w.output)
 
     def run(self, pos: int, n_threads: int) -> np.ndarray:
         rs = self.rs

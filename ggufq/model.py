@@ -197,6 +197,10 @@ class Layer:
     post_attn_norm: np.ndarray | None = None  # gemma3: norms after attention and after the FFN
     post_ffn_norm: np.ndarray | None = None
 
+    def matrices(self) -> tuple:
+        """The seven matrices, in the order q, k, v, output, gate, up, down (decode.py's WQ..WDOWN)."""
+        return (self.wq, self.wk, self.wv, self.wo, self.w_gate, self.w_up, self.w_down)
+
 
 class Weights:
     def __init__(self, g: GGUFFile, c: Config):
@@ -235,7 +239,7 @@ class Weights:
         yield self.token_embd
         yield self.output
         for L in self.layers:
-            yield from (L.wq, L.wk, L.wv, L.wo, L.w_gate, L.w_up, L.w_down)
+            yield from L.matrices()
 
 
 # ==================================================================================================
@@ -463,19 +467,19 @@ class Model:
         self._embed(tokens, self.rs.x[:1])
         out = self._step.run(self.n_past, numba.get_num_threads()).copy()
         self.n_past += 1
-        cap = self.config.logit_softcap
-        if cap:
-            np.tanh(out / cap, out=out)
-            out *= cap
+        self._softcap(out)
         return out[0]
 
     def _project(self, h: np.ndarray, out: np.ndarray) -> None:
         """logits = output(h) (h already normed), with gemma's soft-capping."""
         matmul(self.weights.output, Input(np.ascontiguousarray(h), self.rs), out)
+        self._softcap(out)
+
+    def _softcap(self, logits: np.ndarray) -> None:
         cap = self.config.logit_softcap
         if cap:
-            np.tanh(out / cap, out=out)
-            out *= cap
+            np.tanh(logits / cap, out=logits)
+            logits *= cap
 
     def _embed(self, tokens: np.ndarray, x: np.ndarray) -> None:
         e = self.weights.token_embd
