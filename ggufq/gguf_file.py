@@ -45,6 +45,7 @@ class KV:
     vtype: GGUFValueType
     value: Any
     subtype: GGUFValueType | None = None
+    span: tuple[int, int] | None = None  # file offsets of the value's bytes (its type field onwards)
 
 
 @dataclass
@@ -168,9 +169,10 @@ class GGUFFile:
             key = c.string("metadata key")
             if key in self.kv:
                 raise GGUFFormatError(f"{self.path}: duplicate metadata key {key!r}")
+            start = c.pos
             vtype = self._value_type(c, key)
             value, subtype = self._value(c, vtype, key, 0)
-            self.kv[key] = KV(key, vtype, value, subtype)
+            self.kv[key] = KV(key, vtype, value, subtype, (start, c.pos))
 
         alignment = self.get("general.alignment", DEFAULT_ALIGNMENT)
         if not isinstance(alignment, int) or alignment <= 0 or alignment & (alignment - 1):
@@ -226,6 +228,12 @@ class GGUFFile:
         for (s0, e0, n0), (s1, e1, n1) in zip(spans, spans[1:]):
             if s1 < e0:
                 raise GGUFFormatError(f"{self.path}: tensors {n0} and {n1} overlap")
+
+    def raw_value(self, key: str) -> bytes:
+        """The value of `key` as the file holds it (value type, then the value): copied as it is, a
+        262k-string vocabulary needs no re-encoding."""
+        start, end = self.kv[key].span
+        return bytes(self._mmap[start:end])
 
     def _value_type(self, c: _Cursor, key: str) -> GGUFValueType:
         raw = c.unpack("<I", f"type of {key}")

@@ -365,11 +365,12 @@ def apply_recipe(choices: list[TensorChoice], recipe: dict[str, GT]) -> list[Ten
 
 # ---- the shared quantizing entry point ----------------------------------------------------------------
 def quantize_tensor(name: str, array: np.ndarray, qtype, imatrix: np.ndarray | None = None,
-                    check_finite: bool = True) -> np.ndarray:
+                    check_finite: bool = True, out: np.ndarray | None = None) -> np.ndarray:
     """Quantize a float tensor (numpy order, last axis = rows of ne0) to `qtype`; returns uint8 bytes of
     shape [..., row_bytes] (or the F32/F16/BF16 array for unquantized types). NaN/Inf raise GGUFQError.
 
-    `imatrix` (ne0 values, or ne0 * n_expert for 3-D expert tensors) selects llama.cpp's weighted paths."""
+    `imatrix` (ne0 values, or ne0 * n_expert for 3-D expert tensors) selects llama.cpp's weighted paths.
+    `out`, a flat uint8 buffer, receives the bytes of a quantized type when given (QuantFormat.output_rows)."""
     from .kernels import get_format
     from .kernels.legacy import count_nonfinite
 
@@ -395,4 +396,4 @@ def quantize_tensor(name: str, array: np.ndarray, qtype, imatrix: np.ndarray | N
             raise GGUFQError(f"imatrix size {imatrix.size} is different from tensor size {k} for {name}")
     else:
         imatrix = None
-    return fmt.quantize(rows, imatrix).reshape(*a.shape[:-1], -1)
+    return fmt.quantize(rows, imatrix, out).reshape(*a.shape[:-1], -1)

@@ -26,7 +26,7 @@ class F32(QuantFormat, qtype=T.F32):
     dtype = np.float32
 
     @classmethod
-    def quantize(cls, rows, imatrix=None):
+    def quantize(cls, rows, imatrix=None, out=None):
         return np.ascontiguousarray(rows, dtype=np.float32).view(np.uint8)
 
     @classmethod
@@ -38,7 +38,7 @@ class F16(QuantFormat, qtype=T.F16):
     dtype = np.float16
 
     @classmethod
-    def quantize(cls, rows, imatrix=None):
+    def quantize(cls, rows, imatrix=None, out=None):
         return np.ascontiguousarray(rows, dtype=np.float32).astype(np.float16).view(np.uint8)
 
     @classmethod
@@ -50,7 +50,7 @@ class BF16(QuantFormat, qtype=T.BF16):
     dtype = np.uint16
 
     @classmethod
-    def quantize(cls, rows, imatrix=None):
+    def quantize(cls, rows, imatrix=None, out=None):
         return f32_to_bf16_bits(rows).view(np.uint8)
 
     @classmethod

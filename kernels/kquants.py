@@ -715,9 +715,9 @@ class _KQuant(QuantFormat):
     uses_imatrix = True
 
     @classmethod
-    def quantize(cls, rows, imatrix=None):
+    def quantize(cls, rows, imatrix=None, out=None):
         rows, qw, use = prepare_rows(cls, rows, imatrix)
-        out = np.empty((rows.shape[0], cls.row_bytes(rows.shape[1])), dtype=np.uint8)
+        out = cls.output_rows(rows.shape[0], rows.shape[1], out)
         if rows.shape[0]:
             cls._kernel(rows, qw, use, out)
         return out
@@ -767,9 +767,9 @@ class Q8_K(_KQuant, qtype=T.Q8_K):
     _deref = staticmethod(q8_k_dequantize_ref)
 
     @classmethod
-    def quantize(cls, rows, imatrix=None):
+    def quantize(cls, rows, imatrix=None, out=None):
         rows, _, _ = prepare_rows(cls, rows, None)
-        out = np.empty((rows.shape[0], cls.row_bytes(rows.shape[1])), dtype=np.uint8)
+        out = cls.output_rows(rows.shape[0], rows.shape[1], out)
         if rows.shape[0]:
             quantize_q8_k_nb(rows, out)
         return out

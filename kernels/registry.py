@@ -16,7 +16,8 @@ FORMATS: dict[GGMLQuantizationType, type["QuantFormat"]] = {}
 class QuantFormat:
     """A tensor format: rows of `block_size` weights stored as `type_size` bytes per block.
 
-    quantize(rows[n, k] float32, imatrix[k] | None) -> uint8[n, k // block_size * type_size]
+    quantize(rows[n, k] float32, imatrix[k] | None, out=None) -> uint8[n, k // block_size * type_size]
+        (written into the flat uint8 buffer `out` when one is given: a converter reuses one buffer)
     dequantize(uint8[..., nbytes]) -> float32[..., nbytes // type_size * block_size]
     """
 
@@ -41,7 +42,15 @@ class QuantFormat:
         return n_per_row // cls.block_size * cls.type_size
 
     @classmethod
-    def quantize(cls, rows: np.ndarray, imatrix: np.ndarray | None = None) -> np.ndarray:
+    def output_rows(cls, n_rows: int, n_per_row: int, out: np.ndarray | None = None) -> np.ndarray:
+        """uint8 [n_rows, row bytes] for quantize to fill: a view of `out` if given, else a new array."""
+        shape = (n_rows, cls.row_bytes(n_per_row))
+        if out is None:
+            return np.empty(shape, dtype=np.uint8)
+        return out[:shape[0] * shape[1]].reshape(shape)
+
+    @classmethod
+    def quantize(cls, rows: np.ndarray, imatrix: np.ndarray | None = None, out=None) -> np.ndarray:
         raise NotImplementedError(f"quantizing to {cls.name} is not supported")
 
     @classmethod

@@ -73,8 +73,9 @@ def _nbytes(qtype, shape) -> int:
     return n // block * tsize
 
 
-def _to_f32(t, rows, name):
-    """Rows of tensor t (2-D [n_rows, ne0] elements, or [n_rows, row_bytes] for block formats) as float32.
+def _to_f32(t, rows, name, scratch):
+    """Rows of tensor t (2-D [n_rows, ne0] elements, or [n_rows, row_bytes] for block formats) as float32,
+    F16 ones converted into `scratch` (a reused buffer: fresh pages would cost a fault each).
     Returns (array, checked): checked means NaN/Inf were already looked for."""
     import numpy as np
     from gguf import GGMLQuantizationType as GT
@@ -87,41 +88,35 @@ def _to_f32(t, rows, name):
         return rows.view(np.float32), False
     if t.qtype == GT.F16:
         bits = rows.view(np.uint16)
-        out = np.empty(bits.shape, dtype=np.float32)
+        out = scratch[:bits.size].reshape(bits.shape)
         if f16_to_f32_rows(bits, out):
             raise GGUFQError(f"tensor {name} contains NaN or Inf values")
         return out, True
     return get_format(t.qtype).dequantize(rows), False
 
 
+class RawValue(bytes):
+    """A metadata value already in GGUF form (type field and value), written as it is."""
+
+
 def _writer(path, arch: str):
-    """A gguf GGUFWriter whose array values are packed by numpy / bytes.join instead of one struct.pack per
-    element (a 262k-token vocabulary packs in milliseconds). gguf is imported lazily, so the class is made here."""
-    import numpy as np
-    from gguf import GGUFValueType, GGUFWriter
+    """A gguf GGUFWriter that writes RawValue values verbatim: metadata copied from the input is not
+    decoded and packed again (a 262k-token vocabulary takes a tenth of a second to pack). gguf is imported
+    lazily, so the class is made here."""
+    from gguf import GGUFWriter
 
     class Writer(GGUFWriter):
         def _pack_val(self, val, vtype, add_vtype, sub_type=None):
-            if vtype != GGUFValueType.ARRAY or sub_type is None or sub_type == GGUFValueType.ARRAY:
-                return super()._pack_val(val, vtype, add_vtype, sub_type)
-            head = self._pack("I", vtype) if add_vtype else b""
-            head += self._pack("I", sub_type) + self._pack("Q", len(val))
-            if sub_type == GGUFValueType.STRING:
-                parts = []
-                for s in val:
-                    b = s.encode("utf-8")
-                    parts.append(len(b).to_bytes(8, "little"))
-                    parts.append(b)
-                return head + b"".join(parts)
-            fmt = self._simple_value_packing[sub_type]
-            return head + np.asarray(val).astype(np.dtype("<" + {"?": "u1"}.get(fmt, fmt))).tobytes()
+            if isinstance(val, RawValue) and add_vtype:
+                return bytes(val)
+            return super()._pack_val(val, vtype, add_vtype, sub_type)
 
     return Writer(path, arch)
 
 
 def run(args) -> int:
     import numpy as np
-    from gguf import GGMLQuantizationType as GT, GGUFValueType
+    from gguf import GGMLQuantizationType as GT
 
     from ..errors import GGUFQError
     from ..gguf_file import GGUFFile
@@ -175,10 +170,7 @@ def run(args) -> int:
         for key, kv in g.kv.items():
             if key in moved:
                 continue
-            val = kv.value
-            if kv.vtype == GGUFValueType.ARRAY and isinstance(val, np.ndarray) and kv.subtype == GGUFValueType.BOOL:
-                val = val.tolist()
-            w.add_key_value(key, val, kv.vtype, sub_type=kv.subtype)
+            w.add_key_value(key, RawValue(g.raw_value(key)), kv.vtype, sub_type=kv.subtype)
         w.add_uint32("general.quantization_version", 2)  # GGML_QNT_VERSION
         w.add_uint32("general.file_type", int(opts.ftype))
         if imatrix is not None:
@@ -237,6 +229,7 @@ def _write_tensors(g, choices, imatrix, fout, w, quantize_tensor):
     import mmap
 
     import numpy as np
+    from gguf import GGMLQuantizationType as GT
     from tqdm import tqdm
 
     from ..errors import GGUFQError
@@ -254,9 +247,18 @@ def _write_tensors(g, choices, imatrix, fout, w, quantize_tensor):
         if hasattr(mm, "madvise") and hasattr(mmap, "MADV_DONTNEED"):
             mm.madvise(mmap.MADV_DONTNEED, lo, min(hi, len(mm)) - lo)
 
+    # one float32 slab and one output slab, reused: fresh pages would cost a fault each
+    scratch = np.empty(0, dtype=np.float32)
+    qbuf = np.empty(0, dtype=np.uint8)
     try:
         for c in choices:
             t = g.tensors[c.name]
+            if c.quantize:
+                slab_rows = max(1, SLAB_ELEMENTS // t.shape[0])
+                if t.qtype == GT.F16 and scratch.size < slab_rows * t.shape[0]:
+                    scratch = np.empty(slab_rows * t.shape[0], dtype=np.float32)
+                if qbuf.size < slab_rows * _nbytes(c.dst_type, t.shape[:1]):
+                    qbuf = np.empty(slab_rows * _nbytes(c.dst_type, t.shape[:1]), dtype=np.uint8)
             raw = np.frombuffer(mm, dtype=np.uint8, count=t.nbytes, offset=t.offset)
             if not c.quantize:
                 raw.tofile(fout)
@@ -283,8 +285,8 @@ def _write_tensors(g, choices, imatrix, fout, w, quantize_tensor):
                 base = e * rows_per_expert
                 for r0 in range(0, rows_per_expert, step):
                     r1 = min(rows_per_expert, r0 + step)
-                    x, checked = _to_f32(t, raw[base + r0:base + r1], c.name)
-                    q = quantize_tensor(c.name, x, c.dst_type, qe, check_finite=not checked)
+                    x, checked = _to_f32(t, raw[base + r0:base + r1], c.name, scratch)
+                    q = quantize_tensor(c.name, x, c.dst_type, qe, check_finite=not checked, out=qbuf)
                     q = np.ascontiguousarray(q).reshape(-1).view(np.uint8)
                     q.tofile(fout)
                     written += q.nbytes
