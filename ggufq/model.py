@@ -37,9 +37,10 @@ from .kernels.registry import GGMLQuantizationType
 BLAS_MIN_TOKENS = 32        # from this many tokens on, matrix products go through BLAS (short prompts: integer kernels)
 TILE_FLOATS = 1 << 20       # dequantized weight tile for the BLAS path: 4 MiB
 DEFAULT_N_CTX = 4096
-# GGUFQ_ATTN_FA=1: decode attention with ggml's flash-attention numbers (fp16 query and V sums); the
-# default keeps float32 sums. Greedy text equals llama-completion's only while no near-tie comes up.
-ATTN_FA = os.environ.get('GGUFQ_ATTN_FA', '0') == '1'
+# Batches under this many tokens attend with the numbers of ggml's flash attention for one query row at
+# a time (ops.attend_head), as llama.cpp does below its tile of 64 query rows (GGML_FA_TILE_Q); larger
+# batches take BLAS products (their numbers differ from llama.cpp's tiled kernel anyway).
+FA_MAX_TOKENS = 64
 # GGUFQ_DECODE_STEP=0: decode one token through the batch path (a Python loop over layers) instead of
 # the compiled step of decode.py; for comparisons, the numbers are the same.
 DECODE_STEP = os.environ.get('GGUFQ_DECODE_STEP', '1') != '0'
@@ -263,7 +264,7 @@ class RunState:
         self.att_out = np.zeros((B, c.n_head * hd), np.float32)
         self.hg = np.zeros((B, c.n_ff), np.float32)           # FFN gate, then gate * up
         self.hu = np.zeros((B, c.n_ff), np.float32)           # FFN up
-        self.att = np.zeros((BLAS_MIN_TOKENS * c.n_head, max(n_ctx, 2 * hd)), np.float32)  # attention scratch
+        self.att = np.zeros((FA_MAX_TOKENS * c.n_head, 2 * hd + 32), np.float32)  # attention scratch
         self.logits = np.zeros((1, c.n_vocab), np.float32)
         kv_dtype = {"f16": np.float16, "f32": np.float32}[kv_type]
         self.kc = np.zeros((c.n_layer, n_ctx, c.n_kv * hd), kv_dtype)        # KV cache
@@ -360,7 +361,7 @@ class Model:
                            if c.swa_layers else self.rope_global)
         self._block = {"llama": self._block_llama, "gemma3": self._block_gemma3}[FAMILIES[c.arch]]
         self._step = None      # the compiled one-token forward (decode.py), made on first use
-        self._step_ok = None if (decode_step and DECODE_STEP and not exact and not ATTN_FA) else False
+        self._step_ok = None if (decode_step and DECODE_STEP and not exact) else False
 
     @classmethod
     def load(cls, path, n_ctx: int | None = None, n_threads: int | None = None, kv_type: str = "f16",
@@ -514,10 +515,7 @@ class Model:
             ops.scale_rows(q, np.float32(scale))
             scale = 1.0
         window = c.sliding_window if swa else 0
-        if T < BLAS_MIN_TOKENS and ATTN_FA and rs.kc.dtype == np.float16:
-            ops.attention_fa(q, rs.kc_k[il], rs.vc_k[il], p0, c.n_head, c.n_kv, c.head_dim, window,
-                             np.float32(scale), out, rs.att)
-        elif T < BLAS_MIN_TOKENS:
+        if T < FA_MAX_TOKENS:
             ops.attention(q, rs.kc_k[il], rs.vc_k[il], p0, c.n_head, c.n_kv, c.head_dim, window,
                           np.float32(scale), out, rs.att)
         else:
@@ -597,7 +595,7 @@ def _threads_run_together() -> bool:
         layer = numba.threading_layer()
     except ValueError:  # no parallel region has run yet: run one
         ops.attention(np.zeros((1, 1), np.float32), np.zeros((1, 1), np.float32), np.zeros((1, 1), np.float32),
-                      0, 1, 1, 1, 0, np.float32(1.0), np.zeros((1, 1), np.float32), np.zeros((1, 2), np.float32))
+                      0, 1, 1, 1, 0, np.float32(1.0), np.zeros((1, 1), np.float32), np.zeros((1, 34), np.float32))
         layer = numba.threading_layer()
     return layer in ("omp", "workqueue")
 

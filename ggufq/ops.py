@@ -17,6 +17,7 @@ from numba import types
 from numba.extending import intrinsic
 
 from .kernels.dot_common import f16_to_f32, f32_to_f16
+from .kernels.legacy import f32_as_u32, u32_as_f32
 
 f32 = np.float32
 
@@ -33,6 +34,24 @@ def kv_to_f32(typingctx, v):
             return args[0]
         return types.float32(v), codegen
     return None
+
+
+@intrinsic
+def fma32(typingctx, a, b, c):
+    """a * b + c rounded once (llvm.fma.f32), for the places where llama.cpp's build fuses a multiply-add
+    (GCC contracts `x*y + z` in ggml-cpu, which is compiled with -march=native)."""
+    if not (a == b == c == types.float32):
+        return None
+
+    def codegen(context, builder, signature, args):
+        f = ir.FloatType()
+        mod = builder.module
+        try:
+            fn = mod.get_global("llvm.fma.f32")
+        except KeyError:
+            fn = ir.Function(mod, ir.FunctionType(f, [f, f, f]), name="llvm.fma.f32")
+        return builder.call(fn, list(args))
+    return types.float32(a, b, c), codegen
 
 
 @intrinsic
@@ -101,19 +120,26 @@ def rope_table(n_ctx: int, n_rot: int, base: float, freq_scale: float = 1.0,
                freq_factors: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """cos and sin [n_ctx, n_rot/2] of theta(p, i) = p * freq_scale * base^(-2i/n_rot) / factor[i],
     computed as ggml's rope cache does, in float32: theta starts at p and is multiplied by
-    powf(base, -2/n_rot) once per pair (the rounding of that product chain is part of llama.cpp's numbers)."""
+    powf(base, -2/n_rot) once per pair (the rounding of that product chain is part of llama.cpp's numbers),
+    and cosf/sinf are the C library's (glibc's sinf is not always correctly rounded; llama.cpp uses it)."""
     f = np.float32
     theta_scale = f(np.float64(f(base)) ** np.float64(f(-2.0) / f(n_rot)))
-    theta = np.arange(n_ctx, dtype=np.float32)
+    ff = np.ones(n_rot // 2, np.float32) if freq_factors is None else np.asarray(freq_factors, np.float32)
     cos = np.zeros((n_ctx, n_rot // 2), np.float32)
     sin = np.zeros((n_ctx, n_rot // 2), np.float32)
-    for i in range(n_rot // 2):
-        t = theta if freq_factors is None else theta / f(freq_factors[i])
-        t = f(freq_scale) * t
-        cos[:, i] = np.cos(t.astype(np.float64)).astype(np.float32)
-        sin[:, i] = np.sin(t.astype(np.float64)).astype(np.float32)
-        theta = theta * theta_scale
+    _rope_table(theta_scale, f(freq_scale), ff, freq_factors is not None, cos, sin)
     return cos, sin
+
+
+@nb.njit(cache=True)
+def _rope_table(theta_scale, freq_scale, ff, has_ff, cos, sin):
+    for p in range(cos.shape[0]):
+        theta = f32(p)
+        for i in range(cos.shape[1]):
+            t = freq_scale * (theta / ff[i] if has_ff else theta)
+            cos[p, i] = math.cos(t)  # float32 in, float32 out: libm's cosf
+            sin[p, i] = math.sin(t)
+            theta = theta * theta_scale
 
 
 @nb.njit(cache=True)
@@ -121,6 +147,8 @@ def rope(x, n_head, hd, n_rot, pos0, cos, sin, neox):
     """Rotate each head of x[T, n_head * hd] in place at positions pos0 + t.
 
     neox=False ("normal", llama): pairs (2i, 2i+1); neox=True (qwen2/3, gemma3): pairs (i, i + n_rot/2).
+    Each output is one product fused into the other's rounded one, as ggml's rotate_pairs compiles
+    (vfmsub231ss / vfmadd132ss, and vfmaddsub for the vectorized loop).
     """
     T = x.shape[0]
     half = n_rot // 2
@@ -134,23 +162,55 @@ def rope(x, n_head, hd, n_rot, pos0, cos, sin, neox):
             if neox:
                 a = x[t, o + i]
                 b = x[t, o + i + half]
-                x[t, o + i] = a * c - b * s
-                x[t, o + i + half] = a * s + b * c
+                x[t, o + i] = fma32(a, c, -(b * s))
+                x[t, o + i + half] = fma32(a, s, b * c)
             else:
                 a = x[t, o + 2 * i]
                 b = x[t, o + 2 * i + 1]
-                x[t, o + 2 * i] = a * c - b * s
-                x[t, o + 2 * i + 1] = a * s + b * c
+                x[t, o + 2 * i] = fma32(a, c, -(b * s))
+                x[t, o + 2 * i + 1] = fma32(a, s, b * c)
+
+
+# ggml_v_expf's constants (ggml-cpu/vec.h): exp(x) = 2^n * (1 + polynomial(b)), b = x - n*ln2 in two parts
+_EXP_SHIFTER = f32(float.fromhex("0x1.8p23"))
+_LOG2E = f32(float.fromhex("0x1.715476p+0"))
+_LN2_HI = f32(float.fromhex("0x1.62e4p-1"))
+_LN2_LO = f32(float.fromhex("0x1.7f7d1cp-20"))
+_EXP_P0 = f32(float.fromhex("0x1.0e4020p-7"))
+_EXP_P1 = f32(float.fromhex("0x1.573e2ep-5"))
+_EXP_P2 = f32(float.fromhex("0x1.555e66p-3"))
+_EXP_P3 = f32(float.fromhex("0x1.fffdb6p-2"))
+_EXP_P4 = f32(float.fromhex("0x1.ffffecp-1"))
 
 
 @nb.njit(cache=True)
 def silu_mul(g, u):
-    """g = silu(g) * u, in place."""
+    """g = silu(g) * u, in place, with the numbers of ggml_vec_swiglu_f32's AVX2 loop:
+    silu(x) = x / (1 + v_expf(0 - x)), where v_expf is ggml's polynomial exp (not libm's), lane by lane."""
     n, d = g.shape
-    for i in nb.prange(n):
+    for i in range(n):
+        gi = g[i]
+        ui = u[i]
         for j in range(d):
-            v = g[i, j]
-            g[i, j] = v / (f32(1.0) + np.exp(-v)) * u[i, j]
+            x = gi[j]
+            y = f32(0.0) - x
+            z = fma32(y, _LOG2E, _EXP_SHIFTER)
+            m = z - _EXP_SHIFTER
+            b = fma32(-m, _LN2_LO, fma32(-m, _LN2_HI, y))
+            e = np.uint32(f32_as_u32(z) << np.uint32(23))
+            k = u32_as_f32(np.uint32(e + np.uint32(0x3F800000)))
+            bb = b * b
+            p = fma32(fma32(fma32(_EXP_P0, b, _EXP_P1), bb, fma32(_EXP_P2, b, _EXP_P3)), bb, _EXP_P4 * b)
+            if abs(m) <= f32(126.0):
+                ex = fma32(p, k, k)
+            else:  # 2^n out of float range: ggml's two-factor scaling, or its overflow/underflow value
+                gb = np.uint32(0x82000000) if m <= f32(0.0) else np.uint32(0)
+                s1 = u32_as_f32(np.uint32(gb + np.uint32(0x7F000000)))
+                if abs(m) > f32(192.0):
+                    ex = s1 * s1
+                else:
+                    ex = fma32(u32_as_f32(np.uint32(e - gb)), p, u32_as_f32(np.uint32(e - gb))) * s1
+            gi[j] = (x / (f32(1.0) + ex)) * ui[j]
 
 
 @nb.njit(cache=True)
@@ -176,15 +236,21 @@ def gelu_mul(g, u):
 def attention(q, kc, vc, pos0, n_head, n_kv, hd, window, scale, out, att):
     """Causal attention of q[T, n_head * hd] at positions pos0 + t over the cache rows 0..pos0+T-1
     (kc, vc: [n_ctx, n_kv * hd], fp16 bits or float32). Query head h reads KV head h // (n_head / n_kv).
-    window > 0 keeps only keys with p - j < window (sliding-window layers). att: scratch [T*n_head, n_ctx]."""
+    window > 0 keeps only keys with p - j < window (sliding-window layers); the numbers of ggml's flash
+    attention (attend_head). att: scratch [T * n_head, >= 2 * hd + 32]."""
     T = q.shape[0]
     for idx in nb.prange(T * n_head):
         attend_head(q, kc, vc, idx // n_head, idx % n_head, pos0, n_head, n_kv, hd, window, scale, out, att[idx])
 
 
-@nb.njit(cache=True, fastmath=True)
-def attend_head(q, kc, vc, t, h, pos0, n_head, n_kv, hd, window, scale, out, att):
-    """One query head h of token t (position pos0 + t); att: a scratch row of at least pos0 + t + 1.
+@nb.njit(cache=True)
+def attend_head(q, kc, vc, t, h, pos0, n_head, n_kv, hd, window, scale, out, w):
+    """One query head h of token t (position pos0 + t), with the numbers of ggml's CPU flash attention
+    (ggml_compute_forward_flash_attn_ext_f16_one_chunk: what llama.cpp runs for batches under 64 rows
+    over a KV view under 512): the query rounded to the cache's type (fp16 for an fp16 cache); each
+    score in ggml_vec_dot_f16's AVX2 order (32 fused-multiply-add lanes, then GGML_F32x8_REDUCE's tree);
+    an online softmax with expf and S = fma(S, ms, vs); the weighted sum of V kept in the cache's type
+    and rounded at each step (ggml_vec_mad_f16: fma, then fp16). w: scratch of 2 * hd + 32 floats.
     Its own function so that the batched attention and the compiled decode step share its numbers."""
     ko = (h // (n_head // n_kv)) * hd
     qo = h * hd
@@ -192,76 +258,49 @@ def attend_head(q, kc, vc, t, h, pos0, n_head, n_kv, hd, window, scale, out, att
     lo = 0
     if window > 0 and p - window + 1 > 0:
         lo = p - window + 1
-    mx = f32(-np.inf)
-    for j in range(lo, p + 1):
-        s = f32(0.0)
-        for i in range(hd):
-            s += q[t, qo + i] * kv_to_f32(kc[j, ko + i])
-        s *= scale
-        att[j] = s
-        if s > mx:
-            mx = s
-    tot = 0.0
-    for j in range(lo, p + 1):
-        e = np.exp(att[j] - mx)
-        att[j] = e
-        tot += e
-    inv = f32(1.0 / tot)
+    qh = w[:hd]
+    acc = w[hd:2 * hd]
+    lanes = w[2 * hd:2 * hd + 32]
     for i in range(hd):
-        out[t, qo + i] = 0.0
+        qh[i] = kv_to_f32(f32_to_kv(q[t, qo + i], kc))
+        acc[i] = 0.0
+    n32 = hd - hd % 32
+    M = f32(-np.inf)
+    S = f32(0.0)
     for j in range(lo, p + 1):
-        a = att[j] * inv
-        for i in range(hd):
-            out[t, qo + i] += a * kv_to_f32(vc[j, ko + i])
-
-
-@nb.njit(inline="always")
-def _f16r(x):
-    return f16_to_f32(f32_to_f16(f32(x)))
-
-
-@nb.njit(cache=True, parallel=True)
-def attention_fa(q, kc, vc, pos0, n_head, n_kv, hd, window, scale, out, acc):
-    """`attention` with the numbers of ggml's CPU flash attention for a few query rows (its path below
-    64 rows) over an fp16 cache: the query rounded to fp16, an online softmax (running max and sum), the
-    weighted sum of V kept in fp16. acc: scratch [T * n_head, 2 * hd]."""
-    T = q.shape[0]
-    g = n_head // n_kv
-    for idx in nb.prange(T * n_head):
-        t = idx // n_head
-        h = idx % n_head
-        ko = (h // g) * hd
-        qo = h * hd
-        p = pos0 + t
-        lo = 0
-        if window > 0 and p - window + 1 > 0:
-            lo = p - window + 1
-        for i in range(hd):
-            acc[idx, i] = _f16r(q[t, qo + i])
-            acc[idx, hd + i] = 0.0
-        M = f32(-np.inf)
-        S = f32(0.0)
-        for j in range(lo, p + 1):
-            s = f32(0.0)
+        kj = kc[j, ko:ko + hd]
+        for l in range(32):
+            lanes[l] = 0.0
+        for i0 in range(0, n32, 32):
+            for l in range(32):
+                lanes[l] = fma32(kv_to_f32(kj[i0 + l]), qh[i0 + l], lanes[l])
+        for l in range(8):  # GGML_F32x8_REDUCE: x0 += x2, x1 += x3, x0 += x1, halves, two hadds
+            lanes[l] += lanes[16 + l]
+            lanes[8 + l] += lanes[24 + l]
+        for l in range(8):
+            lanes[l] += lanes[8 + l]
+        sd = np.float64(((lanes[0] + lanes[4]) + (lanes[1] + lanes[5])) +
+                        ((lanes[2] + lanes[6]) + (lanes[3] + lanes[7])))
+        for i in range(n32, hd):
+            sd += np.float64(kv_to_f32(kj[i]) * qh[i])
+        s = f32(sd) * scale
+        ms = f32(1.0)
+        vs = f32(1.0)
+        if s > M:
+            m_old = M
+            M = s
+            ms = math.exp(m_old - M)
             for i in range(hd):
-                s += acc[idx, i] * kv_to_f32(kc[j, ko + i])
-            s *= scale
-            ms = f32(1.0)
-            vs = f32(1.0)
-            if s > M:
-                Mold = M
-                M = s
-                ms = np.exp(Mold - M)
-                for i in range(hd):
-                    acc[idx, hd + i] = _f16r(acc[idx, hd + i] * ms)
-            else:
-                vs = np.exp(s - M)
-            for i in range(hd):
-                acc[idx, hd + i] = _f16r(acc[idx, hd + i] + kv_to_f32(vc[j, ko + i]) * vs)
-            S = S * ms + vs
-        inv = f32(1.0) / S
+                acc[i] = kv_to_f32(f32_to_kv(acc[i] * ms, vc))
+        else:
+            vs = math.exp(s - M)
+        vj = vc[j, ko:ko + hd]
         for i in range(hd):
-            out[t, qo + i] = acc[idx, hd + i] * inv
+            acc[i] = kv_to_f32(f32_to_kv(fma32(kv_to_f32(vj[i]), vs, acc[i]), vc))
+        S = fma32(S, ms, vs)
+    inv = f32(1.0) / S if S != f32(0.0) else f32(0.0)
+    for i in range(hd):
+        out[t, qo + i] = acc[i] * inv
 
 
 @nb.njit(cache=True, parallel=True, fastmath=True)

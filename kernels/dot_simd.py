@@ -207,8 +207,9 @@ def dot_q6k(typingctx, w, li, hi, shl, shh, x, xi):
 
 
 # ---- whole-row dots: the loop over blocks in IR, float32 vector accumulators --------------------------
-# Per block the int32 lane sums are converted to float and multiplied by the two scales into an 8-lane
-# accumulator (as llama.cpp's AVX2 loops do); the horizontal sum happens once per row, not per block.
+# Per block the int32 lane sums are converted to float and fused-multiply-added with the two scales into
+# an 8-lane accumulator, and the minimum's term into a scalar one with fma, as llama.cpp's AVX2 loops do
+# (vfmadd231ps / vfmadd231ss in its build); the horizontal sum is hsum_float_8's tree, once per row.
 
 F32T = ir.FloatType()
 I64 = ir.IntType(64)
@@ -224,6 +225,13 @@ def _dot_lanes(builder, a, x):
         return builder.call(maddwd, [p16, _splat(1, 16, I16)])
     total = _dot(builder, a, x, 32)
     return builder.insert_element(ir.Constant(_vec(I32, 8), [0] * 8), total, ir.Constant(I32, 0))
+
+
+def _hsum8(builder, v):
+    """llama.cpp's hsum_float_8: lanes i + (i + 4), then (0 + 2) + (1 + 3)."""
+    e = [builder.extract_element(v, ir.Constant(I32, j)) for j in range(8)]
+    s = [builder.fadd(e[j + 4], e[j]) for j in range(4)]
+    return builder.fadd(builder.fadd(s[0], s[2]), builder.fadd(s[1], s[3]))
 
 
 def _data_ptr(context, builder, aryty, ary, idx, elem):
@@ -270,10 +278,12 @@ def _make_rowdot(block_bytes, decode, has_min):
             sv = builder.shuffle_vector(builder.insert_element(ir.Constant(_vec(F32T, 8), None), scale,
                                                                ir.Constant(I32, 0)),
                                         ir.Constant(_vec(F32T, 8), None), ir.Constant(_vec(I32, 8), [0] * 8))
-            acc2 = builder.fadd(acc, builder.fmul(lanes, sv))
+            fma8 = _fn(builder, "llvm.fma.v8f32", _vec(F32T, 8), [_vec(F32T, 8)] * 3)
+            acc2 = builder.call(fma8, [lanes, sv, acc])
             if has_min:
                 m = _load_half(builder, builder.gep(bp, [ir.Constant(I64, 2)]))
-                accm2 = builder.fadd(accm, builder.fmul(m, builder.load(builder.gep(sp, [i]))))
+                fma1 = _fn(builder, "llvm.fma.f32", F32T, [F32T] * 3)
+                accm2 = builder.call(fma1, [m, builder.load(builder.gep(sp, [i])), accm])
             else:
                 accm2 = accm
             i2 = builder.add(i, ir.Constant(I64, 1))
@@ -293,10 +303,7 @@ def _make_rowdot(block_bytes, decode, has_min):
             mf = builder.phi(F32T)
             mf.add_incoming(ir.Constant(F32T, 0.0), entry)
             mf.add_incoming(accm2, body_end)
-            total = ir.Constant(F32T, 0.0)
-            for lane in range(8):
-                total = builder.fadd(total, builder.extract_element(accf, ir.Constant(I32, lane)))
-            return builder.fadd(total, mf)
+            return builder.fadd(_hsum8(builder, accf), mf)
 
         return types.float32(w, wi, xq, xi, xd, xs, si, nb), codegen
 
