@@ -3,7 +3,7 @@
 Activations are quantized to Q8_K (dot_common.quantize_q8_k: int8 values, a float32 scale per 256, and
 the sum of every 16 values); per super-block the kernel forms int32 sums per sub-block, weights them by
 the 6-bit (Q4_K/Q5_K) or 8-bit (Q6_K) sub-block scales, and takes the minimums through the activation
-sums, as llama.cpp's ggml_vec_dot_q4_K_q8_K does. Layouts (bytes per super-block):
+sums, in the lanes and order of llama.cpp's AVX2 ggml_vec_dot_q{4,5,6}_K_q8_K (dot_simd.rowdot_q*_k). Layouts (bytes per super-block):
 
     Q4_K 144: d f16, dmin f16, scales[12] (8 six-bit scales and mins), qs[128]
               sub-block j (32 values) = low (j even) or high (j odd) nibbles of qs[32 * (j // 2):][:32]
@@ -18,7 +18,7 @@ import numpy as np
 from gguf import GGMLQuantizationType as T
 
 from .dot_common import f16_to_f32, load_f16, register
-from .dot_simd import dot_nib, dot_q5k, dot_q6k
+from .dot_simd import rowdot_q4_k, rowdot_q5_k, rowdot_q6_k
 
 i32 = np.int32
 f32 = np.float32
@@ -41,46 +41,10 @@ def _f16_at(wf, o):
 
 # ---- Q4_K ----------------------------------------------------------------------------------------
 
-@nb.njit(inline="always")
-def _row_q45_k(wf, ro, nbk, xv, xo, xd, xdo, xs, xso, five):
-    """Q4_K (five=False, 144-byte blocks) or Q5_K (True, 176 bytes: qh[32] before qs): one row at byte
-    ro of the flat weights times one token's Q8_K activations (xv from xo, its scales xd from xdo, its
-    16-value sums xs from xso). `five` is a constant at every call, so the branches fold away."""
-    bb = 176 if five else 144
-    qs = 48 if five else 16
-    acc = f32(0.0)
-    for b in range(nbk):
-        wo = ro + b * bb
-        xb = xo + b * 256
-        sb = xso + b * 16
-        sumi = i32(0)
-        summ = i32(0)
-        for c in range(4):
-            if five:
-                s_lo = dot_q5k(wf, wo + qs + c * 32, wo + 16, 0, 2 * c, xv, xb + c * 64)
-                s_hi = dot_q5k(wf, wo + qs + c * 32, wo + 16, 4, 2 * c + 1, xv, xb + c * 64 + 32)
-            else:
-                s_lo = dot_nib(wf, wo + qs + c * 32, 0, xv, xb + c * 64)
-                s_hi = dot_nib(wf, wo + qs + c * 32, 4, xv, xb + c * 64 + 32)
-            sc, m = _scale_min_k4(wf, wo + 4, 2 * c)
-            sumi += sc * s_lo
-            summ += m * (xs[sb + 4 * c] + xs[sb + 4 * c + 1])
-            sc, m = _scale_min_k4(wf, wo + 4, 2 * c + 1)
-            sumi += sc * s_hi
-            summ += m * (xs[sb + 4 * c + 2] + xs[sb + 4 * c + 3])
-        dx = xd[xdo + b]
-        acc += _f16_at(wf, wo) * dx * f32(sumi) - _f16_at(wf, wo + 2) * dx * f32(summ)
-    return acc
-
-
-@nb.njit(inline="always")
-def row_q4_k(wf, ro, nbk, xv, xo, xd, xdo, xs, xso):
-    return _row_q45_k(wf, ro, nbk, xv, xo, xd, xdo, xs, xso, False)
-
-
-@nb.njit(inline="always")
-def row_q5_k(wf, ro, nbk, xv, xo, xd, xdo, xs, xso):
-    return _row_q45_k(wf, ro, nbk, xv, xo, xd, xdo, xs, xso, True)
+# One row's dot product: the LLVM IR intrinsics of dot_simd, in llama.cpp's AVX2 lane order.
+row_q4_k = rowdot_q4_k
+row_q5_k = rowdot_q5_k
+row_q6_k = rowdot_q6_k
 
 
 @nb.njit(cache=True, parallel=True)
@@ -149,29 +113,6 @@ def dequant_q5_k(w, r0, r1, out):
 
 
 # ---- Q6_K ----------------------------------------------------------------------------------------
-
-@nb.njit(inline="always")
-def row_q6_k(wf, ro, nbk, xv, xo, xd, xdo, xs, xso):
-    acc = f32(0.0)
-    for b in range(nbk):
-        wo = ro + b * 210
-        sumi = i32(0)
-        for n in range(2):
-            for half in range(2):
-                l0 = half * 16
-                ql = wo + n * 64 + l0
-                qh = wo + 128 + n * 32 + l0
-                x0 = xo + b * 256 + n * 128 + l0
-                s1 = dot_q6k(wf, ql, qh, 0, 0, xv, x0)
-                s2 = dot_q6k(wf, ql + 32, qh, 0, 2, xv, x0 + 32)
-                s3 = dot_q6k(wf, ql, qh, 4, 4, xv, x0 + 64)
-                s4 = dot_q6k(wf, ql + 32, qh, 4, 6, xv, x0 + 96)
-                so = wo + 192 + n * 8 + half
-                sumi += (i32(np.int8(wf[so])) * s1 + i32(np.int8(wf[so + 2])) * s2
-                         + i32(np.int8(wf[so + 4])) * s3 + i32(np.int8(wf[so + 6])) * s4)
-        acc += _f16_at(wf, wo + 208) * xd[xdo + b] * f32(sumi)
-    return acc
-
 
 @nb.njit(cache=True, parallel=True)
 def matmul_q6_k(w, xf, xq, xd, xs, out):

@@ -331,3 +331,173 @@ rowdot_q5_0 = _make_rowdot(22, lambda b, p: _q5(b, p, 2, 6, 16), False)
 rowdot_q5_1 = _make_rowdot(24, lambda b, p: _q5(b, p, 4, 8, 0), True)
 rowdot_q8_0 = _make_rowdot(34, lambda b, p: b.load(b.bitcast(b.gep(p, [ir.Constant(I64, 2)]),
                                                              _vec(I8, 32).as_pointer()), align=1), False)
+
+
+# ---- K-quant whole-row dots: llama.cpp's AVX2 ggml_vec_dot_q{4,5,6}_K_q8_K, lane for lane -------------
+# Per super-block of 256 the int8 products are summed into the 8 int32 lanes of the AVX2 code (each lane
+# holds 4 consecutive bytes of every 32-byte group, weighted by its sub-block's scale); the lanes are
+# converted to float and fused-multiply-added with d into an 8-lane accumulator. The minimums' term:
+# Q4_K keeps 4 float lanes of it (fma with -d_y * dmin), Q5_K one float (its integer total, fma), Q6_K
+# subtracts 32 * scale * bsum from the integer lanes. The row's result is hsum_float_8 (+ the minimums).
+
+def _load_vec(builder, p8, off, n=32):
+    return builder.load(builder.bitcast(builder.gep(p8, [ir.Constant(I64, off)]), _vec(I8, n).as_pointer()),
+                        align=1)
+
+
+def _splat_val(builder, v, n, t):
+    undef = ir.Constant(_vec(t, n), None)
+    return builder.shuffle_vector(builder.insert_element(undef, v, ir.Constant(I32, 0)), undef,
+                                  ir.Constant(_vec(I32, n), [0] * n))
+
+
+def _byte(builder, p8, off, signed=False):
+    b = builder.load(builder.gep(p8, [ir.Constant(I64, off)]))
+    return builder.sext(b, I32) if signed else builder.zext(b, I32)
+
+
+def _scales_mins_k4(builder, bp):
+    """get_scale_min_k4 for j = 0..7 from the 12 bytes at bp + 4: ([sc], [m]) as i32 values."""
+    s = [_byte(builder, bp, 4 + k) for k in range(12)]
+    c = lambda v: ir.Constant(I32, v)  # noqa: E731
+    sc, m = [], []
+    for j in range(8):
+        if j < 4:
+            sc.append(builder.and_(s[j], c(63)))
+            m.append(builder.and_(s[j + 4], c(63)))
+        else:
+            sc.append(builder.or_(builder.and_(s[j + 4], c(15)), builder.shl(builder.lshr(s[j - 4], c(6)), c(4))))
+            m.append(builder.or_(builder.lshr(s[j + 4], c(4)), builder.shl(builder.lshr(s[j], c(6)), c(4))))
+    return sc, m
+
+
+def _make_rowdot_k(kind):
+    """An intrinsic rowdot(w, wo, nbk, xq, xo, xd, xdo, xs, xso) -> float32: one row of nbk super-blocks at
+    byte wo of w times one token's Q8_K activations (xq from xo, scales xd from xdo, int32 16-sums xs
+    from xso). kind: "q4_k", "q5_k" or "q6_k"."""
+    block_bytes = {"q4_k": 144, "q5_k": 176, "q6_k": 210}[kind]
+
+    def typer(typingctx, w, wo, nbk, xq, xo, xd, xdo, xs, xso):
+        if not (_is_arr(w, xq) and _is_int(wo, nbk, xo, xdo, xso)):
+            return None
+
+        def codegen(context, builder, sig, args):
+            w_, wo_, nb_, xq_, xo_, xd_, xdo_, xs_, xso_ = args
+            wp = _data_ptr(context, builder, sig.args[0], w_, wo_, I8)
+            xp = _data_ptr(context, builder, sig.args[3], xq_, xo_, I8)
+            dp = _data_ptr(context, builder, sig.args[5], xd_, xdo_, F32T)
+            sty = context.get_value_type(sig.args[7].dtype)
+            sp = _data_ptr(context, builder, sig.args[7], xs_, xso_, sty)
+            nbv = builder.sext(nb_, I64) if sig.args[2].bitwidth < 64 else nb_
+            f8, f4 = _vec(F32T, 8), _vec(F32T, 4)
+            zero8, zero4 = ir.Constant(f8, [0.0] * 8), ir.Constant(f4, [0.0] * 4)
+            fma8 = _fn(builder, "llvm.fma.v8f32", f8, [f8] * 3)
+            fma4 = _fn(builder, "llvm.fma.v4f32", f4, [f4] * 3)
+            fma1 = _fn(builder, "llvm.fma.f32", F32T, [F32T] * 3)
+            c32 = lambda v: ir.Constant(I32, v)  # noqa: E731
+
+            entry = builder.block
+            loop = builder.append_basic_block("rowdotk_loop")
+            done = builder.append_basic_block("rowdotk_done")
+            builder.cbranch(builder.icmp_signed(">", nbv, ir.Constant(I64, 0)), loop, done)
+            builder.position_at_end(loop)
+            i = builder.phi(I64)
+            acc = builder.phi(f8)
+            accm = builder.phi(f4 if kind == "q4_k" else F32T)
+
+            bp = builder.gep(wp, [builder.mul(i, ir.Constant(I64, block_bytes))])
+            xb = builder.gep(xp, [builder.mul(i, ir.Constant(I64, 256))])
+            yd = builder.load(builder.gep(dp, [i]))
+            bsum = builder.gep(sp, [builder.mul(i, ir.Constant(I64, 16))])
+            bs = [builder.load(builder.gep(bsum, [ir.Constant(I64, k)])) for k in range(16)]
+            bs = [builder.trunc(v, I32) if sty.width > 32 else (builder.sext(v, I32) if sty.width < 32 else v)
+                  for v in bs]
+            sumi = ir.Constant(_vec(I32, 8), [0] * 8)
+            if kind in ("q4_k", "q5_k"):
+                d = builder.fmul(yd, _load_half(builder, bp))
+                dmin = builder.fmul(builder.fneg(yd), _load_half(builder, builder.gep(bp, [ir.Constant(I64, 2)])))
+                sc, m = _scales_mins_k4(builder, bp)
+                qs_at = 48 if kind == "q5_k" else 16
+                hv = _load_vec(builder, bp, 16) if kind == "q5_k" else None
+                for c in range(4):
+                    qv = _load_vec(builder, bp, qs_at + 32 * c)
+                    halves = [builder.and_(qv, _splat(15, 32)), builder.lshr(qv, _splat(4, 32))]
+                    for h in range(2):
+                        q = halves[h]
+                        if hv is not None:
+                            bit = builder.and_(builder.lshr(hv, _splat(2 * c + h, 32)), _splat(1, 32))
+                            q = builder.or_(q, builder.shl(bit, _splat(4, 32)))
+                        xv = _load_vec(builder, xb, 64 * c + 32 * h)
+                        lanes = _dot_lanes(builder, q, xv)
+                        sumi = builder.add(sumi, builder.mul(lanes, _splat_val(builder, sc[2 * c + h], 8, I32)))
+                acc2 = builder.call(fma8, [_splat_val(builder, d, 8, F32T), builder.sitofp(sumi, f8), acc])
+                q8s = [builder.add(bs[2 * k], bs[2 * k + 1]) for k in range(8)]
+                prod = [builder.add(builder.mul(m[2 * k], q8s[2 * k]), builder.mul(m[2 * k + 1], q8s[2 * k + 1]))
+                        for k in range(4)]
+                if kind == "q4_k":
+                    pv = ir.Constant(_vec(I32, 4), None)
+                    for k in range(4):
+                        pv = builder.insert_element(pv, prod[k], c32(k))
+                    accm2 = builder.call(fma4, [_splat_val(builder, dmin, 4, F32T), builder.sitofp(pv, f4), accm])
+                else:
+                    tot = builder.add(builder.add(prod[0], prod[1]), builder.add(prod[2], prod[3]))
+                    accm2 = builder.call(fma1, [dmin, builder.sitofp(tot, F32T), accm])
+            else:  # q6_k
+                d = builder.fmul(yd, _load_half(builder, builder.gep(bp, [ir.Constant(I64, 208)])))
+                sc = [_byte(builder, bp, 192 + k, signed=True) for k in range(16)]
+                for j in range(2):
+                    ql1, ql2 = _load_vec(builder, bp, 64 * j), _load_vec(builder, bp, 64 * j + 32)
+                    qh = _load_vec(builder, bp, 128 + 32 * j)
+                    hb = [builder.shl(builder.and_(builder.lshr(qh, _splat(2 * k, 32)), _splat(3, 32)), _splat(4, 32))
+                          for k in range(4)]
+                    qk = [builder.or_(builder.and_(ql1, _splat(15, 32)), hb[0]),
+                          builder.or_(builder.and_(ql2, _splat(15, 32)), hb[1]),
+                          builder.or_(builder.lshr(ql1, _splat(4, 32)), hb[2]),
+                          builder.or_(builder.lshr(ql2, _splat(4, 32)), hb[3])]
+                    for k in range(4):
+                        lanes = _dot_lanes(builder, qk[k], _load_vec(builder, xb, 128 * j + 32 * k))
+                        sv = ir.Constant(_vec(I32, 8), None)
+                        for lane in range(8):
+                            sv = builder.insert_element(sv, sc[8 * j + 2 * k + lane // 4], c32(lane))
+                        sumi = builder.add(sumi, builder.mul(lanes, sv))
+                sub = ir.Constant(_vec(I32, 8), None)
+                for lane in range(8):
+                    v = builder.add(builder.mul(bs[2 * lane], sc[2 * lane]), builder.mul(bs[2 * lane + 1], sc[2 * lane + 1]))
+                    sub = builder.insert_element(sub, builder.shl(v, c32(5)), c32(lane))
+                sumi = builder.sub(sumi, sub)
+                acc2 = builder.call(fma8, [_splat_val(builder, d, 8, F32T), builder.sitofp(sumi, f8), acc])
+                accm2 = accm
+
+            i2 = builder.add(i, ir.Constant(I64, 1))
+            body_end = builder.block
+            i.add_incoming(ir.Constant(I64, 0), entry)
+            i.add_incoming(i2, body_end)
+            acc.add_incoming(zero8, entry)
+            acc.add_incoming(acc2, body_end)
+            accm.add_incoming(zero4 if kind == "q4_k" else ir.Constant(F32T, 0.0), entry)
+            accm.add_incoming(accm2, body_end)
+            builder.cbranch(builder.icmp_signed("<", i2, nbv), loop, done)
+
+            builder.position_at_end(done)
+            accf = builder.phi(f8)
+            accf.add_incoming(zero8, entry)
+            accf.add_incoming(acc2, body_end)
+            mf = builder.phi(f4 if kind == "q4_k" else F32T)
+            mf.add_incoming(zero4 if kind == "q4_k" else ir.Constant(F32T, 0.0), entry)
+            mf.add_incoming(accm2, body_end)
+            total = _hsum8(builder, accf)
+            if kind == "q4_k":  # acc_m + movehl, then + movehdup: (m0 + m2) + (m1 + m3)
+                e = [builder.extract_element(mf, c32(k)) for k in range(4)]
+                mf = builder.fadd(builder.fadd(e[0], e[2]), builder.fadd(e[1], e[3]))
+            if kind == "q6_k":
+                return total
+            return builder.fadd(total, mf)
+
+        return types.float32(w, wo, nbk, xq, xo, xd, xdo, xs, xso), codegen
+
+    return intrinsic(typer)
+
+
+rowdot_q4_k = _make_rowdot_k("q4_k")
+rowdot_q5_k = _make_rowdot_k("q5_k")
+rowdot_q6_k = _make_rowdot_k("q6_k")

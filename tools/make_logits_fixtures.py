@@ -1,0 +1,61 @@
+"""Make tests/data/logits_fixtures.json: sha256 of the float32 logits llama.cpp computes for fixed token
+sequences (a prompt decoded as one batch, then tokens one at a time), both real models.
+
+    python tools/make_logits_fixtures.py [LLAMA_CPP_BIN_DIR]   # default ~/.cache/ggufq-ref/llama.cpp/build/bin
+
+Runs tools/llama_logits.c (built here against the reference build): context 512, 2 threads, llama.cpp's
+default flash attention (on for CPU), `NPROMPT=N llama_logits MODEL OUT.f32 ID...`. The runtime must
+reproduce these bytes exactly: same kernels' arithmetic, same order, same fused multiply-adds.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+# (model, prompt ids, ids decoded one at a time after it): SmolLM2's greedy continuation of
+# "The capital of France is" through the step where it used to diverge, and its chat prompt. Gemma 3 is
+# not here yet: llama.cpp runs its Q4_K matrices repacked (8 rows interleaved, other kernels).
+CASES = [
+    ("SmolLM2-135M-Instruct.Q4_1.gguf", [504, 3575, 282, 4649, 314],
+     [7042, 30, 198, 198, 504, 1797, 1918, 553, 253, 2155, 282, 4723, 216, 35]),
+    ("SmolLM2-135M-Instruct.Q4_1.gguf", [1, 4093, 198, 1780, 314, 260, 31469, 6740, 335, 2591, 47, 2, 198, 1,
+                                         520, 9531, 198], [504, 31469, 6740]),
+]
+
+
+def build(bin_dir: Path) -> Path:
+    exe = Path("/tmp/llama_logits")
+    tree = bin_dir.parent.parent
+    subprocess.run(["gcc", "-O2", str(ROOT / "tools" / "llama_logits.c"), f"-I{tree}/include",
+                    f"-I{tree}/ggml/include", f"-L{bin_dir}", "-lllama", "-lggml", "-lggml-base",
+                    f"-Wl,-rpath,{bin_dir}", "-o", str(exe)], check=True)
+    return exe
+
+
+def main() -> int:
+    bin_dir = Path(sys.argv[1] if len(sys.argv) > 1 else Path.home() / ".cache/ggufq-ref/llama.cpp/build/bin")
+    exe = build(bin_dir)
+    out = {"command": "NPROMPT=len(prompt) llama_logits MODEL OUT.f32 PROMPT_IDS... DECODE_IDS... "
+                      "(tools/llama_logits.c: n_ctx 512, 2 threads, default flash attention)", "cases": []}
+    for model, prompt, decode in CASES:
+        f32 = Path("/tmp/llama_logits_fixture.f32")
+        subprocess.run([str(exe), str(ROOT / "models" / model), str(f32)] + [str(i) for i in prompt + decode],
+                       check=True, capture_output=True, env=dict(os.environ, NPROMPT=str(len(prompt))))
+        logits = np.fromfile(f32, dtype=np.float32)
+        out["cases"].append({"model": model, "prompt": prompt, "decode": decode,
+                             "sha256": hashlib.sha256(logits.tobytes()).hexdigest(),
+                             "argmax": int(logits.argmax()), "first8": [float(v) for v in logits[:8]]})
+        f32.unlink()
+    (ROOT / "tests" / "data" / "logits_fixtures.json").write_text(json.dumps(out, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
