@@ -20,7 +20,7 @@ import numpy as np
 from . import ops
 from .barrier import barrier
 from .kernels.dot_common import quantize_q8_32, quantize_q8_k
-from .kernels.dot_rows import ROW_TYPES, matvec_rows
+from .kernels.dot_rows import ROW_TYPES, matvec_rows, row_kind
 
 f32 = np.float32
 
@@ -61,7 +61,7 @@ def decode_step(nt, counter, buf, lw, ow, norms, qk_norm, bias, out_norm, window
                 pos, dims, flags, eps, attn_scale):
     """One token at position pos; x[1, d] holds its embedding, logits[1, n_vocab] receives the output.
 
-    lw int64[n_layer, 7, 4]: per matrix (offset in buf, GGML type, rows, row bytes), in the order
+    lw int64[n_layer, 7, 4]: per matrix (offset in buf, kernel kind (dot_rows.row_kind: the GGML type or a repacked Q4_K), rows, row bytes), in the order
     WQ..WDOWN; ow the same for the output matrix. norms float32[n_layer, 4, d]: attention, FFN, and
     gemma3's post-attention and post-FFN norms; qk_norm [n_layer, 2, hd]; bias [n_layer, 3, n_head*hd]
     (qwen2). dims = (n_layer, n_head, n_kv, hd, n_rot, d, n_ff); flags = (neox, bias, qk norm,
@@ -158,7 +158,7 @@ class DecodeStep:
         hd, d, nq = c.head_dim, c.n_embd, c.n_head * c.head_dim
 
         def meta(lin):
-            return [lin.w.ctypes.data - base, int(lin.qtype), lin.rows, lin.w.strides[0]]  # row bytes
+            return [lin.w.ctypes.data - base, row_kind(lin.qtype, lin.rows), lin.rows, lin.w.strides[0]]  # row bytes
 
         self.lw = np.array([[meta(m) for m in L.matrices()] for L in w.layers], np.int64)
         self.ow = np.array(meta(w.output), np.int64)

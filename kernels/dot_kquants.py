@@ -18,7 +18,7 @@ import numpy as np
 from gguf import GGMLQuantizationType as T
 
 from .dot_common import f16_to_f32, load_f16, register
-from .dot_simd import rowdot_q4_k, rowdot_q5_k, rowdot_q6_k
+from .dot_simd import AVX2, rowdot_q4_k, rowdot_q4_k_x8, rowdot_q5_k, rowdot_q6_k
 
 i32 = np.int32
 f32 = np.float32
@@ -45,6 +45,13 @@ def _f16_at(wf, o):
 row_q4_k = rowdot_q4_k
 row_q5_k = rowdot_q5_k
 row_q6_k = rowdot_q6_k
+row_q4_k_x8 = rowdot_q4_k_x8
+
+
+def q4_k_repacked(rows: int) -> bool:
+    """Whether llama.cpp runs a Q4_K matrix of this many rows repacked (8 rows interleaved) on this host,
+    and so with ggml_gemv_q4_K_8x8_q8_K's numbers rather than ggml_vec_dot_q4_K_q8_K's."""
+    return AVX2 and rows % 8 == 0
 
 
 @nb.njit(cache=True, parallel=True)
@@ -53,6 +60,11 @@ def matmul_q4_k(w, xf, xq, xd, xs, out):
     Tn, nbk = xd.shape
     k = xq.shape[1]
     wf, xv, xdv, xsv = w.reshape(-1), xq.reshape(-1), xd.reshape(-1), xs.reshape(-1)
+    if AVX2 and R % 8 == 0:  # q4_k_repacked
+        for r in nb.prange(R):
+            for t in range(Tn):
+                out[t, r] = row_q4_k_x8(wf, r * rb, nbk, xv, t * k, xdv, t * nbk, xsv, t * nbk * 16)
+        return
     for r in nb.prange(R):
         for t in range(Tn):
             out[t, r] = row_q4_k(wf, r * rb, nbk, xv, t * k, xdv, t * nbk, xsv, t * nbk * 16)

@@ -375,7 +375,10 @@ def _make_rowdot_k(kind):
     """An intrinsic rowdot(w, wo, nbk, xq, xo, xd, xdo, xs, xso) -> float32: one row of nbk super-blocks at
     byte wo of w times one token's Q8_K activations (xq from xo, scales xd from xdo, int32 16-sums xs
     from xso). kind: "q4_k", "q5_k" or "q6_k"."""
-    block_bytes = {"q4_k": 144, "q5_k": 176, "q6_k": 210}[kind]
+    block_bytes = {"q4_k": 144, "q4_k_x8": 144, "q5_k": 176, "q6_k": 210}[kind]
+    x8 = kind == "q4_k_x8"
+    if x8:
+        kind = "q4_k"
 
     def typer(typingctx, w, wo, nbk, xq, xo, xd, xdo, xs, xso):
         if not (_is_arr(w, xq) and _is_int(wo, nbk, xo, xdo, xso)):
@@ -430,11 +433,24 @@ def _make_rowdot_k(kind):
                         xv = _load_vec(builder, xb, 64 * c + 32 * h)
                         lanes = _dot_lanes(builder, q, xv)
                         sumi = builder.add(sumi, builder.mul(lanes, _splat_val(builder, sc[2 * c + h], 8, I32)))
-                acc2 = builder.call(fma8, [_splat_val(builder, d, 8, F32T), builder.sitofp(sumi, f8), acc])
                 q8s = [builder.add(bs[2 * k], bs[2 * k + 1]) for k in range(8)]
                 prod = [builder.add(builder.mul(m[2 * k], q8s[2 * k]), builder.mul(m[2 * k + 1], q8s[2 * k + 1]))
                         for k in range(4)]
-                if kind == "q4_k":
+                if x8:  # one integer total per row, scaled by fl(d_w * d_y): ggml_gemv_q4_K_8x8_q8_K
+                    red = _fn(builder, "llvm.vector.reduce.add.v8i32", I32, [_vec(I32, 8)])
+                    isum = builder.call(red, [sumi])
+                    imin = builder.add(builder.add(prod[0], prod[1]), builder.add(prod[2], prod[3]))
+                    dx = builder.fmul(_load_half(builder, bp), yd)
+                    mx = builder.fmul(_load_half(builder, builder.gep(bp, [ir.Constant(I64, 2)])), yd)
+                    acc2 = builder.call(fma8, [_splat_val(builder, builder.sitofp(isum, F32T), 8, F32T),
+                                               _splat_val(builder, dx, 8, F32T), acc])
+                    pv = builder.insert_element(ir.Constant(f4, [0.0] * 4), builder.sitofp(imin, F32T), c32(0))
+                    accm2 = builder.call(fma4, [pv, _splat_val(builder, mx, 4, F32T), accm])
+                else:
+                    acc2 = builder.call(fma8, [_splat_val(builder, d, 8, F32T), builder.sitofp(sumi, f8), acc])
+                if x8:
+                    pass  # accm2 made above
+                elif kind == "q4_k":
                     pv = ir.Constant(_vec(I32, 4), None)
                     for k in range(4):
                         pv = builder.insert_element(pv, prod[k], c32(k))
@@ -485,6 +501,8 @@ def _make_rowdot_k(kind):
             mf = builder.phi(f4 if kind == "q4_k" else F32T)
             mf.add_incoming(zero4 if kind == "q4_k" else ir.Constant(F32T, 0.0), entry)
             mf.add_incoming(accm2, body_end)
+            if x8:  # acc_row - acc_min_rows, lane 0 holds this row
+                return builder.fsub(builder.extract_element(accf, c32(0)), builder.extract_element(mf, c32(0)))
             total = _hsum8(builder, accf)
             if kind == "q4_k":  # acc_m + movehl, then + movehdup: (m0 + m2) + (m1 + m3)
                 e = [builder.extract_element(mf, c32(k)) for k in range(4)]
@@ -499,5 +517,8 @@ def _make_rowdot_k(kind):
 
 
 rowdot_q4_k = _make_rowdot_k("q4_k")
+# Q4_K weights with a multiple of 8 rows: llama.cpp on AVX2 repacks them 8 rows interleaved and runs
+# ggml_gemv_q4_K_8x8_q8_K, whose per-row numbers are these (integer sums over the whole super-block)
+rowdot_q4_k_x8 = _make_rowdot_k("q4_k_x8")
 rowdot_q5_k = _make_rowdot_k("q5_k")
 rowdot_q6_k = _make_rowdot_k("q6_k")
