@@ -18,7 +18,7 @@ import numpy as np
 from gguf import GGMLQuantizationType as T
 
 from .dot_common import f16_to_f32, load_f16, register
-from .dot_simd import AVX2, rowdot_q4_k, rowdot_q4_k_x8, rowdot_q5_k, rowdot_q6_k
+from .dot_simd import AVX2, rowdot_q4_k, rowdot_q4_k_x8, rowdot_q4_k_x8_gemm, rowdot_q5_k, rowdot_q6_k
 
 i32 = np.int32
 f32 = np.float32
@@ -60,9 +60,12 @@ def matmul_q4_k(w, xf, xq, xd, xs, out):
     Tn, nbk = xd.shape
     k = xq.shape[1]
     wf, xv, xdv, xsv = w.reshape(-1), xq.reshape(-1), xd.reshape(-1), xs.reshape(-1)
-    if AVX2 and R % 8 == 0:  # q4_k_repacked
+    if AVX2 and R % 8 == 0:  # q4_k_repacked: tokens by 4 through the gemm kernel, the rest through gemv
+        t4 = Tn - Tn % 4
         for r in nb.prange(R):
-            for t in range(Tn):
+            for t in range(t4):
+                out[t, r] = rowdot_q4_k_x8_gemm(wf, r * rb, nbk, xv, t * k, xdv, t * nbk, xsv, t * nbk * 16)
+            for t in range(t4, Tn):
                 out[t, r] = row_q4_k_x8(wf, r * rb, nbk, xv, t * k, xdv, t * nbk, xsv, t * nbk * 16)
         return
     for r in nb.prange(R):

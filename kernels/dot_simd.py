@@ -375,8 +375,9 @@ def _make_rowdot_k(kind):
     """An intrinsic rowdot(w, wo, nbk, xq, xo, xd, xdo, xs, xso) -> float32: one row of nbk super-blocks at
     byte wo of w times one token's Q8_K activations (xq from xo, scales xd from xdo, int32 16-sums xs
     from xso). kind: "q4_k", "q5_k" or "q6_k"."""
-    block_bytes = {"q4_k": 144, "q4_k_x8": 144, "q5_k": 176, "q6_k": 210}[kind]
-    x8 = kind == "q4_k_x8"
+    block_bytes = {"q4_k": 144, "q4_k_x8": 144, "q4_k_x8_gemm": 144, "q5_k": 176, "q6_k": 210}[kind]
+    x8 = kind.startswith("q4_k_x8")
+    per_pair = kind == "q4_k_x8_gemm"  # the 4-row kernel accumulates floats after each pair of sub-blocks
     if x8:
         kind = "q4_k"
 
@@ -422,6 +423,15 @@ def _make_rowdot_k(kind):
                 sc, m = _scales_mins_k4(builder, bp)
                 qs_at = 48 if kind == "q5_k" else 16
                 hv = _load_vec(builder, bp, 16) if kind == "q5_k" else None
+                q8s = [builder.add(bs[2 * k], bs[2 * k + 1]) for k in range(8)]
+                prod = [builder.add(builder.mul(m[2 * k], q8s[2 * k]), builder.mul(m[2 * k + 1], q8s[2 * k + 1]))
+                        for k in range(4)]
+                red = _fn(builder, "llvm.vector.reduce.add.v8i32", I32, [_vec(I32, 8)])
+                if x8:
+                    dx = builder.fmul(_load_half(builder, bp), yd)
+                    mx = builder.fmul(_load_half(builder, builder.gep(bp, [ir.Constant(I64, 2)])), yd)
+                    dxv, mxv = _splat_val(builder, dx, 8, F32T), _splat_val(builder, mx, 4, F32T)
+                    acc_p, accm_p = acc, accm
                 for c in range(4):
                     qv = _load_vec(builder, bp, qs_at + 32 * c)
                     halves = [builder.and_(qv, _splat(15, 32)), builder.lshr(qv, _splat(4, 32))]
@@ -433,19 +443,20 @@ def _make_rowdot_k(kind):
                         xv = _load_vec(builder, xb, 64 * c + 32 * h)
                         lanes = _dot_lanes(builder, q, xv)
                         sumi = builder.add(sumi, builder.mul(lanes, _splat_val(builder, sc[2 * c + h], 8, I32)))
-                q8s = [builder.add(bs[2 * k], bs[2 * k + 1]) for k in range(8)]
-                prod = [builder.add(builder.mul(m[2 * k], q8s[2 * k]), builder.mul(m[2 * k + 1], q8s[2 * k + 1]))
-                        for k in range(4)]
-                if x8:  # one integer total per row, scaled by fl(d_w * d_y): ggml_gemv_q4_K_8x8_q8_K
-                    red = _fn(builder, "llvm.vector.reduce.add.v8i32", I32, [_vec(I32, 8)])
-                    isum = builder.call(red, [sumi])
+                    if per_pair:  # ggml_gemm_q4_K_8x8_q8_K: fma after every pair of sub-blocks
+                        isum = builder.sitofp(builder.call(red, [sumi]), F32T)
+                        acc_p = builder.call(fma8, [_splat_val(builder, isum, 8, F32T), dxv, acc_p])
+                        pv = builder.insert_element(ir.Constant(f4, [0.0] * 4), builder.sitofp(prod[c], F32T), c32(0))
+                        accm_p = builder.call(fma4, [pv, mxv, accm_p])
+                        sumi = ir.Constant(_vec(I32, 8), [0] * 8)
+                if per_pair:
+                    acc2, accm2 = acc_p, accm_p
+                elif x8:  # one integer total per row, scaled by fl(d_w * d_y): ggml_gemv_q4_K_8x8_q8_K
+                    isum = builder.sitofp(builder.call(red, [sumi]), F32T)
                     imin = builder.add(builder.add(prod[0], prod[1]), builder.add(prod[2], prod[3]))
-                    dx = builder.fmul(_load_half(builder, bp), yd)
-                    mx = builder.fmul(_load_half(builder, builder.gep(bp, [ir.Constant(I64, 2)])), yd)
-                    acc2 = builder.call(fma8, [_splat_val(builder, builder.sitofp(isum, F32T), 8, F32T),
-                                               _splat_val(builder, dx, 8, F32T), acc])
+                    acc2 = builder.call(fma8, [_splat_val(builder, isum, 8, F32T), dxv, acc])
                     pv = builder.insert_element(ir.Constant(f4, [0.0] * 4), builder.sitofp(imin, F32T), c32(0))
-                    accm2 = builder.call(fma4, [pv, _splat_val(builder, mx, 4, F32T), accm])
+                    accm2 = builder.call(fma4, [pv, mxv, accm])
                 else:
                     acc2 = builder.call(fma8, [_splat_val(builder, d, 8, F32T), builder.sitofp(sumi, f8), acc])
                 if x8:
@@ -520,5 +531,7 @@ rowdot_q4_k = _make_rowdot_k("q4_k")
 # Q4_K weights with a multiple of 8 rows: llama.cpp on AVX2 repacks them 8 rows interleaved and runs
 # ggml_gemv_q4_K_8x8_q8_K, whose per-row numbers are these (integer sums over the whole super-block)
 rowdot_q4_k_x8 = _make_rowdot_k("q4_k_x8")
+# ... and ggml_gemm_q4_K_8x8_q8_K for 4 tokens at a time (a float fma after each pair of sub-blocks)
+rowdot_q4_k_x8_gemm = _make_rowdot_k("q4_k_x8_gemm")
 rowdot_q5_k = _make_rowdot_k("q5_k")
 rowdot_q6_k = _make_rowdot_k("q6_k")
