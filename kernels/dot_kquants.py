@@ -18,7 +18,8 @@ import numpy as np
 from gguf import GGMLQuantizationType as T
 
 from .dot_common import f16_to_f32, load_f16, register
-from .dot_simd import AVX2, rowdot_q4_k, rowdot_q4_k_x8, rowdot_q4_k_x8_gemm, rowdot_q5_k, rowdot_q6_k
+from .dot_simd import (AVX2, rowdot_q4_k, rowdot_q4_k_tiled, rowdot_q4_k_x8, rowdot_q4_k_x8_gemm, rowdot_q5_k,
+                       rowdot_q5_k_tiled, rowdot_q6_k, rowdot_q6_k_tiled)
 
 i32 = np.int32
 f32 = np.float32
@@ -48,6 +49,10 @@ row_q6_k = rowdot_q6_k
 row_q4_k_x8 = rowdot_q4_k_x8
 
 
+# From this many tokens on llama.cpp multiplies the (not repacked) K-quants with ggml's tiled kernel
+TILED_MIN_TOKENS = 8
+
+
 def q4_k_repacked(rows: int) -> bool:
     """Whether llama.cpp runs a Q4_K matrix of this many rows repacked (8 rows interleaved) on this host,
     and so with ggml_gemv_q4_K_8x8_q8_K's numbers rather than ggml_vec_dot_q4_K_q8_K's."""
@@ -67,6 +72,11 @@ def matmul_q4_k(w, xf, xq, xd, xs, out):
                 out[t, r] = rowdot_q4_k_x8_gemm(wf, r * rb, nbk, xv, t * k, xdv, t * nbk, xsv, t * nbk * 16)
             for t in range(t4, Tn):
                 out[t, r] = row_q4_k_x8(wf, r * rb, nbk, xv, t * k, xdv, t * nbk, xsv, t * nbk * 16)
+        return
+    if Tn >= 8:  # TILED_MIN_TOKENS
+        for r in nb.prange(R):
+            for t in range(Tn):
+                out[t, r] = rowdot_q4_k_tiled(wf, r * rb, nbk, xv, t * k, xdv, t * nbk, xsv, t * nbk * 16)
         return
     for r in nb.prange(R):
         for t in range(Tn):
@@ -101,6 +111,11 @@ def matmul_q5_k(w, xf, xq, xd, xs, out):
     Tn, nbk = xd.shape
     k = xq.shape[1]
     wf, xv, xdv, xsv = w.reshape(-1), xq.reshape(-1), xd.reshape(-1), xs.reshape(-1)
+    if Tn >= 8:  # TILED_MIN_TOKENS
+        for r in nb.prange(R):
+            for t in range(Tn):
+                out[t, r] = rowdot_q5_k_tiled(wf, r * rb, nbk, xv, t * k, xdv, t * nbk, xsv, t * nbk * 16)
+        return
     for r in nb.prange(R):
         for t in range(Tn):
             out[t, r] = row_q5_k(wf, r * rb, nbk, xv, t * k, xdv, t * nbk, xsv, t * nbk * 16)
@@ -135,6 +150,11 @@ def matmul_q6_k(w, xf, xq, xd, xs, out):
     Tn, nbk = xd.shape
     k = xq.shape[1]
     wf, xv, xdv, xsv = w.reshape(-1), xq.reshape(-1), xd.reshape(-1), xs.reshape(-1)
+    if Tn >= 8:  # TILED_MIN_TOKENS
+        for r in nb.prange(R):
+            for t in range(Tn):
+                out[t, r] = rowdot_q6_k_tiled(wf, r * rb, nbk, xv, t * k, xdv, t * nbk, xsv, t * nbk * 16)
+        return
     for r in nb.prange(R):
         for t in range(Tn):
             out[t, r] = row_q6_k(wf, r * rb, nbk, xv, t * k, xdv, t * nbk, xsv, t * nbk * 16)

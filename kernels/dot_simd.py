@@ -375,6 +375,8 @@ def _make_rowdot_k(kind):
     """An intrinsic rowdot(w, wo, nbk, xq, xo, xd, xdo, xs, xso) -> float32: one row of nbk super-blocks at
     byte wo of w times one token's Q8_K activations (xq from xo, scales xd from xdo, int32 16-sums xs
     from xso). kind: "q4_k", "q5_k" or "q6_k"."""
+    tiled = kind.endswith("_tiled")  # ggml's tiled K-quant matmul (batches of 8+ tokens): per super-block
+    kind = kind.removesuffix("_tiled")  # res = d * isum (- dmin * imin, fused), acc = fma(res, d_y, acc)
     block_bytes = {"q4_k": 144, "q4_k_x8": 144, "q4_k_x8_gemm": 144, "q5_k": 176, "q6_k": 210}[kind]
     x8 = kind.startswith("q4_k_x8")
     per_pair = kind == "q4_k_x8_gemm"  # the 4-row kernel accumulates floats after each pair of sub-blocks
@@ -449,7 +451,15 @@ def _make_rowdot_k(kind):
                         pv = builder.insert_element(ir.Constant(f4, [0.0] * 4), builder.sitofp(prod[c], F32T), c32(0))
                         accm_p = builder.call(fma4, [pv, mxv, accm_p])
                         sumi = ir.Constant(_vec(I32, 8), [0] * 8)
-                if per_pair:
+                if tiled:
+                    isum = builder.sitofp(builder.call(red, [sumi]), F32T)
+                    imin = builder.sitofp(builder.add(builder.add(prod[0], prod[1]), builder.add(prod[2], prod[3])), F32T)
+                    dw = _load_half(builder, bp)
+                    mw = _load_half(builder, builder.gep(bp, [ir.Constant(I64, 2)]))
+                    res = builder.call(fma1, [builder.fneg(mw), imin, builder.fmul(dw, isum)])
+                    acc2 = builder.call(fma8, [_splat_val(builder, res, 8, F32T), _splat_val(builder, yd, 8, F32T), acc])
+                    accm2 = accm
+                elif per_pair:
                     acc2, accm2 = acc_p, accm_p
                 elif x8:  # one integer total per row, scaled by fl(d_w * d_y): ggml_gemv_q4_K_8x8_q8_K
                     isum = builder.sitofp(builder.call(red, [sumi]), F32T)
@@ -459,7 +469,7 @@ def _make_rowdot_k(kind):
                     accm2 = builder.call(fma4, [pv, mxv, accm])
                 else:
                     acc2 = builder.call(fma8, [_splat_val(builder, d, 8, F32T), builder.sitofp(sumi, f8), acc])
-                if x8:
+                if x8 or tiled:
                     pass  # accm2 made above
                 elif kind == "q4_k":
                     pv = ir.Constant(_vec(I32, 4), None)
@@ -492,7 +502,13 @@ def _make_rowdot_k(kind):
                     v = builder.add(builder.mul(bs[2 * lane], sc[2 * lane]), builder.mul(bs[2 * lane + 1], sc[2 * lane + 1]))
                     sub = builder.insert_element(sub, builder.shl(v, c32(5)), c32(lane))
                 sumi = builder.sub(sumi, sub)
-                acc2 = builder.call(fma8, [_splat_val(builder, d, 8, F32T), builder.sitofp(sumi, f8), acc])
+                if tiled:
+                    red = _fn(builder, "llvm.vector.reduce.add.v8i32", I32, [_vec(I32, 8)])
+                    dw = _load_half(builder, builder.gep(bp, [ir.Constant(I64, 208)]))
+                    res = builder.fmul(dw, builder.sitofp(builder.call(red, [sumi]), F32T))
+                    acc2 = builder.call(fma8, [_splat_val(builder, res, 8, F32T), _splat_val(builder, yd, 8, F32T), acc])
+                else:
+                    acc2 = builder.call(fma8, [_splat_val(builder, d, 8, F32T), builder.sitofp(sumi, f8), acc])
                 accm2 = accm
 
             i2 = builder.add(i, ir.Constant(I64, 1))
@@ -512,6 +528,8 @@ def _make_rowdot_k(kind):
             mf = builder.phi(f4 if kind == "q4_k" else F32T)
             mf.add_incoming(zero4 if kind == "q4_k" else ir.Constant(F32T, 0.0), entry)
             mf.add_incoming(accm2, body_end)
+            if tiled:
+                return builder.extract_element(accf, c32(0))
             if x8:  # acc_row - acc_min_rows, lane 0 holds this row
                 return builder.fsub(builder.extract_element(accf, c32(0)), builder.extract_element(mf, c32(0)))
             total = _hsum8(builder, accf)
@@ -533,5 +551,9 @@ rowdot_q4_k = _make_rowdot_k("q4_k")
 rowdot_q4_k_x8 = _make_rowdot_k("q4_k_x8")
 # ... and ggml_gemm_q4_K_8x8_q8_K for 4 tokens at a time (a float fma after each pair of sub-blocks)
 rowdot_q4_k_x8_gemm = _make_rowdot_k("q4_k_x8_gemm")
+# ggml's tiled matmul, which llama.cpp uses for the (not repacked) K-quants from 8 tokens on
+rowdot_q4_k_tiled = _make_rowdot_k("q4_k_tiled")
+rowdot_q5_k_tiled = _make_rowdot_k("q5_k_tiled")
+rowdot_q6_k_tiled = _make_rowdot_k("q6_k_tiled")
 rowdot_q5_k = _make_rowdot_k("q5_k")
 rowdot_q6_k = _make_rowdot_k("q6_k")
