@@ -244,9 +244,11 @@ def _load_half(builder, p8):
     return builder.fpext(builder.bitcast(h, ir.HalfType()), F32T)
 
 
-def _make_rowdot(block_bytes, decode, has_min):
+def _make_rowdot(block_bytes, decode, has_min, repacked=False):
     """An intrinsic rowdot(w, wi, xq, xi, xd, xs, si, nb) -> float32: sum over nb blocks of one row of
-    d_w * d_x * isum (+ m_w * s_x when has_min). decode(builder, block_ptr) -> <32 x i8> weights."""
+    d_w * d_x * isum (+ m_w * s_x when has_min). decode(builder, block_ptr) -> <32 x i8> weights.
+    repacked: the numbers of llama.cpp's 8-row interleaved kernels (ggml_gemv/gemm_q4_0_8x8_q8_0): one
+    integer per block, acc = fma(isum, d_w * d_x, acc) in a single float."""
 
     def typer(typingctx, w, wi, xq, xi, xd, xs, si, nb):
         if not (_is_arr(w, xq) and _is_int(wi, xi, si, nb)):
@@ -273,8 +275,13 @@ def _make_rowdot(block_bytes, decode, has_min):
             q = decode(builder, bp)
             xv = builder.load(builder.bitcast(builder.gep(xp, [builder.mul(i, ir.Constant(I64, 32))]),
                                               _vec(I8, 32).as_pointer()), align=1)
-            lanes = builder.sitofp(_dot_lanes(builder, q, xv), _vec(F32T, 8))
+            ilanes = _dot_lanes(builder, q, xv)
             scale = builder.fmul(_load_half(builder, bp), builder.load(builder.gep(dp, [i])))
+            if repacked:  # the block's integer total in lane 0, the other lanes 0
+                red = _fn(builder, "llvm.vector.reduce.add.v8i32", I32, [_vec(I32, 8)])
+                ilanes = builder.insert_element(ir.Constant(_vec(I32, 8), [0] * 8), builder.call(red, [ilanes]),
+                                                ir.Constant(I32, 0))
+            lanes = builder.sitofp(ilanes, _vec(F32T, 8))
             sv = builder.shuffle_vector(builder.insert_element(ir.Constant(_vec(F32T, 8), None), scale,
                                                                ir.Constant(I32, 0)),
                                         ir.Constant(_vec(F32T, 8), None), ir.Constant(_vec(I32, 8), [0] * 8))
@@ -326,6 +333,8 @@ def _q5(builder, bp, qh_at, qs_at, off):
 
 
 rowdot_q4_0 = _make_rowdot(18, lambda b, p: _nibbles(b, b.gep(p, [ir.Constant(I64, 2)]), 8), False)
+# Q4_0 weights with a multiple of 8 rows: llama.cpp on AVX2 runs them repacked (q4_0_8x8_q8_0)
+rowdot_q4_0_x8 = _make_rowdot(18, lambda b, p: _nibbles(b, b.gep(p, [ir.Constant(I64, 2)]), 8), False, True)
 rowdot_q4_1 = _make_rowdot(20, lambda b, p: _nibbles(b, b.gep(p, [ir.Constant(I64, 4)]), 0), True)
 rowdot_q5_0 = _make_rowdot(22, lambda b, p: _q5(b, p, 2, 6, 16), False)
 rowdot_q5_1 = _make_rowdot(24, lambda b, p: _q5(b, p, 4, 8, 0), True)
