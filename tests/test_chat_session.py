@@ -61,15 +61,37 @@ def test_greedy_generation_equals_llama_completion(name):
 LOGITS = json.loads((DATA / "logits_fixtures.json").read_text(encoding="utf-8"))
 
 
-@pytest.mark.parametrize("case", LOGITS["cases"], ids=lambda c: f"{c['model'][:10]}-{len(c['prompt'])}+{len(c['decode'])}")
-def test_logits_are_llama_cpp_bytes(case):
+@pytest.fixture(scope="module")
+def requantized(tmp_path_factory):
+    """requantized(name, type): the shipped model requantized by ggufq (llama-quantize's bytes)."""
+    from ggufq.cli import main
+    made = {}
+
+    def get(name: str, qtype: str) -> str:
+        if (name, qtype) not in made:
+            out = str(tmp_path_factory.mktemp("requantized") / f"{qtype}.gguf")
+            assert main(["quantize", "--allow-requantize", PATHS[name], out, qtype, "-t", "2"]) == 0
+            made[name, qtype] = out
+        return made[name, qtype]
+    return get
+
+
+@pytest.mark.parametrize("case", LOGITS["cases"],
+                         ids=lambda c: f"{c['model'][:6]}-{c['requantize'] or 'shipped'}-{len(c['prompt'])}+{len(c['decode'])}")
+def test_logits_are_llama_cpp_bytes(case, requantized):
     """The logits after a prompt batch and single-token steps are llama.cpp's float32 bytes exactly
-    (tests/data/logits_fixtures.json, tools/make_logits_fixtures.py)."""
+    (tests/data/logits_fixtures.json, tools/make_logits_fixtures.py): every kernel llama.cpp picks for
+    these files (block dots, repacked Q4_0/Q4_K, tiled K-quants, flash attention) reproduced."""
     import hashlib
 
     import numpy as np
-    m = model(case["model"])
-    m.reset()
+
+    from ggufq.model import Model
+    if case["requantize"]:
+        m = Model.load(requantized(case["model"], case["requantize"]), n_ctx=512, n_threads=2)
+    else:
+        m = model(case["model"])
+        m.reset()
     logits = m.eval(case["prompt"])
     for tok in case["decode"]:
         logits = m.eval([tok])

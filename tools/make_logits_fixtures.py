@@ -19,14 +19,21 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-# (model, prompt ids, ids decoded one at a time after it): SmolLM2's greedy continuation of
-# "The capital of France is" through the step where it used to diverge, and its chat prompt. Gemma 3 is
-# not here yet: llama.cpp runs its Q4_K matrices repacked (8 rows interleaved, other kernels).
+# (model, requantized to, prompt ids, ids decoded one at a time after it). Between them they take every
+# kernel llama.cpp runs for these files: Q4_1/Q5_0/Q8_0 block dots, Q8_0 through tinyBLAS, Q4_0 and
+# Q4_K repacked (gemv, and gemm for 4 tokens at a time), Q5_K/Q6_K dots and their tiled kernel (8+
+# tokens), flash attention, RoPE in both modes. Requantized files: `llama-quantize --allow-requantize
+# models/SmolLM2-135M-Instruct.Q4_1.gguf OUT TYPE 2` (ggufq quantize writes the same bytes).
+SMOL_CHAT = [1, 4093, 198, 1780, 314, 260, 31469, 6740, 335, 2591, 47, 2, 198, 1, 520, 9531, 198]
+GEMMA_CHAT = [2, 105, 2364, 107, 3689, 563, 506, 92900, 10565, 580, 10824, 236881, 106, 107, 105, 4368, 107]
 CASES = [
-    ("SmolLM2-135M-Instruct.Q4_1.gguf", [504, 3575, 282, 4649, 314],
+    ("SmolLM2-135M-Instruct.Q4_1.gguf", None, [504, 3575, 282, 4649, 314],
      [7042, 30, 198, 198, 504, 1797, 1918, 553, 253, 2155, 282, 4723, 216, 35]),
-    ("SmolLM2-135M-Instruct.Q4_1.gguf", [1, 4093, 198, 1780, 314, 260, 31469, 6740, 335, 2591, 47, 2, 198, 1,
-                                         520, 9531, 198], [504, 31469, 6740]),
+    ("SmolLM2-135M-Instruct.Q4_1.gguf", None, SMOL_CHAT, [504, 31469, 6740]),
+    ("gemma-3-270m-q4_k_m.gguf", None, [2, 818, 5279, 529, 7001, 563], [9079, 236761, 107, 1, 2]),
+    ("gemma-3-270m-q4_k_m.gguf", None, GEMMA_CHAT, [818, 5279, 529]),
+    ("SmolLM2-135M-Instruct.Q4_1.gguf", "Q4_0", SMOL_CHAT, [504, 31469]),
+    ("SmolLM2-135M-Instruct.Q4_1.gguf", "Q5_K_M", SMOL_CHAT, [504, 31469]),
 ]
 
 
@@ -44,15 +51,22 @@ def main() -> int:
     exe = build(bin_dir)
     out = {"command": "NPROMPT=len(prompt) llama_logits MODEL OUT.f32 PROMPT_IDS... DECODE_IDS... "
                       "(tools/llama_logits.c: n_ctx 512, 2 threads, default flash attention)", "cases": []}
-    for model, prompt, decode in CASES:
+    for model, requant, prompt, decode in CASES:
         f32 = Path("/tmp/llama_logits_fixture.f32")
-        subprocess.run([str(exe), str(ROOT / "models" / model), str(f32)] + [str(i) for i in prompt + decode],
+        path = ROOT / "models" / model
+        if requant:
+            path = Path(f"/tmp/llama_logits_fixture.{requant}.gguf")
+            subprocess.run([str(bin_dir / "llama-quantize"), "--allow-requantize", str(ROOT / "models" / model),
+                            str(path), requant, "2"], check=True, capture_output=True)
+        subprocess.run([str(exe), str(path), str(f32)] + [str(i) for i in prompt + decode],
                        check=True, capture_output=True, env=dict(os.environ, NPROMPT=str(len(prompt))))
         logits = np.fromfile(f32, dtype=np.float32)
-        out["cases"].append({"model": model, "prompt": prompt, "decode": decode,
+        out["cases"].append({"model": model, "requantize": requant, "prompt": prompt, "decode": decode,
                              "sha256": hashlib.sha256(logits.tobytes()).hexdigest(),
                              "argmax": int(logits.argmax()), "first8": [float(v) for v in logits[:8]]})
         f32.unlink()
+        if requant:
+            path.unlink()
     (ROOT / "tests" / "data" / "logits_fixtures.json").write_text(json.dumps(out, indent=1) + "\n")
     return 0
 
