@@ -107,7 +107,7 @@ def test_blas_batch_path_matches_integer_path():
     from ggufq.model import Config, Weights
     c = Config.from_gguf(g)
     wts = Weights(g, c)
-    rs = RunState(c, wts, 64, 64, "f16")
+    rs = RunState(c, wts, 128, BLAS_MIN_TOKENS + 4, "f16")
     rng = np.random.default_rng(2)
     x = rng.standard_normal((BLAS_MIN_TOKENS + 4, c.n_embd)).astype(np.float32)
     for lin in (wts.layers[0].wq, wts.layers[0].w_gate, wts.output):

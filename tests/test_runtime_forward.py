@@ -48,10 +48,17 @@ def test_real_model_matches_reference(path):
     dev, corr, agree = stats(step, ref)
     assert dev < 0.6 and corr > 0.995 and agree >= 0.95, (dev, corr, agree)
 
-    # prefix reuse: drop the last 5 positions, evaluate them again, same logits as before
+    # prefix reuse: drop the last 5 positions and evaluate them again as one batch: the same logits, bit
+    # for bit, as that batch after the same prefix evaluated from scratch (a batch of 5 is not the same
+    # arithmetic as 5 single steps: llama.cpp's repacked kernels take 4 tokens at a time)
     m.truncate(len(tokens) - 5)
     again = m.eval(tokens[-5:])
-    np.testing.assert_allclose(again, step[-1], rtol=0, atol=1e-4 * np.abs(step[-1]).max())
+    m.reset()
+    for t in tokens[:-5]:
+        m.eval([t])
+    np.testing.assert_array_equal(again, m.eval(tokens[-5:]))
+    dev, corr, agree = stats(again[None], ref[-1:])
+    assert dev < 0.6 and corr > 0.995, (dev, corr)
 
 
 def write_tiny(path, arch: str, seed: int = 0, types=None) -> None:
