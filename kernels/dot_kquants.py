@@ -35,10 +35,6 @@ def _scale_min_k4(wf, o, j):
     return i32(sc), i32(m)
 
 
-@nb.njit(inline="always")
-def _f16_at(wf, o):
-    return f16_to_f32(np.uint32(wf[o]) | (np.uint32(wf[o + 1]) << np.uint32(8)))
-
 
 # ---- Q4_K ----------------------------------------------------------------------------------------
 

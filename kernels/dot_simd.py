@@ -1,19 +1,19 @@
-"""Block dot products as numba intrinsics: int8 SIMD the way llama.cpp's AVX2 kernels do it.
+"""Whole-row dot products as numba intrinsics, with the numbers of llama.cpp's AVX2 kernels.
 
 Numba widens every integer operation to int64, which LLVM cannot pack into 32 int8 lanes. These
 intrinsics write the LLVM IR directly: load a block's packed weights as a byte vector, unpack them
-(nibbles, high bits) with vector shifts and masks, and take the dot product with 32 (or 16) int8
-activations. On AVX2 that is llama.cpp's sign trick, `vpsignb` + `vpmaddubsw` + `vpmaddwd`; elsewhere
-a portable sext/mul/reduce that LLVM vectorizes for the target. Each returns the int32 sum.
+(nibbles, high bits) with vector shifts and masks, and take the int8 dot product in 8 int32 lanes
+(llama.cpp's sign trick, `vpsignb` + `vpmaddubsw` + `vpmaddwd`; elsewhere a portable sext/mul/reduce).
+The float side then follows the llama.cpp kernel the row would go through, lane for lane and fma for
+fma, so the logits are its bytes:
 
-Arguments: `w` and `x` are C-contiguous arrays addressed by a flat element index (`wi`, `xi`).
+    rowdot_q4_0 .. rowdot_q8_0   ggml_vec_dot_q*_q8_* (8 float lanes, hsum_float_8)
+    rowdot_q4_0_x8               the repacked ggml_gemv/gemm_q4_0_8x8_q8_0 (one float per block)
+    rowdot_q4_k/q5_k/q6_k        ggml_vec_dot_q*_K_q8_K
+    rowdot_q4_k_x8(_gemm)        the repacked ggml_gemv/gemm_q4_K_8x8_q8_K
+    rowdot_q*_k_tiled            ggml's tiled K-quant matmul (batches of 8 tokens or more)
 
-    dot_q4_packed(w, wi, x, xi, off)        16 bytes -> 32 values: low nibbles, then high; minus off
-    dot_q5_packed(w, wi, qh, x, xi, off)    the same with bit j of qh (uint32) as value j's 5th bit
-    dot_i8(w, wi, x, xi)                    32 int8 weights
-    dot_nib(w, wi, shift, x, xi)            32 bytes -> (byte >> shift) & 15
-    dot_q5k(w, qi, hi, shift, hbit, x, xi)  (qs >> shift) & 15 | ((qh >> hbit) & 1) << 4, 32 values
-    dot_q6k(w, li, hi, shl, shh, x, xi)     ((ql >> shl) & 15 | ((qh >> shh) & 3) << 4) - 32, 16 values
+Arguments: `w` and `x` are C-contiguous arrays addressed by a flat element index.
 """
 from __future__ import annotations
 
@@ -51,38 +51,8 @@ def _fn(builder, name, ret, args):
         return ir.Function(mod, ir.FunctionType(ret, args), name=name)
 
 
-def _load(context, builder, aryty, ary, idx, n):
-    a = context.make_array(aryty)(context, builder, ary)
-    p = builder.gep(a.data, [idx])
-    return builder.load(builder.bitcast(p, _vec(I8, n).as_pointer()), align=1)
-
-
-def _to_vec(builder, v, n, ty):
-    """Splat a scalar integer argument to <n x i8> (truncating)."""
-    if ty.bitwidth > 8:
-        v = builder.trunc(v, I8)
-    undef = ir.Constant(_vec(I8, n), None)
-    v = builder.insert_element(undef, v, ir.Constant(I32, 0))
-    return builder.shuffle_vector(v, undef, ir.Constant(_vec(I32, n), [0] * n))
-
-
-def _dot(builder, a, x, n):
-    """sum(a * x) of two <n x i8> (signed, |a| <= 127 or a = -128 never; x in -127..127)."""
-    if AVX2:
-        if n == 32:
-            sign = _fn(builder, "llvm.x86.avx2.psign.b", _vec(I8, 32), [_vec(I8, 32)] * 2)
-            maddubs = _fn(builder, "llvm.x86.avx2.pmadd.ub.sw", _vec(I16, 16), [_vec(I8, 32)] * 2)
-            maddwd = _fn(builder, "llvm.x86.avx2.pmadd.wd", _vec(I32, 8), [_vec(I16, 16)] * 2)
-        else:
-            sign = _fn(builder, "llvm.x86.ssse3.psign.b.128", _vec(I8, 16), [_vec(I8, 16)] * 2)
-            maddubs = _fn(builder, "llvm.x86.ssse3.pmadd.ub.sw.128", _vec(I16, 8), [_vec(I8, 16)] * 2)
-            maddwd = _fn(builder, "llvm.x86.sse2.pmadd.wd", _vec(I32, 4), [_vec(I16, 8)] * 2)
-        ax = builder.call(sign, [a, a])
-        sx = builder.call(sign, [x, a])
-        p16 = builder.call(maddubs, [ax, sx])
-        p32 = builder.call(maddwd, [p16, _splat(1, n // 2, I16)])
-        red = _fn(builder, f"llvm.vector.reduce.add.v{n // 4}i32", I32, [_vec(I32, n // 4)])
-        return builder.call(red, [p32])
+def _dot_portable(builder, a, x, n):
+    """sum(a * x) of two <n x i8> as one int32, for targets without AVX2 (LLVM vectorizes it)."""
     a16 = builder.sext(a, _vec(I16, n))
     x16 = builder.sext(x, _vec(I16, n))
     p = builder.sext(builder.mul(a16, x16), _vec(I32, n))
@@ -110,102 +80,6 @@ def _is_arr(*ts):
     return all(isinstance(t, types.Array) and t.dtype.bitwidth == 8 for t in ts)
 
 
-@intrinsic
-def dot_q4_packed(typingctx, w, wi, x, xi, off):
-    if not (_is_arr(w, x) and _is_int(wi, xi, off)):
-        return None
-
-    def codegen(context, builder, sig, args):
-        wv = _load(context, builder, sig.args[0], args[0], args[1], 16)
-        xv = _load(context, builder, sig.args[2], args[2], args[3], 32)
-        lo = builder.and_(wv, _splat(15, 16))
-        hi = builder.lshr(wv, _splat(4, 16))
-        q = builder.shuffle_vector(lo, hi, ir.Constant(_vec(I32, 32), list(range(32))))
-        q = builder.sub(q, _to_vec(builder, args[4], 32, sig.args[4]))
-        return _dot(builder, q, xv, 32)
-
-    return types.int32(w, wi, x, xi, off), codegen
-
-
-@intrinsic
-def dot_q5_packed(typingctx, w, wi, qh, x, xi, off):
-    if not (_is_arr(w, x) and _is_int(wi, qh, xi, off)):
-        return None
-
-    def codegen(context, builder, sig, args):
-        wv = _load(context, builder, sig.args[0], args[0], args[1], 16)
-        xv = _load(context, builder, sig.args[3], args[3], args[4], 32)
-        lo = builder.and_(wv, _splat(15, 16))
-        hi = builder.lshr(wv, _splat(4, 16))
-        q = builder.shuffle_vector(lo, hi, ir.Constant(_vec(I32, 32), list(range(32))))
-        hb = builder.shl(_bits_to_bytes(builder, args[2], sig.args[2], 32), _splat(4, 32))
-        q = builder.sub(builder.or_(q, hb), _to_vec(builder, args[5], 32, sig.args[5]))
-        return _dot(builder, q, xv, 32)
-
-    return types.int32(w, wi, qh, x, xi, off), codegen
-
-
-@intrinsic
-def dot_i8(typingctx, w, wi, x, xi):
-    if not (_is_arr(w, x) and _is_int(wi, xi)):
-        return None
-
-    def codegen(context, builder, sig, args):
-        wv = _load(context, builder, sig.args[0], args[0], args[1], 32)
-        xv = _load(context, builder, sig.args[2], args[2], args[3], 32)
-        return _dot(builder, wv, xv, 32)
-
-    return types.int32(w, wi, x, xi), codegen
-
-
-@intrinsic
-def dot_nib(typingctx, w, wi, shift, x, xi):
-    if not (_is_arr(w, x) and _is_int(wi, shift, xi)):
-        return None
-
-    def codegen(context, builder, sig, args):
-        wv = _load(context, builder, sig.args[0], args[0], args[1], 32)
-        xv = _load(context, builder, sig.args[3], args[3], args[4], 32)
-        q = builder.and_(builder.lshr(wv, _to_vec(builder, args[2], 32, sig.args[2])), _splat(15, 32))
-        return _dot(builder, q, xv, 32)
-
-    return types.int32(w, wi, shift, x, xi), codegen
-
-
-@intrinsic
-def dot_q5k(typingctx, w, qi, hi, shift, hbit, x, xi):
-    if not (_is_arr(w, x) and _is_int(qi, hi, shift, hbit, xi)):
-        return None
-
-    def codegen(context, builder, sig, args):
-        qv = _load(context, builder, sig.args[0], args[0], args[1], 32)
-        hv = _load(context, builder, sig.args[0], args[0], args[2], 32)
-        xv = _load(context, builder, sig.args[5], args[5], args[6], 32)
-        q = builder.and_(builder.lshr(qv, _to_vec(builder, args[3], 32, sig.args[3])), _splat(15, 32))
-        h = builder.and_(builder.lshr(hv, _to_vec(builder, args[4], 32, sig.args[4])), _splat(1, 32))
-        q = builder.or_(q, builder.shl(h, _splat(4, 32)))
-        return _dot(builder, q, xv, 32)
-
-    return types.int32(w, qi, hi, shift, hbit, x, xi), codegen
-
-
-@intrinsic
-def dot_q6k(typingctx, w, li, hi, shl, shh, x, xi):
-    if not (_is_arr(w, x) and _is_int(li, hi, shl, shh, xi)):
-        return None
-
-    def codegen(context, builder, sig, args):
-        lv = _load(context, builder, sig.args[0], args[0], args[1], 16)
-        hv = _load(context, builder, sig.args[0], args[0], args[2], 16)
-        xv = _load(context, builder, sig.args[5], args[5], args[6], 16)
-        q = builder.and_(builder.lshr(lv, _to_vec(builder, args[3], 16, sig.args[3])), _splat(15, 16))
-        h = builder.and_(builder.lshr(hv, _to_vec(builder, args[4], 16, sig.args[4])), _splat(3, 16))
-        q = builder.sub(builder.or_(q, builder.shl(h, _splat(4, 16))), _splat(32, 16))
-        return _dot(builder, q, xv, 16)
-
-    return types.int32(w, li, hi, shl, shh, x, xi), codegen
-
-
 # ---- whole-row dots: the loop over blocks in IR, float32 vector accumulators --------------------------
 # Per block the int32 lane sums are converted to float and fused-multiply-added with the two scales into
 # an 8-lane accumulator, and the minimum's term into a scalar one with fma, as llama.cpp's AVX2 loops do
@@ -223,7 +97,7 @@ def _dot_lanes(builder, a, x):
         maddwd = _fn(builder, "llvm.x86.avx2.pmadd.wd", _vec(I32, 8), [_vec(I16, 16)] * 2)
         p16 = builder.call(maddubs, [builder.call(sign, [a, a]), builder.call(sign, [x, a])])
         return builder.call(maddwd, [p16, _splat(1, 16, I16)])
-    total = _dot(builder, a, x, 32)
+    total = _dot_portable(builder, a, x, 32)
     return builder.insert_element(ir.Constant(_vec(I32, 8), [0] * 8), total, ir.Constant(I32, 0))
 
 
@@ -232,6 +106,37 @@ def _hsum8(builder, v):
     e = [builder.extract_element(v, ir.Constant(I32, j)) for j in range(8)]
     s = [builder.fadd(e[j + 4], e[j]) for j in range(4)]
     return builder.fadd(builder.fadd(s[0], s[2]), builder.fadd(s[1], s[3]))
+
+
+def _open_loop(builder, nbv):
+    """Start a loop over nbv blocks (skipped when nbv <= 0): (entry, loop, done blocks, index phi)."""
+    entry = builder.block
+    loop = builder.append_basic_block("blocks")
+    done = builder.append_basic_block("blocks_done")
+    builder.cbranch(builder.icmp_signed(">", nbv, ir.Constant(I64, 0)), loop, done)
+    builder.position_at_end(loop)
+    return entry, loop, done, builder.phi(I64)
+
+
+def _close_loop(builder, i, nbv, entry, loop, done, carried):
+    """End a loop over blocks: i += 1 and back to `loop` while i < nbv, each (phi, start, next) of
+    `carried` wired up; returns their values in `done` (the starts when the loop did not run)."""
+    i2 = builder.add(i, ir.Constant(I64, 1))
+    body_end = builder.block
+    i.add_incoming(ir.Constant(I64, 0), entry)
+    i.add_incoming(i2, body_end)
+    for phi, start, nxt in carried:
+        phi.add_incoming(start, entry)
+        phi.add_incoming(nxt, body_end)
+    builder.cbranch(builder.icmp_signed("<", i2, nbv), loop, done)
+    builder.position_at_end(done)
+    out = []
+    for phi, start, nxt in carried:
+        v = builder.phi(phi.type)
+        v.add_incoming(start, entry)
+        v.add_incoming(nxt, body_end)
+        out.append(v)
+    return out
 
 
 def _data_ptr(context, builder, aryty, ary, idx, elem):
@@ -262,13 +167,7 @@ def _make_rowdot(block_bytes, decode, has_min, repacked=False):
             sp = _data_ptr(context, builder, sig.args[5], xs_, si_, F32T)
             nbv = builder.sext(nb_, I64) if sig.args[7].bitwidth < 64 else nb_
             zero8 = ir.Constant(_vec(F32T, 8), [0.0] * 8)
-            entry = builder.block
-            loop = builder.append_basic_block("rowdot_loop")
-            done = builder.append_basic_block("rowdot_done")
-            builder.cbranch(builder.icmp_signed(">", nbv, ir.Constant(I64, 0)), loop, done)
-
-            builder.position_at_end(loop)
-            i = builder.phi(I64)
+            entry, loop, done, i = _open_loop(builder, nbv)
             acc = builder.phi(_vec(F32T, 8))
             accm = builder.phi(F32T)
             bp = builder.gep(wp, [builder.mul(i, ir.Constant(I64, block_bytes))])
@@ -293,23 +192,8 @@ def _make_rowdot(block_bytes, decode, has_min, repacked=False):
                 accm2 = builder.call(fma1, [m, builder.load(builder.gep(sp, [i])), accm])
             else:
                 accm2 = accm
-            i2 = builder.add(i, ir.Constant(I64, 1))
-            body_end = builder.block
-            i.add_incoming(ir.Constant(I64, 0), entry)
-            i.add_incoming(i2, body_end)
-            acc.add_incoming(zero8, entry)
-            acc.add_incoming(acc2, body_end)
-            accm.add_incoming(ir.Constant(F32T, 0.0), entry)
-            accm.add_incoming(accm2, body_end)
-            builder.cbranch(builder.icmp_signed("<", i2, nbv), loop, done)
-
-            builder.position_at_end(done)
-            accf = builder.phi(_vec(F32T, 8))
-            accf.add_incoming(zero8, entry)
-            accf.add_incoming(acc2, body_end)
-            mf = builder.phi(F32T)
-            mf.add_incoming(ir.Constant(F32T, 0.0), entry)
-            mf.add_incoming(accm2, body_end)
+            accf, mf = _close_loop(builder, i, nbv, entry, loop, done,
+                                   [(acc, zero8, acc2), (accm, ir.Constant(F32T, 0.0), accm2)])
             return builder.fadd(_hsum8(builder, accf), mf)
 
         return types.float32(w, wi, xq, xi, xd, xs, si, nb), codegen
@@ -411,12 +295,7 @@ def _make_rowdot_k(kind):
             fma1 = _fn(builder, "llvm.fma.f32", F32T, [F32T] * 3)
             c32 = lambda v: ir.Constant(I32, v)  # noqa: E731
 
-            entry = builder.block
-            loop = builder.append_basic_block("rowdotk_loop")
-            done = builder.append_basic_block("rowdotk_done")
-            builder.cbranch(builder.icmp_signed(">", nbv, ir.Constant(I64, 0)), loop, done)
-            builder.position_at_end(loop)
-            i = builder.phi(I64)
+            entry, loop, done, i = _open_loop(builder, nbv)
             acc = builder.phi(f8)
             accm = builder.phi(f4 if kind == "q4_k" else F32T)
 
@@ -520,23 +399,8 @@ def _make_rowdot_k(kind):
                     acc2 = builder.call(fma8, [_splat_val(builder, d, 8, F32T), builder.sitofp(sumi, f8), acc])
                 accm2 = accm
 
-            i2 = builder.add(i, ir.Constant(I64, 1))
-            body_end = builder.block
-            i.add_incoming(ir.Constant(I64, 0), entry)
-            i.add_incoming(i2, body_end)
-            acc.add_incoming(zero8, entry)
-            acc.add_incoming(acc2, body_end)
-            accm.add_incoming(zero4 if kind == "q4_k" else ir.Constant(F32T, 0.0), entry)
-            accm.add_incoming(accm2, body_end)
-            builder.cbranch(builder.icmp_signed("<", i2, nbv), loop, done)
-
-            builder.position_at_end(done)
-            accf = builder.phi(f8)
-            accf.add_incoming(zero8, entry)
-            accf.add_incoming(acc2, body_end)
-            mf = builder.phi(f4 if kind == "q4_k" else F32T)
-            mf.add_incoming(zero4 if kind == "q4_k" else ir.Constant(F32T, 0.0), entry)
-            mf.add_incoming(accm2, body_end)
+            accf, mf = _close_loop(builder, i, nbv, entry, loop, done,
+                                   [(acc, zero8, acc2), (accm, zero4 if kind == "q4_k" else ir.Constant(F32T, 0.0), accm2)])
             if tiled:
                 return builder.extract_element(accf, c32(0))
             if x8:  # acc_row - acc_min_rows, lane 0 holds this row
