@@ -268,7 +268,7 @@ class RunState:
         self.att_out = np.zeros((B, c.n_head * hd), np.float32)
         self.hg = np.zeros((B, c.n_ff), np.float32)           # FFN gate, then gate * up
         self.hu = np.zeros((B, c.n_ff), np.float32)           # FFN up
-        self.att = np.zeros((FA_MAX_TOKENS * c.n_head, 2 * hd + 32), np.float32)  # attention scratch
+        self.att = np.zeros((FA_MAX_TOKENS * c.n_head, 3 * hd + 32), np.float32)  # attention scratch
         self.logits = np.zeros((1, c.n_vocab), np.float32)
         kv_dtype = {"f16": np.float16, "f32": np.float32}[kv_type]
         self.kc = np.zeros((c.n_layer, n_ctx, c.n_kv * hd), kv_dtype)        # KV cache
@@ -520,8 +520,10 @@ class Model:
             scale = 1.0
         window = c.sliding_window if swa else 0
         if T < FA_MAX_TOKENS:
+            # llama.cpp splits a single token's attention over its threads past 256 cells
+            chunk = ops.fa_chunk(rs.kc.shape[1], window, p0, T, numba.get_num_threads())
             ops.attention(q, rs.kc_k[il], rs.vc_k[il], p0, c.n_head, c.n_kv, c.head_dim, window,
-                          np.float32(scale), out, rs.att)
+                          np.float32(scale), out, rs.att, chunk)
         else:
             ops.attention_blas(q, rs.kc[il], rs.vc[il], p0, c.n_head, c.n_kv, c.head_dim, window,
                                scale, out)
@@ -599,7 +601,7 @@ def _threads_run_together() -> bool:
         layer = numba.threading_layer()
     except ValueError:  # no parallel region has run yet: run one
         ops.attention(np.zeros((1, 1), np.float32), np.zeros((1, 1), np.float32), np.zeros((1, 1), np.float32),
-                      0, 1, 1, 1, 0, np.float32(1.0), np.zeros((1, 1), np.float32), np.zeros((1, 34), np.float32))
+                      0, 1, 1, 1, 0, np.float32(1.0), np.zeros((1, 1), np.float32), np.zeros((1, 35), np.float32), 0)
         layer = numba.threading_layer()
     return layer in ("omp", "workqueue")
 

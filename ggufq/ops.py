@@ -216,7 +216,8 @@ def silu_mul(g, u):
 @nb.njit(cache=True)
 def gelu_mul(g, u):
     """g = gelu_tanh(g) * u, in place, through fp16 as ggml's table does (x rounded to fp16, the result
-    stored as fp16); exact 0 below -10 and identity above 10."""
+    stored as fp16, the table's formula as compiled: 1 + 0.044715 x^2 fused, libm's tanhf); exact 0 below
+    -10 and identity above 10."""
     n, d = g.shape
     c = f32(math.sqrt(2.0 / math.pi))
     for i in nb.prange(n):
@@ -228,29 +229,46 @@ def gelu_mul(g, u):
                 r = v
             else:
                 h = f16_to_f32(f32_to_f16(v))
-                r = f16_to_f32(f32_to_f16(f32(0.5) * h * (f32(1.0) + np.tanh(c * h * (f32(1.0) + f32(0.044715) * h * h)))))
+                inner = (c * h) * fma32(f32(0.044715) * h, h, f32(1.0))
+                r = f16_to_f32(f32_to_f16((f32(0.5) * h) * (f32(1.0) + math.tanh(inner))))
             g[i, j] = r * u[i, j]
 
 
 @nb.njit(cache=True, parallel=True)
-def attention(q, kc, vc, pos0, n_head, n_kv, hd, window, scale, out, att):
+def attention(q, kc, vc, pos0, n_head, n_kv, hd, window, scale, out, att, chunk):
     """Causal attention of q[T, n_head * hd] at positions pos0 + t over the cache rows 0..pos0+T-1
     (kc, vc: [n_ctx, n_kv * hd], fp16 bits or float32). Query head h reads KV head h // (n_head / n_kv).
     window > 0 keeps only keys with p - j < window (sliding-window layers); the numbers of ggml's flash
-    attention (attend_head). att: scratch [T * n_head, >= 2 * hd + 32]."""
+    attention (attend_head). att: scratch [T * n_head, >= 3 * hd + 32]; chunk: fa_chunk's."""
     T = q.shape[0]
     for idx in nb.prange(T * n_head):
-        attend_head(q, kc, vc, idx // n_head, idx % n_head, pos0, n_head, n_kv, hd, window, scale, out, att[idx])
+        attend_head(q, kc, vc, idx // n_head, idx % n_head, pos0, n_head, n_kv, hd, window, scale, out, att[idx],
+                    chunk)
 
 
 @nb.njit(cache=True)
-def attend_head(q, kc, vc, t, h, pos0, n_head, n_kv, hd, window, scale, out, w):
+def fa_chunk(n_ctx, window, pos, T, nth):
+    """The key chunk of llama.cpp's split-KV flash attention for a single token at position pos, or 0
+    when it does not split: a one-row batch whose KV view (the used cells padded to 256, at most the
+    cache) has 512 cells or more is cut into one chunk per thread, the partial results merged. A
+    sliding-window layer's cache holds window + 512 (a micro-batch) cells, padded to 256; past the window
+    llama.cpp reuses its cells in another order, which is not modelled."""
+    if T != 1 or nth <= 1:
+        return 0
+    size = n_ctx if window == 0 else min(n_ctx, (window + 512 + 255) // 256 * 256)
+    n_view = min(size, max(256, (pos + 1 + 255) // 256 * 256))
+    if n_view < 512:
+        return 0
+    return (n_view + nth - 1) // nth
+
+
+@nb.njit(cache=True)
+def attend_head(q, kc, vc, t, h, pos0, n_head, n_kv, hd, window, scale, out, w, chunk):
     """One query head h of token t (position pos0 + t), with the numbers of ggml's CPU flash attention
-    (ggml_compute_forward_flash_attn_ext_f16_one_chunk: what llama.cpp runs for batches under 64 rows
-    over a KV view under 512): the query rounded to the cache's type (fp16 for an fp16 cache); each
-    score in ggml_vec_dot_f16's AVX2 order (32 fused-multiply-add lanes, then GGML_F32x8_REDUCE's tree);
-    an online softmax with expf and S = fma(S, ms, vs); the weighted sum of V kept in the cache's type
-    and rounded at each step (ggml_vec_mad_f16: fma, then fp16). w: scratch of 2 * hd + 32 floats.
+    (ggml_compute_forward_flash_attn_ext_f16_one_chunk: what llama.cpp runs for batches under 64 rows):
+    the query rounded to the cache's type (fp16 for an fp16 cache), then _attend_range over the keys.
+    chunk > 0 (fa_chunk): the split-KV form, ranges of `chunk` keys merged as
+    ggml_flash_attn_ext_reduce_partials does. w: scratch of 3 * hd + 32 floats.
     Its own function so that the batched attention and the compiled decode step share its numbers."""
     ko = (h // (n_head // n_kv)) * hd
     qo = h * hd
@@ -260,14 +278,53 @@ def attend_head(q, kc, vc, t, h, pos0, n_head, n_kv, hd, window, scale, out, w):
         lo = p - window + 1
     qh = w[:hd]
     acc = w[hd:2 * hd]
-    lanes = w[2 * hd:2 * hd + 32]
     for i in range(hd):
         qh[i] = kv_to_f32(f32_to_kv(q[t, qo + i], kc))
+    if chunk == 0:
+        M, S = _attend_range(qh, kc, vc, ko, hd, lo, p + 1, scale, w)
+        inv = f32(1.0) / S if S != f32(0.0) else f32(0.0)
+        for i in range(hd):
+            out[t, qo + i] = acc[i] * inv
+        return
+    vf = w[2 * hd + 32:3 * hd + 32]
+    for i in range(hd):
+        vf[i] = 0.0
+    m_f = f32(-np.inf)
+    s_f = f32(0.0)
+    for c0 in range(0, p + 1, chunk):
+        a = max(c0, lo)
+        b = min(c0 + chunk, p + 1)
+        if a >= b:
+            continue
+        m_c, s_c = _attend_range(qh, kc, vc, ko, hd, a, b, scale, w)
+        if s_c == f32(0.0):
+            continue
+        m_n = max(m_f, m_c)
+        so = math.exp(m_f - m_n)
+        sn = math.exp(m_c - m_n)
+        for i in range(hd):
+            vf[i] = fma32(vf[i], so, acc[i] * sn)
+        s_f = fma32(s_f, so, s_c * sn)
+        m_f = m_n
+    inv = f32(1.0) / s_f if s_f != f32(0.0) else f32(0.0)
+    for i in range(hd):
+        out[t, qo + i] = vf[i] * inv
+
+
+@nb.njit(cache=True)
+def _attend_range(qh, kc, vc, ko, hd, a, b, scale, w):
+    """Keys a..b-1 of one head against the rounded query qh: each score in ggml_vec_dot_f16's AVX2 order
+    (32 fused-multiply-add lanes, then GGML_F32x8_REDUCE's tree); an online softmax with expf and
+    S = fma(S, ms, vs); the weighted sum of V kept in the cache's type and rounded at each step
+    (ggml_vec_mad_f16: fma, then fp16), left unnormalized in w[hd:2*hd]. Returns (max score, sum)."""
+    acc = w[hd:2 * hd]
+    lanes = w[2 * hd:2 * hd + 32]
+    for i in range(hd):
         acc[i] = 0.0
     n32 = hd - hd % 32
     M = f32(-np.inf)
     S = f32(0.0)
-    for j in range(lo, p + 1):
+    for j in range(a, b):
         kj = kc[j, ko:ko + hd]
         for l in range(32):
             lanes[l] = 0.0
@@ -298,9 +355,7 @@ def attend_head(q, kc, vc, t, h, pos0, n_head, n_kv, hd, window, scale, out, w):
         for i in range(hd):
             acc[i] = kv_to_f32(f32_to_kv(fma32(kv_to_f32(vj[i]), vs, acc[i]), vc))
         S = fma32(S, ms, vs)
-    inv = f32(1.0) / S if S != f32(0.0) else f32(0.0)
-    for i in range(hd):
-        out[t, qo + i] = acc[i] * inv
+    return M, S
 
 
 @nb.njit(cache=True, parallel=True, fastmath=True)

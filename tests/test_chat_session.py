@@ -234,3 +234,18 @@ def test_model_api_generate_and_chat_delegate():
     assert "".join(m.generate(case["prompt_arg"], n, temp=0)) == m.tokenizer.decode(case["llama_ids"][:n])
     answer = "".join(m.chat([{"role": "user", "content": "Say hello."}], 8, temp=0))
     assert answer == "".join(chat(m, [{"role": "user", "content": "Say hello."}], 8, temp=0)) and answer
+
+
+def test_gelu_is_ggml_table():
+    """GEGLU's values for every fp16 input in (-10, 10) are the entries of ggml's fp16 GELU table
+    (tests/data/logits_fixtures.json: its sha256, read from libggml-cpu by tools/make_logits_fixtures.py)."""
+    import hashlib
+
+    import numpy as np
+
+    from ggufq import ops
+    h = np.arange(65536, dtype=np.uint16).view(np.float16).astype(np.float32)
+    inside = np.isfinite(h) & (h > -10) & (h < 10)
+    g = h[inside].reshape(1, -1).copy()
+    ops.gelu_mul(g, np.ones_like(g))
+    assert hashlib.sha256(g[0].astype(np.float16).tobytes()).hexdigest() == LOGITS["gelu_table_sha256"]

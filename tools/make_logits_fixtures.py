@@ -32,6 +32,10 @@ CASES = [
     ("SmolLM2-135M-Instruct.Q4_1.gguf", None, SMOL_CHAT, [504, 31469, 6740]),
     ("gemma-3-270m-q4_k_m.gguf", None, [2, 818, 5279, 529, 7001, 563], [9079, 236761, 107, 1, 2]),
     ("gemma-3-270m-q4_k_m.gguf", None, GEMMA_CHAT, [818, 5279, 529]),
+    # 40-token prompts of tests/data/ppl_text_austen.txt, then 260 single steps: past 256 cells llama.cpp
+    # splits a token's attention over its 2 threads and merges the partial softmaxes
+    ("SmolLM2-135M-Instruct.Q4_1.gguf", None, "austen:40", "austen:260"),
+    ("gemma-3-270m-q4_k_m.gguf", None, "austen:40", "austen:260"),
     ("SmolLM2-135M-Instruct.Q4_1.gguf", "Q4_0", SMOL_CHAT, [504, 31469]),
     ("SmolLM2-135M-Instruct.Q4_1.gguf", "Q5_K_M", SMOL_CHAT, [504, 31469]),
 ]
@@ -46,12 +50,25 @@ def build(bin_dir: Path) -> Path:
     return exe
 
 
+def austen_ids(model: str, n: int) -> list[int]:
+    """The first n tokens of tests/data/ppl_text_austen.txt's first 3000 characters (ggufq's tokenizer,
+    which equals llama-tokenize's: tests/test_tokenizer*.py)."""
+    sys.path.insert(0, str(ROOT))
+    from ggufq.model import Model
+    m = Model.load(str(ROOT / "models" / model), n_ctx=64)
+    text = (ROOT / "tests" / "data" / "ppl_text_austen.txt").read_text(encoding="utf-8")[:3000]
+    return m.tokenizer.encode(text)[:n]
+
+
 def main() -> int:
     bin_dir = Path(sys.argv[1] if len(sys.argv) > 1 else Path.home() / ".cache/ggufq-ref/llama.cpp/build/bin")
     exe = build(bin_dir)
     out = {"command": "NPROMPT=len(prompt) llama_logits MODEL OUT.f32 PROMPT_IDS... DECODE_IDS... "
                       "(tools/llama_logits.c: n_ctx 512, 2 threads, default flash attention)", "cases": []}
     for model, requant, prompt, decode in CASES:
+        if isinstance(prompt, str):  # "austen:N" prompt, "austen:M" steps after it
+            ids = austen_ids(model, int(prompt.split(":")[1]) + int(decode.split(":")[1]))
+            prompt, decode = ids[:int(prompt.split(":")[1])], ids[int(prompt.split(":")[1]):]
         f32 = Path("/tmp/llama_logits_fixture.f32")
         path = ROOT / "models" / model
         if requant:
@@ -67,6 +84,15 @@ def main() -> int:
         f32.unlink()
         if requant:
             path.unlink()
+    # ggml's GELU table (ggml_table_gelu_f16 after ggml_cpu_init), over the fp16 inputs in (-10, 10) that
+    # ggml_vec_geglu_f32 looks up: sha256 of those entries' fp16 bits
+    import ctypes
+    lib = ctypes.CDLL(str(bin_dir / "libggml-cpu.so"))
+    lib.ggml_cpu_init()
+    tab = np.frombuffer(bytes((ctypes.c_uint16 * 65536).in_dll(lib, "ggml_table_gelu_f16")), dtype=np.uint16)
+    h = np.arange(65536, dtype=np.uint16).view(np.float16).astype(np.float32)
+    inside = np.isfinite(h) & (h > -10) & (h < 10)
+    out["gelu_table_sha256"] = hashlib.sha256(tab[inside].tobytes()).hexdigest()
     (ROOT / "tests" / "data" / "logits_fixtures.json").write_text(json.dumps(out, indent=1) + "\n")
     return 0
 
