@@ -61,8 +61,8 @@ def decode_step(nt, counter, buf, lw, ow, norms, qk_norm, bias, out_norm, window
                 pos, dims, flags, eps, attn_scale):
     """One token at position pos; x[1, d] holds its embedding, logits[1, n_vocab] receives the output.
 
-    lw int64[n_layer, 7, 4]: per matrix (offset in buf, kernel kind (dot_rows.row_kind: the GGML type or a repacked Q4_K), rows, row bytes), in the order
-    WQ..WDOWN; ow the same for the output matrix. norms float32[n_layer, 4, d]: attention, FFN, and
+    lw int64[n_layer, 7, 4]: per matrix (offset in buf, kernel kind, rows, row bytes), in the order
+    WQ..WDOWN (the kind is dot_rows.row_kind: the GGML type, or a repacked Q4_0 / Q4_K); ow the same for the output matrix. norms float32[n_layer, 4, d]: attention, FFN, and
     gemma3's post-attention and post-FFN norms; qk_norm [n_layer, 2, hd]; bias [n_layer, 3, n_head*hd]
     (qwen2). dims = (n_layer, n_head, n_kv, hd, n_rot, d, n_ff); flags = (neox, bias, qk norm,
     gemma3, scale q). ad, aq, af: activation buffers for inputs of width d, n_head*hd and n_ff.

@@ -123,16 +123,16 @@ def rope_table(n_ctx: int, n_rot: int, base: float, freq_scale: float = 1.0,
     powf(base, -2/n_rot) once per pair (the rounding of that product chain is part of llama.cpp's numbers),
     and cosf/sinf are the C library's (glibc's sinf is not always correctly rounded; llama.cpp uses it)."""
     f = np.float32
-    theta_scale = f(np.float64(f(base)) ** np.float64(f(-2.0) / f(n_rot)))
     ff = np.ones(n_rot // 2, np.float32) if freq_factors is None else np.asarray(freq_factors, np.float32)
     cos = np.zeros((n_ctx, n_rot // 2), np.float32)
     sin = np.zeros((n_ctx, n_rot // 2), np.float32)
-    _rope_table(theta_scale, f(freq_scale), ff, freq_factors is not None, cos, sin)
+    _rope_table(f(base), f(-2.0) / f(n_rot), f(freq_scale), ff, freq_factors is not None, cos, sin)
     return cos, sin
 
 
 @nb.njit(cache=True)
-def _rope_table(theta_scale, freq_scale, ff, has_ff, cos, sin):
+def _rope_table(base, exponent, freq_scale, ff, has_ff, cos, sin):
+    theta_scale = math.pow(base, exponent)  # float32: libm's powf, as ggml_compute_forward_rope
     for p in range(cos.shape[0]):
         theta = f32(p)
         for i in range(cos.shape[1]):
