@@ -3,7 +3,8 @@
 Activations are quantized to Q8_K (dot_common.quantize_q8_k: int8 values, a float32 scale per 256, and
 the sum of every 16 values); per super-block the kernel forms int32 sums per sub-block, weights them by
 the 6-bit (Q4_K/Q5_K) or 8-bit (Q6_K) sub-block scales, and takes the minimums through the activation
-sums, in the lanes and order of llama.cpp's AVX2 ggml_vec_dot_q{4,5,6}_K_q8_K (dot_simd.rowdot_q*_k). Layouts (bytes per super-block):
+sums, in the lanes and order of llama.cpp's AVX2 ggml_vec_dot_q{4,5,6}_K_q8_K or of the repacked and
+tiled kernels it picks instead (dot_simd.rowdot_q*_k*). Layouts (bytes per super-block):
 
     Q4_K 144: d f16, dmin f16, scales[12] (8 six-bit scales and mins), qs[128]
               sub-block j (32 values) = low (j even) or high (j odd) nibbles of qs[32 * (j // 2):][:32]
@@ -18,7 +19,7 @@ import numpy as np
 from gguf import GGMLQuantizationType as T
 
 from .dot_common import f16_to_f32, load_f16, register
-from .dot_simd import (AVX2, rowdot_q4_k, rowdot_q4_k_tiled, rowdot_q4_k_x8, rowdot_q4_k_x8_gemm, rowdot_q5_k,
+from .dot_simd import (repacked, rowdot_q4_k, rowdot_q4_k_tiled, rowdot_q4_k_x8, rowdot_q4_k_x8_gemm, rowdot_q5_k,
                        rowdot_q5_k_tiled, rowdot_q6_k, rowdot_q6_k_tiled)
 
 i32 = np.int32
@@ -35,25 +36,11 @@ def _scale_min_k4(wf, o, j):
     return i32(sc), i32(m)
 
 
-
-# ---- Q4_K ----------------------------------------------------------------------------------------
-
-# One row's dot product: the LLVM IR intrinsics of dot_simd, in llama.cpp's AVX2 lane order.
-row_q4_k = rowdot_q4_k
-row_q5_k = rowdot_q5_k
-row_q6_k = rowdot_q6_k
-row_q4_k_x8 = rowdot_q4_k_x8
-
-
 # From this many tokens on llama.cpp multiplies the (not repacked) K-quants with ggml's tiled kernel
 TILED_MIN_TOKENS = 8
 
 
-def q4_k_repacked(rows: int) -> bool:
-    """Whether llama.cpp runs a Q4_K matrix of this many rows repacked (8 rows interleaved) on this host,
-    and so with ggml_gemv_q4_K_8x8_q8_K's numbers rather than ggml_vec_dot_q4_K_q8_K's."""
-    return AVX2 and rows % 8 == 0
-
+# ---- Q4_K ----------------------------------------------------------------------------------------
 
 @nb.njit(cache=True, parallel=True)
 def matmul_q4_k(w, xf, xq, xd, xs, out):
@@ -61,22 +48,22 @@ def matmul_q4_k(w, xf, xq, xd, xs, out):
     Tn, nbk = xd.shape
     k = xq.shape[1]
     wf, xv, xdv, xsv = w.reshape(-1), xq.reshape(-1), xd.reshape(-1), xs.reshape(-1)
-    if AVX2 and R % 8 == 0:  # q4_k_repacked: tokens by 4 through the gemm kernel, the rest through gemv
+    if repacked(R):  # tokens by 4 through the gemm kernel, the rest through gemv
         t4 = Tn - Tn % 4
         for r in nb.prange(R):
             for t in range(t4):
                 out[t, r] = rowdot_q4_k_x8_gemm(wf, r * rb, nbk, xv, t * k, xdv, t * nbk, xsv, t * nbk * 16)
             for t in range(t4, Tn):
-                out[t, r] = row_q4_k_x8(wf, r * rb, nbk, xv, t * k, xdv, t * nbk, xsv, t * nbk * 16)
+                out[t, r] = rowdot_q4_k_x8(wf, r * rb, nbk, xv, t * k, xdv, t * nbk, xsv, t * nbk * 16)
         return
-    if Tn >= 8:  # TILED_MIN_TOKENS
+    if Tn >= TILED_MIN_TOKENS:
         for r in nb.prange(R):
             for t in range(Tn):
                 out[t, r] = rowdot_q4_k_tiled(wf, r * rb, nbk, xv, t * k, xdv, t * nbk, xsv, t * nbk * 16)
         return
     for r in nb.prange(R):
         for t in range(Tn):
-            out[t, r] = row_q4_k(wf, r * rb, nbk, xv, t * k, xdv, t * nbk, xsv, t * nbk * 16)
+            out[t, r] = rowdot_q4_k(wf, r * rb, nbk, xv, t * k, xdv, t * nbk, xsv, t * nbk * 16)
 
 
 @nb.njit(cache=True, parallel=True)
@@ -107,14 +94,14 @@ def matmul_q5_k(w, xf, xq, xd, xs, out):
     Tn, nbk = xd.shape
     k = xq.shape[1]
     wf, xv, xdv, xsv = w.reshape(-1), xq.reshape(-1), xd.reshape(-1), xs.reshape(-1)
-    if Tn >= 8:  # TILED_MIN_TOKENS
+    if Tn >= TILED_MIN_TOKENS:
         for r in nb.prange(R):
             for t in range(Tn):
                 out[t, r] = rowdot_q5_k_tiled(wf, r * rb, nbk, xv, t * k, xdv, t * nbk, xsv, t * nbk * 16)
         return
     for r in nb.prange(R):
         for t in range(Tn):
-            out[t, r] = row_q5_k(wf, r * rb, nbk, xv, t * k, xdv, t * nbk, xsv, t * nbk * 16)
+            out[t, r] = rowdot_q5_k(wf, r * rb, nbk, xv, t * k, xdv, t * nbk, xsv, t * nbk * 16)
 
 
 @nb.njit(cache=True, parallel=True)
@@ -146,14 +133,14 @@ def matmul_q6_k(w, xf, xq, xd, xs, out):
     Tn, nbk = xd.shape
     k = xq.shape[1]
     wf, xv, xdv, xsv = w.reshape(-1), xq.reshape(-1), xd.reshape(-1), xs.reshape(-1)
-    if Tn >= 8:  # TILED_MIN_TOKENS
+    if Tn >= TILED_MIN_TOKENS:
         for r in nb.prange(R):
             for t in range(Tn):
                 out[t, r] = rowdot_q6_k_tiled(wf, r * rb, nbk, xv, t * k, xdv, t * nbk, xsv, t * nbk * 16)
         return
     for r in nb.prange(R):
         for t in range(Tn):
-            out[t, r] = row_q6_k(wf, r * rb, nbk, xv, t * k, xdv, t * nbk, xsv, t * nbk * 16)
+            out[t, r] = rowdot_q6_k(wf, r * rb, nbk, xv, t * k, xdv, t * nbk, xsv, t * nbk * 16)
 
 
 @nb.njit(cache=True, parallel=True)

@@ -19,7 +19,7 @@ import numpy as np
 from gguf import GGMLQuantizationType as T
 
 from .dot_common import load_f16, register
-from .dot_simd import AVX2, rowdot_q4_0, rowdot_q4_0_x8, rowdot_q4_1, rowdot_q5_0, rowdot_q5_1, rowdot_q8_0
+from .dot_simd import repacked, rowdot_q4_0, rowdot_q4_0_x8, rowdot_q4_1, rowdot_q5_0, rowdot_q5_1, rowdot_q8_0
 
 i32 = np.int32
 f32 = np.float32
@@ -27,12 +27,6 @@ f32 = np.float32
 
 # ---- dequantization (the BLAS batch path and embeddings) ----------------------------------------
 # ---- Q4_0 ----------------------------------------------------------------------------------------
-
-def q4_0_repacked(rows: int) -> bool:
-    """Whether llama.cpp runs a Q4_0 matrix of this many rows repacked on this host (8 rows interleaved,
-    ggml_gemv/gemm_q4_0_8x8_q8_0), and so with one float accumulation per block."""
-    return AVX2 and rows % 8 == 0
-
 
 @nb.njit(cache=True, parallel=True)
 def dequant_q4_0(w, r0, r1, out):
@@ -125,7 +119,7 @@ def matmul_q4_0(w, xf, xq, xd, xs, out):
     xv = xq.reshape(-1)
     dv = xd.reshape(-1)
     sv = xs.reshape(-1)
-    if AVX2 and R % 8 == 0:  # q4_0_repacked
+    if repacked(R):  # one float accumulation per block
         for r in nb.prange(R):
             for t in range(Tn):
                 out[t, r] = rowdot_q4_0_x8(wf, r * rb, xv, t * k, dv, sv, t * nbk, nbk)

@@ -14,26 +14,21 @@ import numba as nb
 from gguf import GGMLQuantizationType as T
 
 from .dot_float import rows_bf16, rows_f16, rows_f32
-from .dot_kquants import q4_k_repacked, row_q4_k, row_q4_k_x8, row_q5_k, row_q6_k
-from .dot_legacy import q4_0_repacked
-from .dot_simd import rowdot_q4_0, rowdot_q4_0_x8, rowdot_q4_1, rowdot_q5_0, rowdot_q5_1, rowdot_q8_0
+from .dot_simd import (repacked, rowdot_q4_0, rowdot_q4_0_x8, rowdot_q4_1, rowdot_q4_k, rowdot_q4_k_x8, rowdot_q5_0,
+                       rowdot_q5_1, rowdot_q5_k, rowdot_q6_k, rowdot_q8_0)
 
 ROW_TYPES = (T.Q4_0, T.Q4_1, T.Q5_0, T.Q5_1, T.Q8_0, T.Q4_K, T.Q5_K, T.Q6_K, T.F32, T.F16, T.BF16)
 
 _Q4_0, _Q4_1, _Q5_0, _Q5_1, _Q8_0 = int(T.Q4_0), int(T.Q4_1), int(T.Q5_0), int(T.Q5_1), int(T.Q8_0)
 _Q4_K, _Q5_K, _Q6_K = int(T.Q4_K), int(T.Q5_K), int(T.Q6_K)
 _F32, _F16, _BF16 = int(T.F32), int(T.F16), int(T.BF16)
-_Q4_K_X8 = 1000 + _Q4_K  # a Q4_K matrix llama.cpp runs repacked (dot_kquants.q4_k_repacked)
-_Q4_0_X8 = 1000 + _Q4_0  # the same for Q4_0 (dot_legacy.q4_0_repacked)
+_Q4_0_X8, _Q4_K_X8 = 1000 + _Q4_0, 1000 + _Q4_K  # matrices llama.cpp runs repacked (dot_simd.repacked)
 
 
 def row_kind(qtype, rows: int) -> int:
     """The `kind` matvec_rows takes for a weight of this type and row count."""
-    if int(qtype) == _Q4_K and q4_k_repacked(rows):
-        return _Q4_K_X8
-    if int(qtype) == _Q4_0 and q4_0_repacked(rows):
-        return _Q4_0_X8
-    return int(qtype)
+    kind = int(qtype)
+    return kind + 1000 if kind in (_Q4_0, _Q4_K) and repacked(rows) else kind
 
 
 @nb.njit(cache=True)
@@ -53,19 +48,19 @@ def matvec_rows(kind, buf, buf16, buf32, off, rb, r0, r1, k, a32q, a32d, a32s, a
             out[r] = rowdot_q8_0(buf, off + r * rb, a32q, 0, a32d, a32s, 0, n32)
     elif kind == _Q4_K:
         for r in range(r0, r1):
-            out[r] = row_q4_k(buf, off + r * rb, nk, akq, 0, akd, 0, aks, 0)
+            out[r] = rowdot_q4_k(buf, off + r * rb, nk, akq, 0, akd, 0, aks, 0)
     elif kind == _Q4_K_X8:
         for r in range(r0, r1):
-            out[r] = row_q4_k_x8(buf, off + r * rb, nk, akq, 0, akd, 0, aks, 0)
+            out[r] = rowdot_q4_k_x8(buf, off + r * rb, nk, akq, 0, akd, 0, aks, 0)
     elif kind == _Q6_K:
         for r in range(r0, r1):
-            out[r] = row_q6_k(buf, off + r * rb, nk, akq, 0, akd, 0, aks, 0)
+            out[r] = rowdot_q6_k(buf, off + r * rb, nk, akq, 0, akd, 0, aks, 0)
     elif kind == _Q5_0:
         for r in range(r0, r1):
             out[r] = rowdot_q5_0(buf, off + r * rb, a32q, 0, a32d, a32s, 0, n32)
     elif kind == _Q5_K:
         for r in range(r0, r1):
-            out[r] = row_q5_k(buf, off + r * rb, nk, akq, 0, akd, 0, aks, 0)
+            out[r] = rowdot_q5_k(buf, off + r * rb, nk, akq, 0, akd, 0, aks, 0)
     elif kind == _Q4_1:
         for r in range(r0, r1):
             out[r] = rowdot_q4_1(buf, off + r * rb, a32q, 0, a32d, a32s, 0, n32)

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from llvmlite import binding as llvm_binding
 from llvmlite import ir
-from numba import types
+from numba import njit, types
 from numba.extending import intrinsic
 
 I8, I16, I32 = ir.IntType(8), ir.IntType(16), ir.IntType(32)
@@ -33,6 +33,13 @@ def _host_has_avx2() -> bool:
 
 
 AVX2 = _host_has_avx2()
+
+
+@njit(cache=True)
+def repacked(rows):
+    """Whether llama.cpp runs a Q4_0 or Q4_K matrix of this many rows repacked (8 rows interleaved,
+    ggml_gemv/gemm_q4_0_8x8_q8_0 and _q4_K_8x8_q8_K) on this host: with AVX2, rows a multiple of 8."""
+    return AVX2 and rows % 8 == 0
 
 
 def _vec(t, n):
@@ -308,8 +315,10 @@ def _make_rowdot_k(kind):
                   for v in bs]
             sumi = ir.Constant(_vec(I32, 8), [0] * 8)
             if kind in ("q4_k", "q5_k"):
-                d = builder.fmul(yd, _load_half(builder, bp))
-                dmin = builder.fmul(builder.fneg(yd), _load_half(builder, builder.gep(bp, [ir.Constant(I64, 2)])))
+                dw = _load_half(builder, bp)
+                mw = _load_half(builder, builder.gep(bp, [ir.Constant(I64, 2)]))
+                d = builder.fmul(yd, dw)  # = fl(d_w * d_y) of the repacked kernels too
+                dmin = builder.fmul(builder.fneg(yd), mw)  # = -fl(dmin_w * d_y)
                 sc, m = _scales_mins_k4(builder, bp)
                 qs_at = 48 if kind == "q5_k" else 16
                 hv = _load_vec(builder, bp, 16) if kind == "q5_k" else None
@@ -318,9 +327,7 @@ def _make_rowdot_k(kind):
                         for k in range(4)]
                 red = _fn(builder, "llvm.vector.reduce.add.v8i32", I32, [_vec(I32, 8)])
                 if x8:
-                    dx = builder.fmul(_load_half(builder, bp), yd)
-                    mx = builder.fmul(_load_half(builder, builder.gep(bp, [ir.Constant(I64, 2)])), yd)
-                    dxv, mxv = _splat_val(builder, dx, 8, F32T), _splat_val(builder, mx, 4, F32T)
+                    dxv, mxv = _splat_val(builder, d, 8, F32T), _splat_val(builder, builder.fneg(dmin), 4, F32T)
                     acc_p, accm_p = acc, accm
                 for c in range(4):
                     qv = _load_vec(builder, bp, qs_at + 32 * c)
@@ -342,8 +349,6 @@ def _make_rowdot_k(kind):
                 if tiled:
                     isum = builder.sitofp(builder.call(red, [sumi]), F32T)
                     imin = builder.sitofp(builder.add(builder.add(prod[0], prod[1]), builder.add(prod[2], prod[3])), F32T)
-                    dw = _load_half(builder, bp)
-                    mw = _load_half(builder, builder.gep(bp, [ir.Constant(I64, 2)]))
                     res = builder.call(fma1, [builder.fneg(mw), imin, builder.fmul(dw, isum)])
                     acc2 = builder.call(fma8, [_splat_val(builder, res, 8, F32T), _splat_val(builder, yd, 8, F32T), acc])
                     accm2 = accm
