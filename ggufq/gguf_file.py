@@ -35,17 +35,40 @@ _SCALAR = {
 }
 
 
+class _StringArray:
+    """A string array whose bounds are checked but whose elements are decoded on first use: quantizing
+    copies a vocabulary as raw bytes and never needs its 50k-262k strings as str (decoding them was a
+    tenth of a second of every `ggufq quantize`)."""
+    __slots__ = ("buf", "spans", "what")
+
+    def __init__(self, buf, spans: list[tuple[int, int]], what: str):
+        self.buf, self.spans, self.what = buf, spans, what
+
+    def decode(self) -> list[str]:
+        buf = self.buf
+        try:
+            return [bytes(buf[a:b]).decode("utf-8") for a, b in self.spans]
+        except UnicodeDecodeError as e:
+            raise GGUFFormatError(f"{self.what} is not valid UTF-8 ({e.reason})") from None
+
+
 @dataclass
 class KV:
     """One metadata entry: its GGUF value type (and element type for arrays) and a Python value.
 
-    Scalars are Python numbers/bools, strings are str, string arrays are lists of str, numeric arrays
-    are numpy arrays (views into the file)."""
+    Scalars are Python numbers/bools, strings are str, string arrays are lists of str (decoded when
+    first read), numeric arrays are numpy arrays (views into the file)."""
     key: str
     vtype: GGUFValueType
-    value: Any
+    raw: Any
     subtype: GGUFValueType | None = None
     span: tuple[int, int] | None = None  # file offsets of the value's bytes (its type field onwards)
+
+    @property
+    def value(self) -> Any:
+        if isinstance(self.raw, _StringArray):
+            self.raw = self.raw.decode()
+        return self.raw
 
 
 @dataclass
@@ -259,14 +282,15 @@ class GGUFFile:
         # strings or nested arrays: each element takes at least 8 bytes
         c.need(n * 8, f"array {key}")
         if sub == GGUFValueType.STRING:
-            return self._string_array(c, n, key), sub
+            strings = self._string_array(c, n, key)
+            return (strings if depth == 0 else strings.decode()), sub
         return [self._value(c, sub, key, depth + 1)[0] for _ in range(n)], sub
 
-    def _string_array(self, c: _Cursor, n: int, key: str) -> list[str]:
-        # the hot loop of opening a file (262k tokens): one unpack and one slice per string
+    def _string_array(self, c: _Cursor, n: int, key: str) -> _StringArray:
+        # the hot loop of opening a file (262k tokens): one unpack per string
         buf, size, pos = self._mmap, self.size, c.pos
         unpack = struct.Struct("<Q").unpack_from
-        raw = []
+        spans = []
         for _ in range(n):
             if pos + 8 > size:
                 raise GGUFFormatError(f"{self.path}: truncated or corrupt: array {key} runs past the end")
@@ -275,13 +299,11 @@ class GGUFFile:
             if length > size - pos:
                 raise GGUFFormatError(f"{self.path}: truncated or corrupt: a string of {key} needs {length} "
                                       f"bytes at offset {pos}, file has {size - pos} left")
-            raw.append(buf[pos:pos + length])
+            spans.append((pos, pos + length))
             pos += length
         c.pos = pos
-        try:
-            return [b.decode("utf-8") for b in raw]
-        except UnicodeDecodeError as e:
-            raise GGUFFormatError(f"{self.path}: an element of {key} is not valid UTF-8 ({e.reason})") from None
+        # a memoryview keeps the mapping open for a later decode, as tensor views do
+        return _StringArray(memoryview(buf), spans, f"{self.path}: an element of {key}")
 
     def _view(self, start: int, nbytes: int, qtype: GGMLQuantizationType, shape) -> np.ndarray:
         raw = np.frombuffer(self._mmap, dtype=np.uint8, count=nbytes, offset=start)
