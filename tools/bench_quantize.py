@@ -23,7 +23,7 @@ MODELS = {
     "SmolLM2-135M": ROOT / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf",
     "gemma-3-270m": ROOT / "models" / "gemma-3-270m-q4_k_m.gguf",
 }
-GGUFQ = [sys.executable, "-m", "ggufq.cli"]
+GGUFQ = [sys.executable, "-m", "ggufq"]
 
 
 def find_llama_quantize(arg: str | None) -> Path:
