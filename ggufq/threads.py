@@ -1,12 +1,12 @@
-"""numba's thread pool for batch jobs (quantize, convert): one parallel call per tensor slab, back to back.
+"""numba's thread pool for batch jobs (quantize, convert): parallel calls of a few milliseconds, back to back.
 
-Waking a sleeping worker costs about 100 us on this kind of VM (a futex round trip), and a quantize run
-makes two parallel calls per tensor: 430 calls on SmolLM2, 0.06-0.15 s of its ~1.2 s. OpenMP workers that
-spin for a short while after each call pick the next one up in a few microseconds (measured: 5 us against
-workqueue's 140 us per call, tests/.. none: tools/bench_quantize.py shows it whole). The spin is bounded
-(GOMP_SPINCOUNT) so that on a busy machine the workers go to sleep soon instead of stealing the cores
-(unbounded spinning was 40% slower with five other busy processes on 2 cores; bounded, as fast as
-workqueue). The runtime (ggufq.model) makes hundreds of tiny regions per token and sets its own policy.
+Waking a sleeping worker costs about 100 us on these VMs (a futex round trip per call: 140 us a call with
+numba's workqueue layer, measured on a 2-row Q4_0 quantize), and quantizing SmolLM2 makes 430 calls, two
+per tensor. OpenMP workers that spin a little after each call pick the next one up in 5 us. The spin is
+bounded (GOMP_SPINCOUNT) so that on a busy machine they soon sleep instead of taking the cores from
+whoever runs: SmolLM2 F16 -> Q4_0 with two other busy processes on the 2 cores took 2.1-2.6 s so bounded,
+2.4-2.7 s with workqueue, and up to 4.9 s with libgomp's default spin.
+The runtime (ggufq.model) makes hundreds of tiny regions per token and sets its own policy.
 """
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ def configure_batch_threads(n_threads: int = 0) -> None:
         os.environ.setdefault("GOMP_SPINCOUNT", BATCH_SPINCOUNT)
     import numba
     if "NUMBA_THREADING_LAYER" not in os.environ:
-        # OpenMP where numba has it, else workqueue; TBB (which numba prefers by default) spins unbounded
+        # OpenMP where numba has it, else workqueue (numba's own default order puts TBB first)
         numba.config.THREADING_LAYER_PRIORITY = ["omp", "workqueue", "tbb"]
     if n_threads > 0:
         numba.set_num_threads(min(n_threads, numba.config.NUMBA_NUM_THREADS))

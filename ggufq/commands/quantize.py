@@ -122,14 +122,10 @@ def run(args) -> int:
     from ..gguf_file import GGUFFile
     from ..recipes import is_quantized, quantize_tensor
 
+    from ..threads import configure_batch_threads
+
     t_start = time.time()
-    import numba
-    if "NUMBA_THREADING_LAYER" not in os.environ:
-        # one parallel call per tensor: OpenMP's fork/join costs ~15 ms per call on a busy machine, the
-        # workqueue layer a few microseconds (measured with 2 cores shared by 7 runnable processes)
-        numba.config.THREADING_LAYER = "workqueue"
-    if args.threads and args.threads > 0:
-        numba.set_num_threads(min(args.threads, numba.config.NUMBA_NUM_THREADS))
+    configure_batch_threads(args.threads or 0)
 
     imatrix = None
     if args.imatrix:
@@ -253,12 +249,6 @@ def _write_tensors(g, choices, imatrix, fout, w, quantize_tensor):
     try:
         for c in choices:
             t = g.tensors[c.name]
-            if c.quantize:
-                slab_rows = max(1, SLAB_ELEMENTS // t.shape[0])
-                if t.qtype == GT.F16 and scratch.size < slab_rows * t.shape[0]:
-                    scratch = np.empty(slab_rows * t.shape[0], dtype=np.float32)
-                if qbuf.size < slab_rows * _nbytes(c.dst_type, t.shape[:1]):
-                    qbuf = np.empty(slab_rows * _nbytes(c.dst_type, t.shape[:1]), dtype=np.uint8)
             raw = np.frombuffer(mm, dtype=np.uint8, count=t.nbytes, offset=t.offset)
             if not c.quantize:
                 raw.tofile(fout)
@@ -278,6 +268,11 @@ def _write_tensors(g, choices, imatrix, fout, w, quantize_tensor):
                                      f"for {c.name}")
                 qw = None
             step = max(1, SLAB_ELEMENTS // ne0)
+            if t.qtype == GT.F16 and scratch.size < step * ne0:
+                scratch = np.empty(step * ne0, dtype=np.float32)
+            out_bytes = step * _nbytes(c.dst_type, (ne0,))
+            if qbuf.size < out_bytes:
+                qbuf = np.empty(out_bytes, dtype=np.uint8)
             written = 0
             x = None
             for e in range(n_expert):
