@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SMOL := models/SmolLM2-135M-Instruct.Q4_1.gguf
 
-.PHONY: all venv models demo test bench lint clean
+.PHONY: all venv bytecode models demo test bench lint clean
 
 all: venv
 
@@ -15,19 +15,24 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q -e '.[test]'
 	touch $(STAMP)
 
+# An editable install leaves our modules uncompiled, and with PYTHONDONTWRITEBYTECODE set (as on these
+# machines) every command would compile them again: ~0.05 s of each run. Compiled as pip does for wheels.
+bytecode: $(STAMP)
+	$(BIN)/python -m compileall -q ggufq kernels
+
 venv: $(STAMP)
 
 models: $(STAMP)
 	$(BIN)/python models/fetch.py
 	$(BIN)/python models/fetch_vocabs.py
 
-demo: models
+demo: models bytecode
 	$(BIN)/python tools/demo.py
 
-test: models
+test: models bytecode
 	$(BIN)/python -m pytest -q tests
 
-bench: models
+bench: models bytecode
 	$(BIN)/python tools/bench_convert.py
 	$(BIN)/python tools/bench_quantize.py
 	$(BIN)/python tools/bench_runtime.py
