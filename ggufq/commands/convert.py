@@ -16,6 +16,8 @@ def configure(p):
 
 def run(args) -> int:
     from ..convert import convert
+    from ..threads import configure_batch_threads
+    configure_batch_threads()
     folder = Path(args.model)
     out = Path(args.outfile) if args.outfile else folder.parent / f"{folder.name}-{args.outtype}.gguf"
     s = convert(folder, out, args.outtype.lower() if args.outtype.lower() in ('f32', 'f16', 'bf16', 'q8_0') else args.outtype, progress=not args.no_progress and sys.stderr.isatty())
