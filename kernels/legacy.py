@@ -718,8 +718,27 @@ def _store_qh(out, o, L):
         out[o + b] = (qh >> (8 * b)) & 0xFF
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _block_absmax(x, xo):
+    """The block's value of largest magnitude, the first one on a tie, as the C loop
+    `if (amax < fabsf(v)) { amax = fabsf(v); max = v; }` finds it. For finite floats the magnitude's
+    bits order like the magnitude, so two integer max-reductions (positive and negative values apart)
+    give it without the C loop's serial chain, and they vectorize; only a tie between +a and -a needs
+    the first index, and takes the C loop. Weights are checked finite before they get here."""
+    pos = np.uint32(0)
+    neg = np.uint32(0)
+    for j in range(32):
+        b = f32_as_u32(x[xo + j])
+        m = np.uint32(b & np.uint32(0x7FFFFFFF))
+        is_neg = b != m
+        pos = np.uint32(max(pos, np.uint32(0) if is_neg else m))
+        neg = np.uint32(max(neg, m if is_neg else np.uint32(0)))
+    if pos > neg:
+        return u32_as_f32(np.uint32(pos))
+    if neg > pos:
+        return u32_as_f32(np.uint32(neg | np.uint32(0x80000000)))
+    if pos == np.uint32(0):
+        return np.float32(0.0)  # all zeros, of either sign: C keeps max = 0.0f
     amax = np.float32(0.0)
     mx = np.float32(0.0)
     for j in range(32):
@@ -728,6 +747,24 @@ def _block_absmax(x, xo):
             amax = abs(v)
             mx = v
     return mx
+
+
+@njit(cache=True, inline="always")
+def _block_amax(x, xo):
+    """max |v| over the block (finite weights): an integer max over the magnitudes' bits, which vectorizes
+    where C's fmaxf chain does not."""
+    m = np.uint32(0)
+    for j in range(32):
+        m = max(m, np.uint32(f32_as_u32(x[xo + j]) & np.uint32(0x7FFFFFFF)))
+    return u32_as_f32(np.uint32(m))
+
+
+@njit(cache=True, inline="always")
+def _roundf_small(v):
+    """roundf (half away from zero) for |v| < 2^31, branch-free: the truncation and its exact remainder."""
+    t = np.int32(v)
+    f = v - np.float32(t)
+    return t + np.int32(f >= np.float32(0.5)) - np.int32(f <= np.float32(-0.5))
 
 
 @njit(cache=True, inline="always")
@@ -915,12 +952,13 @@ def quantize_q8_0_nb(rows, out):
         o = out[r]
         for ib in range(nb):
             xo = ib * 32
-            amax = np.float32(0.0)
-            for j in range(32):
-                amax = max(amax, abs(x[xo + j]))
-            d = amax / np.float32(127.0)
+            d = _block_amax(x, xo) / np.float32(127.0)
             idv = np.float32(1.0) / d if d != np.float32(0.0) else np.float32(0.0)
             put_f16(o, ib * 34, d)
+            if _plain_scale(d):  # |x * id| <= 127.00002: roundf and (int8_t) are plain
+                for j in range(32):
+                    o[ib * 34 + 2 + j] = np.uint8(_roundf_small(x[xo + j] * idv) & 0xFF)
+                continue
             for j in range(32):
                 o[ib * 34 + 2 + j] = c_to_int8(c_roundf(x[xo + j] * idv)) & 0xFF
 
