@@ -134,3 +134,21 @@ def test_inspect_json_totals():
     n_bytes = sum(int(t.n_bytes) for t in ref.tensors)
     assert s["totals"]["bytes"] == n_bytes
     assert s["totals"]["bits_per_weight"] == pytest.approx(8 * n_bytes / sum(int(t.n_elements) for t in ref.tensors))
+
+
+def test_bad_utf8_in_a_string_array_is_one_line(tmp_path):
+    # arrays of strings are walked when the file opens and decoded when first read (quantize never reads
+    # the vocabulary as str): a bad element still ends in a GGUFFormatError, and the CLI in one line
+    key = b"tokenizer.ggml.tokens"
+    items = [b"ok", b"\xff\xfe", b"fine"]
+    array = struct.pack("<IQ", 8, len(items)) + b"".join(struct.pack("<Q", len(s)) + s for s in items)
+    kv = struct.pack("<Q", len(key)) + key + struct.pack("<I", 9) + array
+    arch = _kv_str("general.architecture", b"llama")
+    p = _file(tmp_path, _header(0, 2) + arch + kv)
+    with GGUFFile(p) as g:
+        assert g.kv[key.decode()].span[1] == p.stat().st_size  # the walk found the array's end
+        with pytest.raises(GGUFFormatError, match="not valid UTF-8"):
+            g.get(key.decode())
+    r = subprocess.run([sys.executable, "-m", "ggufq", "inspect", str(p)], capture_output=True, text=True)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and "UTF-8" in r.stderr
