@@ -428,24 +428,34 @@ class Model:
         from .generate import chat
         return chat(self, messages, max_tokens, **sampling)
 
-    def nll(self, tokens, first: int, rows_per_pass: int = 32) -> np.ndarray:
-        """A fresh sequence; -log p(tokens[i+1] | tokens[..i]) for i = first .. len-2 (float64), the
-        logits computed a few rows at a time (never the whole [n, n_vocab] matrix)."""
+    def nll(self, tokens, first: int, rows_per_pass: int = 32, on_logits=None) -> np.ndarray:
+        """A fresh sequence; -log p(tokens[i+1] | tokens[..i]) for i = first .. len-2 (float64).
+        `on_logits(logits[m, n_vocab])`, if given, sees every scored row on the way (a KL-divergence base)."""
+        tokens = self._check(tokens, fresh=True)
+        out = np.zeros(max(0, len(tokens) - 1 - first), np.float64)
+        lp = np.zeros(rows_per_pass, np.float64)
+        for i0, logits in self.scored_logits(tokens, first, rows_per_pass):
+            m = len(logits)
+            ops.log_softmax_at(logits, tokens[i0 + 1:i0 + 1 + m], lp[:m])
+            out[i0 - first:i0 - first + m] = -lp[:m]
+            if on_logits is not None:
+                on_logits(logits)
+        return out
+
+    def scored_logits(self, tokens, first: int, rows_per_pass: int = 32):
+        """A fresh sequence; yields (i, logits[m, n_vocab]) for positions i .. i+m-1, from `first` to len-2
+        (the positions whose next token is scored), a few rows at a time: never the whole [n, n_vocab]
+        matrix (Gemma's 262k vocabulary makes that 0.5 GB at 512 tokens). The buffer is reused."""
         tokens = self._check(tokens, fresh=True)
         self.reset()
         n = len(tokens)
-        out = np.zeros(max(0, n - 1 - first), np.float64)
         logits = np.zeros((rows_per_pass, self.n_vocab), np.float32)
-        lp = np.zeros(rows_per_pass, np.float64)
         for s in range(0, n, self.n_batch):
             h = self._forward(tokens[s:s + self.n_batch])
             for i0 in range(max(s, first), min(s + len(h), n - 1), rows_per_pass):
                 i1 = min(i0 + rows_per_pass, s + len(h), n - 1)
-                m = i1 - i0
-                self._project(h[i0 - s:i1 - s], logits[:m])
-                ops.log_softmax_at(logits[:m], tokens[i0 + 1:i1 + 1], lp[:m])
-                out[i0 - first:i1 - first] = -lp[:m]
-        return out
+                self._project(h[i0 - s:i1 - s], logits[:i1 - i0])
+                yield i0, logits[:i1 - i0]
 
     # ---- internals -------------------------------------------------------------------------------
     def _check(self, tokens, fresh: bool = False) -> np.ndarray:

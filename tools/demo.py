@@ -50,6 +50,11 @@ def main() -> None:
     if have("perplexity") and TEXT.exists():
         step("perplexity on 4 chunks of 512 tokens", "perplexity", "-m", model, "-f", TEXT, "-c", "512",
              "--chunks", "4")
+        base = OUT / "smollm2-f16.kld"
+        step("the F16 model's log-probabilities as a KL-divergence base", "perplexity", "-m", f16, "-f", TEXT,
+             "-c", "512", "--chunks", "4", "--kl-divergence-base", base)
+        step("how far the quantized model is from F16", "perplexity", "-m", model, "--kl-divergence-base", base,
+             "--kl-divergence")
     print("\ndemo done: outputs in out/")
 
 
