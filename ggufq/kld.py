@@ -224,18 +224,22 @@ class KLDivergence:
         self.p_diff_values.append(p_diff.astype(F32))
 
     # ---- the figures llama-perplexity prints ----------------------------------------------------------
-    def ppl(self) -> tuple[float, float]:
-        mean, unc = _mean_and_uncertainty(self.sum_nll, self.sum_nll2, self.count)
-        return math.exp(mean), math.exp(mean) * unc
-
-    def ppl_base(self) -> tuple[float, float]:
-        mean, unc = _mean_and_uncertainty(self.sum_nll_base, self.sum_nll_base2, self.count)
-        return math.exp(mean), math.exp(mean) * unc
-
-    def log_ppl_ratio(self) -> tuple[float, float]:
+    def _log_ppls(self) -> tuple[float, float, float, float, float]:
+        """Mean NLL and its uncertainty for the model and for the base, and their covariance."""
         q, dq = _mean_and_uncertainty(self.sum_nll, self.sum_nll2, self.count)
         b, db = _mean_and_uncertainty(self.sum_nll_base, self.sum_nll_base2, self.count)
-        cov = _covariance(self.sum_nll, self.sum_nll_base, self.sum_nll_nll_base, self.count)
+        return q, dq, b, db, _covariance(self.sum_nll, self.sum_nll_base, self.sum_nll_nll_base, self.count)
+
+    def ppl(self) -> tuple[float, float]:
+        q, dq = self._log_ppls()[:2]
+        return math.exp(q), math.exp(q) * dq
+
+    def ppl_base(self) -> tuple[float, float]:
+        b, db = self._log_ppls()[2:4]
+        return math.exp(b), math.exp(b) * db
+
+    def log_ppl_ratio(self) -> tuple[float, float]:
+        q, dq, b, db, cov = self._log_ppls()
         return q - b, _sqrt(dq * dq + db * db - 2.0 * cov)
 
     def kld(self) -> tuple[float, float]:
@@ -266,9 +270,7 @@ class KLDivergence:
         dp_v = np.sort(np.concatenate(self.p_diff_values))
         ppl, dppl = self.ppl()
         ppl_b, dppl_b = self.ppl_base()
-        q, dq = _mean_and_uncertainty(self.sum_nll, self.sum_nll2, self.count)
-        b, db = _mean_and_uncertainty(self.sum_nll_base, self.sum_nll_base2, self.count)
-        cov = _covariance(self.sum_nll, self.sum_nll_base, self.sum_nll_nll_base, self.count)
+        _, dq, _, db, cov = self._log_ppls()
         cor = cov / (dq * db) if dq * db > 0 else float("nan")
         ratio, dratio = self.log_ppl_ratio()
         ppl_cov = ppl * ppl_b * cov

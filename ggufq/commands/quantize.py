@@ -121,7 +121,6 @@ def run(args) -> int:
     from ..errors import GGUFQError
     from ..gguf_file import GGUFFile
     from ..recipes import is_quantized, quantize_tensor
-
     from ..threads import configure_batch_threads
 
     t_start = time.time()
