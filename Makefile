@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SMOL := models/SmolLM2-135M-Instruct.Q4_1.gguf
 
-.PHONY: all venv bytecode models demo test bench lint clean
+.PHONY: all venv bytecode compile models demo test bench lint clean
 
 all: venv
 
@@ -22,17 +22,22 @@ bytecode: $(STAMP)
 
 venv: $(STAMP)
 
+# Every numba kernel compiled for this CPU and cached, one line per group, so that no command compiles
+# later (the first run of a command on a new CPU or after an edit would, and says so on stderr).
+compile: models bytecode
+	$(BIN)/python -m ggufq.warmup
+
 models: $(STAMP)
 	$(BIN)/python models/fetch.py
 	$(BIN)/python models/fetch_vocabs.py
 
-demo: models bytecode
+demo: compile
 	$(BIN)/python tools/demo.py
 
-test: models bytecode
+test: compile
 	$(BIN)/python -m pytest -q tests
 
-bench: models bytecode
+bench: compile
 	$(BIN)/python tools/bench_convert.py
 	$(BIN)/python tools/bench_quantize.py
 	$(BIN)/python tools/bench_runtime.py

@@ -53,7 +53,20 @@ GEMMA_TEMPLATE = (
     "{% if add_generation_prompt %}{{ '<start_of_turn>model\\n' }}{% endif %}"
 )
 
-FALLBACKS = {"chatml": CHATML_TEMPLATE, "gemma": GEMMA_TEMPLATE}
+# A plain transcript for base (pretrained) models, which have no chat template and were never taught one:
+# the system message as a preamble, then "User: ..." and "Assistant: ..." lines. The model continues the
+# transcript, so its answer ends where it starts the user's next line (PLAIN_STOP).
+PLAIN_TEMPLATE = (
+    "{% for message in messages %}"
+    "{% if message['role'] == 'system' %}{{ message['content'] | trim + '\n\n' }}"
+    "{% elif message['role'] == 'user' %}{{ 'User: ' + message['content'] | trim + '\n' }}"
+    "{% else %}{{ 'Assistant: ' + message['content'] | trim + '\n' }}{% endif %}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ 'Assistant:' }}{% endif %}"
+)
+PLAIN_STOP = ("\nUser:",)
+
+FALLBACKS = {"chatml": CHATML_TEMPLATE, "gemma": GEMMA_TEMPLATE, "plain": PLAIN_TEMPLATE}
 
 # names whose attributes lead out of the sandbox in known exploits; any attribute of them is refused
 _ESCAPE_HATCHES = {"cycler", "joiner", "namespace", "lipsum", "self", "range", "dict", "config", "request",
@@ -141,13 +154,20 @@ def check_template(source: str, env=None) -> None:
 class ChatTemplate:
     """A compiled, checked chat template and the special-token texts it is rendered with."""
 
-    def __init__(self, source: str, special_tokens: dict[str, str] | None = None, name: str = "file"):
+    def __init__(self, source: str, special_tokens: dict[str, str] | None = None, name: str = "file",
+                 stop: tuple[str, ...] = ()):
         self.source = source
         self.name = name
+        self.stop = stop  # texts that end an answer besides an end-of-generation token
         self.special_tokens = dict(special_tokens or {})
         self._env = _environment()
         check_template(source, self._env)
         self._template = self._env.from_string(source)
+
+    @classmethod
+    def plain(cls) -> "ChatTemplate":
+        """The transcript format for a base model (PLAIN_TEMPLATE), answers ending at PLAIN_STOP."""
+        return cls(PLAIN_TEMPLATE, name="plain", stop=PLAIN_STOP)
 
     @classmethod
     def from_gguf(cls, g, tokenizer=None, quiet: bool = False) -> "ChatTemplate":

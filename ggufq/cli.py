@@ -35,11 +35,19 @@ def _available():
                 raise
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors are one line on stderr and exit status 1 (argparse's own would print the usage
+    block and exit 2, the status ggufq keeps for bad input files)."""
+
+    def error(self, message):
+        self.exit(1, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ggufq", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="ggufq", description=__doc__.splitlines()[0])
     from . import __version__
     parser.add_argument("--version", action="version", version=f"ggufq {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
     for name, help_, module in _available():
         p = sub.add_parser(name, help=help_, description=help_)
         module.configure(p)

@@ -124,13 +124,17 @@ def generate(model, prompt: str, max_tokens: int = 128, *, add_special: bool = T
 class ChatSession:
     """A conversation with a model; each turn evaluates only the tokens the KV cache does not hold yet."""
 
-    def __init__(self, model, system: str | None = None, template=None, max_tokens: int = -1, **sampling):
+    def __init__(self, model, system: str | None = None, template=None, max_tokens: int = -1, notice=None,
+                 **sampling):
         from .chat_template import ChatTemplate
         self.model = model
         self.tok = model.tokenizer
         self.template = template or ChatTemplate.from_gguf(model.gguf, self.tok)
         self.messages: list[dict] = [{"role": "system", "content": system}] if system else []
         self.max_tokens = max_tokens
+        # told once, the first time old turns are dropped to make room (the command prints it on stderr)
+        self.notice = notice or (lambda message: None)
+        self.n_dropped = 0
         self.sampler = make_sampler(model, **sampling)
         self.cached: list[int] = []  # the tokens whose keys/values the model's cache holds, in order
         self.stats = Stats()
@@ -146,14 +150,12 @@ class ChatSession:
     def send(self, user: str) -> Iterator[str]:
         """Add a user message and stream the answer; the answer (also a partial one, if the caller stops
         iterating or is interrupted) is added to the conversation."""
+        before = list(self.messages)
         self.messages.append({"role": "user", "content": user})
         try:
-            ids = self._prompt_ids()
-            if len(ids) >= self.model.n_ctx:
-                from .errors import GGUFQError
-                raise GGUFQError(f"the conversation has {len(ids)} tokens, the context only {self.model.n_ctx}")
+            ids = self._fit()
         except Exception:
-            self.messages.pop()  # the conversation stays as it was
+            self.messages = before  # the conversation stays as it was
             raise
         common = 0
         for a, b in zip(self.cached, ids):
@@ -169,22 +171,64 @@ class ChatSession:
             self.sampler.accept(t)
         dec = self.tok.stream_decoder()
         answer: list[str] = []
+        stop = self.template.stop
+        shown = 0  # characters of the answer yielded; the rest may be the start of a stop text
         try:
             for t in generate_ids(self.model, logits, self.sampler, self.max_tokens, self.stats):
                 # the sampled token is evaluated before the next one is drawn, except the last one
-                text = dec.push(t)
-                answer.append(text)
-                if text:
-                    yield text
+                answer.append(dec.push(t))
                 self.cached.append(t)
-            tail = dec.flush()
-            if tail:
-                answer.append(tail)
-                yield tail
+                text = "".join(answer)
+                upto = len(text)
+                if stop:
+                    cut = min((text.find(s) for s in stop if s in text), default=-1)
+                    if cut >= 0:
+                        answer = [text[:cut]]
+                        if cut > shown:
+                            yield text[shown:cut]
+                        self.stats.stop = "stop text"
+                        break
+                    upto -= max((n for s in stop for n in range(len(s) - 1, 0, -1) if text.endswith(s[:n])),
+                                default=0)
+                if upto > shown:
+                    yield text[shown:upto]
+                    shown = upto
+            else:
+                answer.append(dec.flush())
+                text = "".join(answer)
+                if len(text) > shown:
+                    yield text[shown:]
         finally:
             # tokens appended to `cached` are evaluated except possibly the last: keep the two in step
             self.cached = self.cached[:self.model.n_past]
             self.messages.append({"role": "assistant", "content": "".join(answer)})
+
+    def _room(self) -> int:
+        """Tokens kept free for the answer when old turns are dropped: -n, or a quarter of the context."""
+        n_ctx = self.model.n_ctx
+        return min(self.max_tokens, n_ctx // 2) if self.max_tokens > 0 else n_ctx // 4
+
+    def _fit(self) -> list[int]:
+        """The prompt's ids; when the conversation has outgrown the context, its oldest turns are dropped
+        (the system message stays) until the prompt leaves room for an answer, as llama.cpp's context
+        shift lets a chat go on. A last message that does not fit alone is refused."""
+        n_ctx = self.model.n_ctx
+        ids = self._prompt_ids()
+        first = 1 if self.messages and self.messages[0]["role"] == "system" else 0
+        while len(ids) + self._room() > n_ctx and len(self.messages) - first > 1:
+            del self.messages[first]  # the oldest user message or answer
+            while len(self.messages) - first > 1 and self.messages[first]["role"] != "user":
+                del self.messages[first]
+            self.n_dropped += 1
+            if self.n_dropped == 1:
+                self.notice(f"the conversation outgrew the context of {n_ctx} tokens: dropping the oldest turns "
+                            "(the system message is kept)")
+            ids = self._prompt_ids()
+        if len(ids) >= n_ctx:
+            from .errors import GGUFQError
+            raise GGUFQError(f"the message does not fit: the conversation has {len(ids)} tokens, the context "
+                             f"only {n_ctx} (-c)")
+        return ids
 
 
 def chat(model, messages: list[dict], max_tokens: int = -1, **sampling) -> Iterator[str]:

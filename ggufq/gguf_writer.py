@@ -71,3 +71,22 @@ def atomic_output(path: str | Path):
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def check_output_file(path: str | Path, *inputs: str | Path) -> Path:
+    """Refuse an output path before any work is done: a folder, one of the inputs, or a place that cannot
+    be written (a missing or read-only folder). Returns the path."""
+    from .errors import GGUFQError
+
+    path = Path(path)
+    if path.is_dir():
+        raise GGUFQError(f"{path}: is a folder; give the output file's name (e.g. {path / 'model.gguf'})")
+    for p in inputs:
+        if p is not None and path.exists() and path.resolve() == Path(p).resolve():
+            raise GGUFQError(f"{path}: the output would overwrite the input")
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:  # atomic_output makes missing folders
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise GGUFQError(f"{path}: cannot write in {parent}")
+    return path

@@ -41,6 +41,13 @@ from .kernels.registry import GGMLQuantizationType
 BLAS_MIN_TOKENS = 64
 TILE_FLOATS = 1 << 20       # dequantized weight tile for the BLAS path: 4 MiB
 DEFAULT_N_CTX = 4096
+# How the numbers are computed (Model.load(arithmetic=...), or GGUFQ_ARITHMETIC):
+#   fast            the default: BLAS for batches of BLAS_MIN_TOKENS or more, whatever the host does best
+#   llama.cpp-avx2  llama.cpp's AVX2 build operation for operation, on any x86-64 host: every batch in
+#                   sub-batches under BLAS_MIN_TOKENS (integer kernels, per-row flash attention), float
+#                   weights through tinyBLAS's lanes. Its logits do not depend on the host's instructions
+#                   or BLAS, so the golden tests compare through it.
+ARITHMETICS = ("fast", "llama.cpp-avx2")
 # Batches under this many tokens attend with the numbers of ggml's flash attention for one query row at
 # a time (ops.attend_head), as llama.cpp does below its tile of 64 query rows (GGML_FA_TILE_Q); larger
 # batches take BLAS products (their numbers differ from llama.cpp's tiled kernel anyway).
@@ -253,8 +260,10 @@ class Weights:
 
 
 class RunState:
-    def __init__(self, c: Config, w: Weights, n_ctx: int, n_batch: int, kv_type: str, exact: bool = False):
+    def __init__(self, c: Config, w: Weights, n_ctx: int, n_batch: int, kv_type: str, exact: bool = False,
+                 llama_cpp: bool = False):
         B, d, hd = n_batch, c.n_embd, c.head_dim
+        self.llama_cpp = llama_cpp   # the llama.cpp-avx2 arithmetic: float weights through their lanes
         # exact: float32 activations everywhere (every product through the dequantized-tile path), a
         # reference for the tests; the default rounds activations to 8 bits as llama.cpp does.
         self.exact = exact
@@ -318,7 +327,8 @@ def matmul(lin: Linear, inp: Input, out: np.ndarray) -> None:
     T = inp.x.shape[0]
     a = inp.get(lin.act)
     if T < inp.rs.blas_min:
-        lin.dot.matmul(lin.w, a.xf, a.xq, a.xd, a.xs, out)
+        mm = lin.dot.matmul_llama_cpp if inp.rs.llama_cpp and lin.dot.matmul_llama_cpp else lin.dot.matmul
+        mm(lin.w, a.xf, a.xq, a.xd, a.xs, out)
         return
     rs = inp.rs
     for r0 in range(0, lin.rows, lin.tile_rows):
@@ -341,9 +351,14 @@ def matmul(lin: Linear, inp: Input, out: np.ndarray) -> None:
 
 class Model:
     def __init__(self, g: GGUFFile, n_ctx: int | None = None, n_threads: int | None = None,
-                 kv_type: str = "f16", n_batch: int = 512, exact: bool = False, decode_step: bool = True):
+                 kv_type: str = "f16", n_batch: int = 512, exact: bool = False, decode_step: bool = True,
+                 arithmetic: str | None = None):
         if kv_type not in ("f16", "f32"):
             raise GGUFQError(f"kv_type must be f16 or f32, not {kv_type!r}")
+        self.arithmetic = arithmetic or os.environ.get("GGUFQ_ARITHMETIC") or "fast"
+        if self.arithmetic not in ARITHMETICS:
+            raise GGUFQError(f"arithmetic must be one of {', '.join(ARITHMETICS)}, not {self.arithmetic!r}")
+        llama_cpp = self.arithmetic == "llama.cpp-avx2"
         self.gguf = g
         self.config = c = Config.from_gguf(g)
         if n_ctx is None or n_ctx <= 0:
@@ -352,10 +367,14 @@ class Model:
             raise GGUFQError(f"context {n_ctx} exceeds the model's training context of {c.n_ctx_train}")
         if n_threads:
             set_threads(n_threads)
+        # without an explicit count, the threads follow the machine's load (threads.LoadAwareThreads);
+        # llama.cpp's arithmetic keeps the count fixed: its split attention depends on it
+        from .threads import LoadAwareThreads
+        self._threads = None if (n_threads or llama_cpp) else LoadAwareThreads(numba.get_num_threads())
         self.n_ctx = n_ctx
-        self.n_batch = max(1, min(n_batch, n_ctx))
+        self.n_batch = max(1, min(n_batch, n_ctx, BLAS_MIN_TOKENS - 1 if llama_cpp else n_batch))
         self.weights = Weights(g, c)
-        self.rs = RunState(c, self.weights, n_ctx, self.n_batch, kv_type, exact)
+        self.rs = RunState(c, self.weights, n_ctx, self.n_batch, kv_type, exact, llama_cpp)
         self.n_past = 0
         self._tokenizer = None
         # RoPE tables per distinct (base, scale): [n_ctx, n_rot / 2]
@@ -365,17 +384,32 @@ class Model:
                            if c.swa_layers else self.rope_global)
         self._block = {"llama": self._block_llama, "gemma3": self._block_gemma3}[FAMILIES[c.arch]]
         self._step = None      # the compiled one-token forward (decode.py), made on first use
-        self._step_ok = None if (decode_step and DECODE_STEP and not exact) else False
+        # the decode step's float rows are fastmath loops: in llama.cpp-avx2 arithmetic, float weights
+        # take the batch path's lane kernels instead
+        floats = llama_cpp and any(lin.dot.matmul_llama_cpp for lin in self.weights.linears())
+        self._step_ok = None if (decode_step and DECODE_STEP and not exact and not floats) else False
 
     @classmethod
     def load(cls, path, n_ctx: int | None = None, n_threads: int | None = None, kv_type: str = "f16",
-             n_batch: int = 512, exact: bool = False, decode_step: bool = True) -> "Model":
+             n_batch: int = 512, exact: bool = False, decode_step: bool = True,
+             arithmetic: str | None = None) -> "Model":
         """Map a GGUF file. exact=True keeps activations in float32 (slower; a reference for tests);
-        decode_step=False runs one-token evals through the batch path (same numbers, slower)."""
+        decode_step=False runs one-token evals through the batch path (same numbers, slower);
+        arithmetic: "fast" (default) or "llama.cpp-avx2" (see ARITHMETICS; default $GGUFQ_ARITHMETIC)."""
         return cls(GGUFFile(path), n_ctx=n_ctx, n_threads=n_threads, kv_type=kv_type, n_batch=n_batch,
-                   exact=exact, decode_step=decode_step)
+                   exact=exact, decode_step=decode_step, arithmetic=arithmetic)
 
     # ---- public API ------------------------------------------------------------------------------
+    def warm_up(self) -> None:
+        """Run the kernels a chat or a completion will use (a short prompt, one decode step) and forget
+        them: compiling or loading them from numba's cache then happens here, not inside a timed prompt.
+        Says on stderr when kernels are compiled for this CPU (ggufq.jit)."""
+        from .jit import announce, runtime_modules
+        announce("runtime", runtime_modules())
+        self.eval([0, 1])
+        self.eval([2])
+        self.reset()
+
     @property
     def n_vocab(self) -> int:
         return self.config.n_vocab
@@ -399,6 +433,7 @@ class Model:
     def eval(self, tokens) -> np.ndarray:
         """Append tokens to the sequence; the last one's logits, float32[n_vocab] (a fresh array)."""
         tokens = self._check(tokens)
+        self._follow_load()
         if len(tokens) == 1 and self._use_step():
             return self._decode_one(tokens)
         h = None
@@ -411,6 +446,7 @@ class Model:
     def logits(self, tokens) -> np.ndarray:
         """A fresh sequence; float32[len(tokens), n_vocab], the logits after every position."""
         tokens = self._check(tokens, fresh=True)
+        self._follow_load()
         self.reset()
         out = np.zeros((len(tokens), self.n_vocab), np.float32)
         for s in range(0, len(tokens), self.n_batch):
@@ -447,6 +483,7 @@ class Model:
         (the positions whose next token is scored), a few rows at a time: never the whole [n, n_vocab]
         matrix (Gemma's 262k vocabulary makes that 0.5 GB at 512 tokens). The buffer is reused."""
         tokens = self._check(tokens, fresh=True)
+        self._follow_load()
         self.reset()
         n = len(tokens)
         logits = np.zeros((rows_per_pass, self.n_vocab), np.float32)
@@ -468,6 +505,12 @@ class Model:
         if tokens.min() < 0 or tokens.max() >= self.n_vocab:
             raise ValueError(f"token id out of range 0..{self.n_vocab - 1}")
         return tokens
+
+    def _follow_load(self) -> None:
+        if self._threads is not None:
+            n = self._threads.pick()
+            if n != numba.get_num_threads():
+                set_threads(n)
 
     def _use_step(self) -> bool:
         if self._step_ok is None:

@@ -16,7 +16,7 @@ from llvmlite import ir
 from numba import types
 from numba.extending import intrinsic
 
-from .kernels.dot_common import f16_to_f32, f32_to_f16
+from .kernels.dot_common import f16_to_f32, f32_to_f16, fma32  # noqa: F401  (fma32: used by decode too)
 from .kernels.legacy import f32_as_u32, u32_as_f32
 
 f32 = np.float32
@@ -34,24 +34,6 @@ def kv_to_f32(typingctx, v):
             return args[0]
         return types.float32(v), codegen
     return None
-
-
-@intrinsic
-def fma32(typingctx, a, b, c):
-    """a * b + c rounded once (llvm.fma.f32), for the places where llama.cpp's build fuses a multiply-add
-    (GCC contracts `x*y + z` in ggml-cpu, which is compiled with -march=native)."""
-    if not (a == b == c == types.float32):
-        return None
-
-    def codegen(context, builder, signature, args):
-        f = ir.FloatType()
-        mod = builder.module
-        try:
-            fn = mod.get_global("llvm.fma.f32")
-        except KeyError:
-            fn = ir.Function(mod, ir.FunctionType(f, [f, f, f]), name="llvm.fma.f32")
-        return builder.call(fn, list(args))
-    return types.float32(a, b, c), codegen
 
 
 @intrinsic

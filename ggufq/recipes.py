@@ -50,11 +50,19 @@ def parse_file_type(name: str) -> tuple[str, FT, GT]:
 
 
 def parse_tensor_type(name: str) -> GT:
-    """A ggml type name, case-insensitive (llama-quantize's parse_ggml_type)."""
+    """A ggml type name that ggufq can quantize to, case-insensitive (llama-quantize's parse_ggml_type).
+    Checked here, when the plan is made, so that --dry-run refuses what the real run could not write."""
+    from .kernels.registry import quantizable_types
     try:
-        return GT[name.upper()]
+        t = GT[name.upper()]
     except KeyError:
-        raise GGUFQError(f"unknown tensor type {name!r}") from None
+        t = None
+    ok = quantizable_types()
+    if t not in ok:
+        known = ", ".join(x.name for x in sorted(ok))
+        what = "has no quantizer in ggufq" if t is not None else "is not a tensor type"
+        raise GGUFQError(f"tensor type {name!r} {what} (choose one of {known})")
+    return t
 
 
 def is_quantized(t: GT) -> bool:

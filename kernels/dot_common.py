@@ -47,6 +47,24 @@ def f16_to_f32(typingctx, h):
 
 
 @intrinsic
+def fma32(typingctx, a, b, c):
+    """a * b + c rounded once (llvm.fma.f32), for the places where llama.cpp's build fuses a multiply-add
+    (GCC contracts `x*y + z` in ggml-cpu, which is compiled with -march=native)."""
+    if not (a == b == c == types.float32):
+        return None
+
+    def codegen(context, builder, signature, args):
+        f = ir.FloatType()
+        mod = builder.module
+        try:
+            fn = mod.get_global("llvm.fma.f32")
+        except KeyError:
+            fn = ir.Function(mod, ir.FunctionType(f, [f, f, f]), name="llvm.fma.f32")
+        return builder.call(fn, list(args))
+    return types.float32(a, b, c), codegen
+
+
+@intrinsic
 def f32_to_f16(typingctx, x):
     """float32 -> uint16 bits of an IEEE half, rounded to nearest even (what F16C and ggml do)."""
     if x != types.float32:
@@ -246,14 +264,17 @@ class DotKernels:
     matmul: Callable         # (w, xf, xq, xd, xs, out[T, rows]) integer/float dots, parallel over rows
     dequant: Callable        # (w, r0, r1, out[r1 - r0, k]) float32 rows
     weight_view: Callable    # TensorInfo.data -> the array the kernels take
+    # the same product in the numbers of llama.cpp's AVX2 build on every host, where `matmul` differs
+    # (the float types: matmul's fastmath sums follow the host's vector width); None: matmul is already
+    matmul_llama_cpp: Callable | None = None
 
 
 DOT: dict[GGMLQuantizationType, DotKernels] = {}
 
 
-def register(qtype, act, matmul, dequant, weight_view=lambda a: a) -> None:
+def register(qtype, act, matmul, dequant, weight_view=lambda a: a, matmul_llama_cpp=None) -> None:
     qtype = GGMLQuantizationType(qtype)
-    DOT[qtype] = DotKernels(qtype, act, matmul, dequant, weight_view)
+    DOT[qtype] = DotKernels(qtype, act, matmul, dequant, weight_view, matmul_llama_cpp)
     # Hook into the format registry too, when the format class exists.
     from .registry import FORMATS
     fmt = FORMATS.get(qtype)

@@ -12,7 +12,8 @@ from llvmlite import ir
 from numba import types
 from numba.extending import intrinsic
 
-from .dot_common import f16_to_f32, register
+from .dot_common import f16_to_f32, f32_to_f16, fma32, register
+from .legacy import f32_as_u32, u32_as_f32
 
 f32 = np.float32
 
@@ -117,6 +118,76 @@ def rows_bf16(w, wo, rs, r0, r1, x, out):
         out[r] = acc
 
 
+# ---- llama.cpp's numbers (the llama.cpp-avx2 arithmetic) ------------------------------------------
+# ggml-cpu multiplies float weights through llamafile's tinyBLAS: the activations are first rounded to
+# the weight's type (vec_dot_type: fp16 for F16, bf16 for BF16), then every output is 8 float lanes of
+# fused multiply-adds over the row (tinyBLAS<8, __m256>, k a multiple of 8) and hsum's tree. Written
+# lane by lane, with no fastmath, these numbers are the same on every x86-64 host (the fastmath loops
+# above are vectorized to the host's width, so their sums are not); a row whose length is not a
+# multiple of 8 (tinyBLAS declines it) ends with its tail added in order.
+
+@nb.njit(inline="always")
+def _round_bf16(x):
+    """float32 -> the nearest bfloat16, ties to even, NaN kept quiet (ggml_compute_fp32_to_bf16)."""
+    u = np.int64(f32_as_u32(x))
+    if (u & 0x7fffffff) > 0x7f800000:
+        h = (u >> 16) | 64
+    else:
+        h = (u + (0x7fff + ((u >> 16) & 1))) >> 16
+    return u32_as_f32(np.uint32((h << 16) & 0xffffffff))
+
+
+@nb.njit(inline="always")
+def _hsum8(l):
+    """hsum(__m256): the two halves added, then _mm_movehl_ps and _mm_movehdup_ps."""
+    return ((l[0] + l[4]) + (l[2] + l[6])) + ((l[1] + l[5]) + (l[3] + l[7]))
+
+
+@nb.njit(cache=True, parallel=True)
+def matmul_lanes(w, kind, xf, out):
+    """out[T, rows] = x[T, k] . W; w: the weights flat (float32, or fp16/bf16 bits as uint16), kind 0 =
+    F32, 1 = F16, 2 = BF16; x rounded to the weight's type first."""
+    R = out.shape[1]
+    T, k = xf.shape
+    k8 = k - k % 8
+    xr = np.empty((T, k), np.float32)
+    for t in range(T):
+        for i in range(k):
+            v = xf[t, i]
+            if kind == 1:
+                v = f16_to_f32(f32_to_f16(v))
+            elif kind == 2:
+                v = _round_bf16(v)
+            xr[t, i] = v
+    for r in nb.prange(R):
+        lanes = np.empty(8, np.float32)
+        for t in range(T):
+            for l in range(8):
+                lanes[l] = 0.0
+            for i0 in range(0, k8, 8):
+                for l in range(8):
+                    j = r * k + i0 + l
+                    if kind == 1:
+                        wv = f16_to_f32(w[j])
+                    elif kind == 2:
+                        wv = bf16_to_f32(w[j])
+                    else:
+                        wv = f32(w[j])
+                    lanes[l] = fma32(wv, xr[t, i0 + l], lanes[l])
+            acc = _hsum8(lanes)
+            for i in range(k8, k):
+                j = r * k + i
+                wv = f16_to_f32(w[j]) if kind == 1 else (bf16_to_f32(w[j]) if kind == 2 else f32(w[j]))
+                acc += wv * xr[t, i]
+            out[t, r] = acc
+
+
+def _lanes(kind):
+    def matmul(w, xf, xq, xd, xs, out):
+        matmul_lanes(w.reshape(-1), kind, xf, out)
+    return matmul
+
+
 @nb.njit(cache=True, parallel=True)
 def dequant_f32(w, r0, r1, out):
     k = w.shape[1]
@@ -145,6 +216,6 @@ def _as_u16(a):
     return a.view(np.uint16)
 
 
-register(T.F32, "f32", matmul_f32, dequant_f32)
-register(T.F16, "f32", matmul_f16, dequant_f16, _as_u16)
-register(T.BF16, "f32", matmul_bf16, dequant_bf16, _as_u16)
+register(T.F32, "f32", matmul_f32, dequant_f32, matmul_llama_cpp=_lanes(0))
+register(T.F16, "f32", matmul_f16, dequant_f16, _as_u16, matmul_llama_cpp=_lanes(1))
+register(T.BF16, "f32", matmul_bf16, dequant_bf16, _as_u16, matmul_llama_cpp=_lanes(2))

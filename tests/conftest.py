@@ -39,3 +39,10 @@ def vocab_dir() -> Path:
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod.fetch_vocabs()
+
+
+@pytest.fixture
+def llama_cpp_arithmetic(monkeypatch):
+    """Models loaded in the test compute in llama.cpp's AVX2 arithmetic (ggufq.model.ARITHMETICS): the
+    numbers golden fixtures from llama.cpp are compared with, the same on every x86-64 host."""
+    monkeypatch.setenv("GGUFQ_ARITHMETIC", "llama.cpp-avx2")

@@ -149,9 +149,9 @@ def test_chat_through_a_pipe_one_message_per_line(monkeypatch, capsys):
     assert main(["chat", "-m", SMOL, "--temp", "0", "-t", "2", "-c", "512", "-n", "16"]) == 0
     out, err = capsys.readouterr()
     assert "2 turns" in err
-    # each answer then a newline: the answers of the same conversation through the API
+    # each answer then a blank line: the answers of the same conversation through the API
     answers, _, _ = api_conversation()
-    assert out == answers[0] + "\n" + answers[1] + "\n"
+    assert out == answers[0] + "\n\n" + answers[1] + "\n\n"
 
 
 def _read_until(fd, needle: bytes, timeout: float, buf: bytearray) -> bytes:
@@ -249,3 +249,40 @@ def test_gelu_is_ggml_table():
     g = h[inside].reshape(1, -1).copy()
     ops.gelu_mul(g, np.ones_like(g))
     assert hashlib.sha256(g[0].astype(np.float16).tobytes()).hexdigest() == LOGITS["gelu_table_sha256"]
+
+
+def test_chat_goes_on_past_the_context(monkeypatch, capsys):
+    """12 turns piped into a 256-token context: the oldest turns are dropped (said once on stderr, the
+    system message kept) and every turn is answered; exit 0."""
+    from ggufq.cli import main
+    turns = [f"Tell me one fact about the number {i}." for i in range(12)]
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(("\n".join(turns) + "\n").encode())))
+    assert main(["chat", "-m", SMOL, "--temp", "0", "-t", "2", "-c", "256", "-n", "40", "-sys", "Be brief."]) == 0
+    out, err = capsys.readouterr()
+    assert "12 turns" in err
+    assert err.count("dropping the oldest turns") == 1
+    assert len(out.split("\n\n")) == 13 and out.endswith("\n\n")
+
+
+def test_chat_session_drops_old_turns_and_keeps_the_system_message():
+    from ggufq.model import Model
+    m = Model.load(SMOL, n_ctx=128, n_threads=2)
+    said = []
+    s = ChatSession(m, system="Be brief.", max_tokens=24, temp=0, notice=said.append)
+    for i in range(6):
+        assert "".join(s.send(f"Name a colour, please ({i})."))
+        assert len(s._prompt_ids()) <= m.n_ctx
+    assert s.messages[0] == {"role": "system", "content": "Be brief."}
+    assert s.messages[1]["role"] == "user" and s.n_dropped > 0 and len(said) == 1
+    assert s.messages[-2]["content"] == "Name a colour, please (5)."
+
+
+def test_chat_with_a_base_model_uses_a_plain_transcript(monkeypatch, capsys):
+    """Gemma 3 270M ships without a chat template (a base model): said on stderr, a User:/Assistant:
+    transcript instead of a borrowed instruction format, and the answer ends before the next 'User:'."""
+    from ggufq.cli import main
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"What is the capital of France?\n")))
+    assert main(["chat", "-m", GEMMA, "--temp", "0", "-t", "2", "-c", "256", "-n", "48"]) == 0
+    out, err = capsys.readouterr()
+    assert "base (pretrained) model" in err and "ggufq run" in err
+    assert "User:" not in out and out.endswith("\n\n") and out.strip()

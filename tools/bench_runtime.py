@@ -1,6 +1,7 @@
 """Runtime speed against llama.cpp, in the same run: a benchmark, not a test.
 
-    .venv/bin/python tools/bench_runtime.py [--llama-cpp DIR] [-t 2] [-p 512] [-n 128] [-r 3] [--quick]
+    .venv/bin/python tools/bench_runtime.py [--llama-cpp DIR] [-t 2] [-p 512] [-n 128] [-r 3]
+    .venv/bin/python tools/bench_runtime.py --busy-core [-n 64] [-r 5]
 
 Files: SmolLM2 Q4_0, Q4_K_M and Q8_0 (made once with `ggufq quantize --allow-requantize` from the shipped
 Q4_1 file, into models/bench/) and the shipped Gemma 3 Q4_K_M. For each: `ggufq bench` and llama-bench
@@ -8,6 +9,10 @@ with the same settings (pp = one batch of p tokens, tg = n tokens one at a time)
 to first token with a warm JIT cache (a fresh process: import, map the file, a 16-token prompt, one
 token), and the peak RSS of a 128-token generation against file size + KV cache + 200 MB.
 Targets: decode >= 0.7x, prompt >= 0.5x llama.cpp; TTFT <= 2 s.
+
+--busy-core: decode speed of SmolLM2 Q4_0 with default threads, quiet and while another process keeps one
+core busy (a Python spin loop), beside `-t 1` under the same load and llama-bench (-t = all cores) quiet
+and loaded. Target: default threads under load >= 0.5x their quiet figure and >= the -t 1 figure.
 The OpenBLAS variables OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE are unset for the ggufq runs (the
 SkylakeX-or-native sgemm kernels instead of the machine's Haswell default), as the design notes allow.
 """
@@ -61,6 +66,48 @@ def files() -> list[tuple[str, Path]]:
     return out
 
 
+BUSY = "import time\nend = time.time() + 600\nwhile time.time() < end:\n    pass\n"
+
+
+def tg(cmd: list[str]) -> float:
+    """The tg figure (t/s) that `ggufq bench` or llama-bench prints for cmd."""
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env_blas(), cwd=ROOT)
+    if out.returncode:
+        print(out.stderr, file=sys.stderr)
+        raise SystemExit(out.returncode)
+    if "llama-bench" in cmd[0]:
+        return float(json.loads(out.stdout)[-1]["avg_ts"])
+    line = next(x for x in out.stdout.splitlines() if "| tg" in x)
+    return float(line.split("|")[5].split("±")[0])
+
+
+def busy_core(args, have_llama: bool) -> None:
+    path = files()[0][1]
+    ours = [PY, "-m", "ggufq", "bench", "-m", str(path), "-p", "0", "-n", str(args.n), "-r", str(args.r)]
+    ref = [str(Path(args.llama_cpp) / "llama-bench"), "-m", str(path), "-p", "0", "-n", str(args.n),
+           "-r", str(args.r), "-t", str(os.cpu_count()), "-o", "json"]
+    res = {"ggufq default, quiet": tg(ours)}
+    if have_llama:
+        res["llama-bench, quiet"] = tg(ref)
+    busy = subprocess.Popen([PY, "-c", BUSY])
+    try:
+        res["ggufq default, one core busy"] = tg(ours)
+        res["ggufq -t 1, one core busy"] = tg(ours + ["-t", "1"])
+        if have_llama:
+            res["llama-bench, one core busy"] = tg(ref)
+    finally:
+        busy.kill()
+        busy.wait()
+    for k, v in res.items():
+        print(f"{path.name} tg{args.n}  {k:<32} {v:7.2f} t/s")
+    q, b, one = res["ggufq default, quiet"], res["ggufq default, one core busy"], res["ggufq -t 1, one core busy"]
+    print(f"ggufq default threads: loaded / quiet = {b / q:.2f} (target >= 0.5), loaded / -t 1 loaded = "
+          f"{b / one:.2f} (target >= ~1.0)")
+    if have_llama:
+        lq, lb = res["llama-bench, quiet"], res["llama-bench, one core busy"]
+        print(f"llama-bench: loaded / quiet = {lb / lq:.2f}; ggufq / llama.cpp: quiet {q / lq:.2f}, loaded {b / lb:.2f}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--llama-cpp", default=os.environ.get("LLAMA_CPP_DIR",
@@ -69,8 +116,12 @@ def main() -> None:
     ap.add_argument("-p", type=int, default=512)
     ap.add_argument("-n", type=int, default=128)
     ap.add_argument("-r", type=int, default=3)
+    ap.add_argument("--busy-core", action="store_true", help="decode with one core kept busy (see above)")
     args = ap.parse_args()
     have_llama = (Path(args.llama_cpp) / "llama-bench").exists()
+    if args.busy_core:
+        busy_core(args, have_llama)
+        return
     rows = []
     for label, path in files():
         cmd = [PY, "-m", "ggufq", "bench", "-m", str(path), "-t", str(args.t), "-p", str(args.p), "-n", str(args.n),

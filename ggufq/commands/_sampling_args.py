@@ -1,11 +1,13 @@
 """Sampling and runtime options shared by `ggufq run` and `ggufq chat` (llama.cpp's names and defaults)."""
 from __future__ import annotations
 
+from ._args import non_negative_int, positive_int
+
 
 def add_sampling_args(p) -> None:
     g = p.add_argument_group("sampling (llama.cpp's defaults)")
     g.add_argument("--temp", type=float, default=0.8, help="temperature; 0 = greedy (default 0.8)")
-    g.add_argument("--top-k", type=int, default=40, help="top-k, 0 = off (default 40)")
+    g.add_argument("--top-k", type=non_negative_int, default=40, help="top-k, 0 = off (default 40)")
     g.add_argument("--top-p", type=float, default=0.95, help="top-p, 1.0 = off (default 0.95)")
     g.add_argument("--min-p", type=float, default=0.05, help="min-p, 0.0 = off (default 0.05)")
     g.add_argument("--repeat-penalty", type=float, default=1.0, help="repetition penalty, 1.0 = off (default 1.0)")
@@ -14,8 +16,8 @@ def add_sampling_args(p) -> None:
     g.add_argument("--frequency-penalty", type=float, default=0.0, help="frequency penalty (default 0.0)")
     g.add_argument("-s", "--seed", type=int, default=None, help="random seed (default: random)")
     r = p.add_argument_group("runtime")
-    r.add_argument("-c", "--ctx-size", type=int, default=None, help="context size (default: min(training, 4096))")
-    r.add_argument("-t", "--threads", type=int, default=None, help="threads (default: all cores)")
+    r.add_argument("-c", "--ctx-size", type=non_negative_int, default=None, help="context size (default: min(training, 4096))")
+    r.add_argument("-t", "--threads", type=positive_int, default=None, help="threads (default: all cores)")
 
 
 def sampling_kwargs(args) -> dict:

@@ -16,15 +16,17 @@ import time
 from pathlib import Path
 
 from ..errors import GGUFQError
+from ._args import non_negative_int, positive_int
 
 
 def configure(p) -> None:
     p.add_argument("-m", "--model", required=True, help="GGUF file")
-    p.add_argument("-t", "--threads", type=int, default=os.cpu_count() or 1, help="threads (default: all cores)")
-    p.add_argument("-p", "--n-prompt", type=int, default=512, help="prompt tokens (default 512; 0 to skip)")
-    p.add_argument("-n", "--n-gen", type=int, default=128, help="generated tokens (default 128; 0 to skip)")
-    p.add_argument("-b", "--batch-size", type=int, default=512, help="tokens per forward pass (default 512)")
-    p.add_argument("-r", "--repetitions", type=int, default=3, help="repetitions (default 3)")
+    p.add_argument("-t", "--threads", type=positive_int, default=None,
+                   help="threads (default: the cores other processes leave free, as run and chat do)")
+    p.add_argument("-p", "--n-prompt", type=non_negative_int, default=512, help="prompt tokens (default 512; 0 to skip)")
+    p.add_argument("-n", "--n-gen", type=non_negative_int, default=128, help="generated tokens (default 128; 0 to skip)")
+    p.add_argument("-b", "--batch-size", type=positive_int, default=512, help="tokens per forward pass (default 512)")
+    p.add_argument("-r", "--repetitions", type=positive_int, default=3, help="repetitions (default 3)")
     p.add_argument("--kv-type", choices=("f16", "f32"), default="f16")
     p.add_argument("--compare-llama-cpp", metavar="DIR", help="also run DIR/llama-bench and print ratios")
 
@@ -85,6 +87,8 @@ def run(args) -> int:
     n_ctx = max(args.n_prompt + 1, args.n_gen + 1, 16)
     model = Model.load(args.model, n_ctx=n_ctx, n_threads=args.threads, kv_type=args.kv_type,
                        n_batch=max(1, min(args.batch_size, n_ctx)))
+    from ..jit import announce, runtime_modules
+    announce("runtime", runtime_modules())  # each test's first run (not counted) compiles them
     size = Path(args.model).stat().st_size
     name = Path(args.model).name
     print(f"| model | size | threads | test | t/s |")
@@ -94,9 +98,10 @@ def run(args) -> int:
         mean = statistics.fmean(runs)
         sd = statistics.stdev(runs) if len(runs) > 1 else 0.0
         ours[test] = mean
-        print(f"| {name} | {size / 2**20:.2f} MiB | {args.threads} | {test} | {mean:.2f} ± {sd:.2f} |", flush=True)
+        print(f"| {name} | {size / 2**20:.2f} MiB | {args.threads or 'auto'} | {test} | {mean:.2f} ± {sd:.2f} |",
+              flush=True)
     if args.compare_llama_cpp:
-        ref = llama_bench(args.compare_llama_cpp, args.model, args.threads, args.n_prompt, args.n_gen,
+        ref = llama_bench(args.compare_llama_cpp, args.model, args.threads or os.cpu_count() or 1, args.n_prompt, args.n_gen,
                           args.repetitions)
         for test, v in ours.items():
             if test in ref:

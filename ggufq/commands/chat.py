@@ -14,13 +14,15 @@ from __future__ import annotations
 import os
 import sys
 
+from ..errors import GGUFQError
+from ._args import count_or_all
 from ._sampling_args import add_sampling_args, sampling_kwargs
 
 
 def configure(p):
     p.add_argument("-m", "--model", required=True, help="GGUF file")
     p.add_argument("-sys", "--system-prompt", default=None, help="system message")
-    p.add_argument("-n", "--n-predict", type=int, default=-1,
+    p.add_argument("-n", "--n-predict", type=count_or_all, default=-1,
                    help="at most this many tokens per answer, -1 = until end of turn (default -1)")
     add_sampling_args(p)
 
@@ -76,7 +78,20 @@ def run(args) -> int:
         signal.signal(signal.SIGINT, signal.default_int_handler)
     save_history = _setup_readline() if interactive else (lambda: None)
     model = Model.load(args.model, n_ctx=args.ctx_size, n_threads=args.threads)
-    session = ChatSession(model, system=args.system_prompt, max_tokens=args.n_predict, **sampling_kwargs(args))
+    model.warm_up()  # compiling or loading kernels is not part of the reported speeds
+    template = None
+    if not model.gguf.get("tokenizer.chat_template"):
+        from ..chat_template import ChatTemplate
+        template = ChatTemplate.plain()
+        print(f"ggufq chat: {args.model} has no chat template: it is a base (pretrained) model, which continues "
+              "text rather than answering. Chatting in a plain 'User:/Assistant:' transcript; for plain "
+              "completion use `ggufq run`.", file=sys.stderr)
+
+    def notice(message):
+        print(f"ggufq chat: {message}", file=sys.stderr)
+
+    session = ChatSession(model, system=args.system_prompt, template=template, max_tokens=args.n_predict,
+                          notice=notice, **sampling_kwargs(args))
     out = sys.stdout
     if interactive:
         print(f"ggufq chat: {args.model} ({session.template.name} template). "
@@ -106,7 +121,13 @@ def run(args) -> int:
             answer.close()  # the partial answer stays in the conversation, the cache in step with it
             out.write("\n")
             print("[answer interrupted]", file=sys.stderr)
-        out.write("\n")
+        except GGUFQError as e:  # this message alone does not fit the context: say so, go on
+            print(f"ggufq chat: {e}", file=sys.stderr)
+            continue
+        if session.stats.stop == "context":
+            print(f"[answer cut: the context of {model.n_ctx} tokens is full (-c)]", file=sys.stderr)
+        # one blank line between answers in pipe mode, so that a script can tell them apart
+        out.write("\n" if interactive else "\n\n")
         out.flush()
         turns += 1
         if interactive:

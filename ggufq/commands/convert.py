@@ -16,12 +16,16 @@ def configure(p):
 
 def run(args) -> int:
     from ..convert import convert
+    from ..gguf_writer import check_output_file
     from ..threads import configure_batch_threads
     configure_batch_threads()
     folder = Path(args.model)
     out = Path(args.outfile) if args.outfile else folder.parent / f"{folder.name}-{args.outtype}.gguf"
+    check_output_file(out)
+    from ..jit import announce, quantizer_modules
+    announce("converter", quantizer_modules())
     s = convert(folder, out, args.outtype.lower() if args.outtype.lower() in ('f32', 'f16', 'bf16', 'q8_0') else args.outtype, progress=not args.no_progress and sys.stderr.isatty())
-    print(f"{s['file']}: {s['bytes'] / 2**20:.1f} MiB, {s['tensors']} tensors, "
+    print(f"{s['file']}: {s['bytes'] / 2**20:.2f} MiB, {s['tensors']} tensors, "
           f"{s['parameters'] / 1e6:.1f} M parameters, {s['bits_per_weight']:.2f} bits per weight, "
           f"{s['seconds']:.1f} s")
     return 0

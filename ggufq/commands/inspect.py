@@ -34,7 +34,9 @@ def summarize(g: GGUFFile) -> dict:
                for t in g.tensors.values()]
     n_el = sum(t.n_elements for t in g.tensors.values())
     n_bytes = sum(t.nbytes for t in g.tensors.values())
-    return {"file": g.path, "version": g.version, "architecture": arch, "general": general,
+    other = {k: _plain(kv.value) for k, kv in g.kv.items()
+             if not k.startswith(("general.", "tokenizer.", arch + ".")) and k not in _BIG_ARRAYS}
+    return {"file": g.path, "version": g.version, "architecture": arch, "general": general, "other": other,
             "hparams": hparams, "tokenizer": tok, "tensors": tensors,
             "totals": {"tensors": len(tensors), "parameters": n_el, "bytes": n_bytes,
                        "file_bytes": g.size, "bits_per_weight": 8 * n_bytes / max(n_el, 1)}}
@@ -54,7 +56,14 @@ def run(args) -> int:
         print()
         return 0
     w = sys.stdout.write
-    w(f"{s['file']}: GGUF v{s['version']}, architecture {s['architecture']}\n")
+    kind = s["general"].get("general.type")
+    if kind == "imatrix" or (s["architecture"] == "?" and kind):
+        _print_other(s, kind, w)
+        return 0
+    if s["architecture"] == "?":
+        w(f"{s['file']}: GGUF v{s['version']} without general.architecture: not a model file\n")
+    else:
+        w(f"{s['file']}: GGUF v{s['version']}, architecture {s['architecture']}\n")
     for k, v in {**s["general"], **{f"{s['architecture']}.{k}": v for k, v in s["hparams"].items()}}.items():
         w(f"  {k:<44} {_short(v)}\n")
     t = s["tokenizer"]
@@ -69,6 +78,23 @@ def run(args) -> int:
     w(f"{tot['tensors']} tensors, {tot['parameters'] / 1e6:.2f} M parameters, "
       f"{tot['bytes'] / 2**20:.2f} MiB of tensor data, {tot['bits_per_weight']:.3f} bits per weight\n")
     return 0
+
+
+def _print_other(s: dict, kind: str, w) -> None:
+    """A GGUF that holds no model: llama-imatrix's importance matrix (general.type = imatrix), or
+    another general.type; its keys and tensor count, no tokenizer or bits per weight."""
+    what = "an importance matrix (llama-imatrix), for quantize --imatrix" if kind == "imatrix" else f"a {kind} file"
+    w(f"{s['file']}: GGUF v{s['version']}, {what}\n")
+    for k, v in s["general"].items():
+        w(f"  {k:<44} {_short(v)}\n")
+    if kind == "imatrix":
+        entries = [t["name"][:-len(".in_sum2")] for t in s["tensors"] if t["name"].endswith(".in_sum2")]
+        w(f"  {'imatrix.chunk_count':<44} {s['other'].get('imatrix.chunk_count')}\n")
+        w(f"  {'imatrix.chunk_size':<44} {s['other'].get('imatrix.chunk_size')}\n")
+        w(f"  {'imatrix.datasets':<44} {_short(s['other'].get('imatrix.datasets'))}\n")
+        w(f"{len(entries)} matrices with importances, e.g. {', '.join(entries[:3])}\n")
+    else:
+        w(f"{s['totals']['tensors']} tensors\n")
 
 
 def _short(v):

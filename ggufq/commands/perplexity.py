@@ -19,17 +19,21 @@ import sys
 import time
 
 from ..errors import GGUFQError
+from ._args import count_or_all, positive_int
 
 
 def configure(p) -> None:
     p.add_argument("-m", "--model", required=True, help="GGUF file")
     p.add_argument("-f", "--file", help="plain text file (not with --kl-divergence: the base file has the tokens)")
-    p.add_argument("-c", "--ctx-size", type=int, default=512, help="tokens per chunk (default 512)")
-    p.add_argument("-b", "--batch-size", type=int, default=None,
+    p.add_argument("-c", "--ctx-size", type=positive_int, default=512, help="tokens per chunk (default 512)")
+    p.add_argument("-b", "--batch-size", type=positive_int, default=None,
                    help="tokens per forward pass (default: the chunk)")
-    p.add_argument("--chunks", type=int, default=-1, help="score at most this many chunks (default all)")
-    p.add_argument("-t", "--threads", type=int, default=None, help="threads (default: all cores)")
+    p.add_argument("--chunks", type=count_or_all, default=-1, help="score at most this many chunks (default all)")
+    p.add_argument("-t", "--threads", type=positive_int, default=None, help="threads (default: all cores)")
     p.add_argument("--kv-type", choices=("f16", "f32"), default="f16", help="KV cache type (default f16)")
+    p.add_argument("--arithmetic", choices=("fast", "llama.cpp-avx2"), default=None,
+                   help="fast (default), or llama.cpp's AVX2 numbers on any host: sub-batches of 63 tokens, "
+                        "slower (default: $GGUFQ_ARITHMETIC or fast)")
     p.add_argument("--kl-divergence-base", metavar="FILE",
                    help="save this run's log-probabilities to FILE (the base); with --kl-divergence, read them")
     p.add_argument("--kl-divergence", action="store_true",
@@ -112,7 +116,7 @@ def run_kl_divergence(args) -> int:
     base = BaseFile(args.kl_divergence_base)
     n_batch = min(args.batch_size or base.n_ctx, base.n_ctx)
     model = Model.load(args.model, n_ctx=base.n_ctx, n_threads=args.threads, kv_type=args.kv_type,
-                       n_batch=n_batch)
+                       n_batch=n_batch, arithmetic=args.arithmetic)
     tok = model.tokenizer
 
     def on_chunk(i, kld):
@@ -150,7 +154,7 @@ def run(args) -> int:
     t0 = time.perf_counter()
     n_batch = min(args.batch_size or args.ctx_size, args.ctx_size)
     model = Model.load(args.model, n_ctx=args.ctx_size, n_threads=args.threads, kv_type=args.kv_type,
-                       n_batch=n_batch)
+                       n_batch=n_batch, arithmetic=args.arithmetic)
     tok = model.tokenizer
     tokens = tok.encode(text, add_special=True, parse_special=False)
     print(f"perplexity: {len(tokens)} tokens, n_ctx={args.ctx_size}, batch={n_batch}, "

@@ -8,9 +8,12 @@ time into a temporary file in the output folder, renamed into place when complet
 from __future__ import annotations
 
 import os
+import re
 import sys
 import time
 from pathlib import Path
+
+from ._args import positive_int
 
 
 def configure(p):
@@ -31,7 +34,7 @@ def configure(p):
     p.add_argument("--recipe", metavar="FILE.json",
                    help="per-tensor types from a JSON recipe ({\"tensors\": {NAME: TYPE}}, as --dry-run --json "
                         "prints); tensors it does not name follow TYPE's rules")
-    p.add_argument("-t", "--threads", type=int, default=0, help="threads (default: all cores)")
+    p.add_argument("-t", "--threads", type=positive_int, default=None, help="threads (default: all cores)")
 
 
 def _options(args, has_imatrix: bool):
@@ -43,6 +46,10 @@ def _options(args, has_imatrix: bool):
         pat, sep, tname = spec.partition("=")
         if not sep or not pat or not tname:
             raise GGUFQError(f"--tensor-type {spec!r}: expected REGEX=TYPE")
+        try:
+            re.compile(pat.lower())
+        except re.error as e:
+            raise GGUFQError(f"--tensor-type {spec!r}: {pat!r} is not a regular expression ({e})") from None
         overrides.append((pat.lower(), parse_tensor_type(tname)))
     return Options(
         ftype_name=args.type,
@@ -120,6 +127,7 @@ def run(args) -> int:
 
     from ..errors import GGUFQError
     from ..gguf_file import GGUFFile
+    from ..gguf_writer import check_output_file
     from ..recipes import is_quantized, quantize_tensor
     from ..threads import configure_batch_threads
 
@@ -132,6 +140,8 @@ def run(args) -> int:
         imatrix = load_imatrix(args.imatrix)
 
     opts = _options(args, imatrix is not None)
+    if not args.dry_run:
+        check_output_file(args.output, args.input)
     g = GGUFFile(args.input)
     try:
         choices = build_plan(g, opts, args.recipe)
@@ -152,8 +162,8 @@ def run(args) -> int:
                 raise GGUFQError(f"tensor {c.name} is already {c.src_type.name}: requantizing is disabled "
                                  f"(use --allow-requantize)")
         out_path = Path(args.output)
-        if out_path.exists() and out_path.resolve() == Path(args.input).resolve():
-            raise GGUFQError("input and output files are the same")
+        from ..jit import announce, quantizer_modules
+        announce("quantizer", quantizer_modules())
 
         # ---- metadata: every key with its value type, then the keys llama-quantize (re)sets ----
         arch = g.get("general.architecture", "")
@@ -206,7 +216,8 @@ def run(args) -> int:
         g.close()
 
     secs = time.time() - t_start
-    print(f"{args.output}: {size_out / 2**20:.2f} MiB ({size_in / 2**20:.2f} MiB in), "
+    # the file's size, as convert prints it (metadata included: the vocabulary is ~1.7 MiB of SmolLM2's)
+    print(f"{args.output}: {os.path.getsize(args.output) / 2**20:.2f} MiB ({g.size / 2**20:.2f} MiB in), "
           f"{8 * size_out / max(n_elements, 1):.2f} bits per weight, {opts.ftype_name}, {secs:.1f} s")
     return 0
 

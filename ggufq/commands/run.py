@@ -9,6 +9,7 @@ from __future__ import annotations
 import sys
 
 from ..errors import GGUFQError
+from ._args import count_or_all
 from ._sampling_args import add_sampling_args, sampling_kwargs
 
 
@@ -17,7 +18,7 @@ def configure(p):
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("-p", "--prompt", help="prompt text")
     src.add_argument("-f", "--file", help="read the prompt from a file")
-    p.add_argument("-n", "--n-predict", type=int, default=-1,
+    p.add_argument("-n", "--n-predict", type=count_or_all, default=-1,
                    help="tokens to generate, -1 = until end of generation or a full context (default -1)")
     p.add_argument("--no-display-prompt", action="store_true", help="print only the continuation")
     p.add_argument("--no-escape", action="store_true", help="do not process escapes (\\n, \\t, ...) in the prompt")
@@ -42,6 +43,7 @@ def run(args) -> int:
     prompt = data.decode("utf-8", errors="replace")
 
     model = Model.load(args.model, n_ctx=args.ctx_size, n_threads=args.threads)
+    model.warm_up()  # compiling or loading kernels is not part of the reported speeds
     tok = model.tokenizer
     sampler = make_sampler(model, **sampling_kwargs(args))
     ids = tok.encode(prompt, add_special=True, parse_special=True)

@@ -1,0 +1,68 @@
+"""Say when numba is about to compile, instead of letting a command look hung or slow.
+
+Every kernel is compiled with cache=True, so a machine compiles each one once (`make` does it for all of
+them through `python -m ggufq.warmup`); the cache lives beside the sources and is keyed by the CPU. When
+a command is about to use kernels that have no cache entry for this CPU (a new CPU type, a cleared cache,
+an edited module), `announce(...)` prints one line on stderr before the compile starts, and callers keep
+that time out of the speeds they report (Model.warm_up).
+
+The check reads numba's cache index files (numba.core.caching, stable since 0.49): a function counts as
+compiled for this CPU when its index has an entry for the current code generator's magic tuple (CPU name
+and features) and its source stamp is fresh. Where numba's internals differ, the check says nothing.
+"""
+from __future__ import annotations
+
+import sys
+
+_announced: set[str] = set()
+
+
+def uncompiled(modules) -> list[str]:
+    """Names of the cached numba functions in `modules` that have no cache entry for this CPU."""
+    try:
+        from numba.core.caching import Cache
+        from numba.core.registry import CPUDispatcher
+    except ImportError:
+        return []
+    missing, magic = [], None
+    for mod in modules:
+        for name, obj in vars(mod).items():
+            if not isinstance(obj, CPUDispatcher) or obj.__module__ != mod.__name__:
+                continue
+            cache = getattr(obj, "_cache", None)
+            if not isinstance(cache, Cache):
+                continue
+            try:
+                if magic is None:
+                    magic = obj.targetctx.codegen().magic_tuple()
+                index = cache._cache_file._load_index()
+            except Exception:  # numba's internals moved: say nothing rather than something wrong
+                return []
+            if not any(key[1] == magic for key in index):
+                missing.append(f"{mod.__name__}.{name}")
+    return missing
+
+
+def announce(what: str, modules) -> bool:
+    """One line on stderr if kernels of `modules` will be compiled now (once per `what` and process)."""
+    if what in _announced:
+        return False
+    missing = uncompiled(modules)
+    if not missing:
+        return False
+    _announced.add(what)
+    print(f"ggufq: compiling {len(missing)} {what} kernels for this CPU (first use after an install, an "
+          f"update or on a new CPU; cached afterwards; `make compile` does them all at once)...",
+          file=sys.stderr, flush=True)
+    return True
+
+
+def runtime_modules():
+    from . import decode, ops
+    from .kernels import dot_common, dot_float, dot_kquants, dot_legacy, dot_rows, dot_simd, legacy
+    return [ops, decode, dot_common, dot_float, dot_kquants, dot_legacy, dot_rows, dot_simd, legacy]
+
+
+def quantizer_modules():
+    from .kernels import floats, kquants, legacy
+    return [legacy, kquants, floats]
