@@ -18,13 +18,17 @@ _announced: set[str] = set()
 
 
 def uncompiled(modules) -> list[str]:
-    """Names of the cached numba functions in `modules` that have no cache entry for this CPU."""
+    """Names of the cached numba functions in `modules` that will be compiled when used: those whose
+    cache index is stale or holds other CPUs only, or all of them when none has an entry for this CPU (a
+    fresh install or a cleared cache). A function with no index at all while others have one is one that
+    no command has called here yet (some paths are rare), not counted."""
+    import os
     try:
         from numba.core.caching import Cache
         from numba.core.registry import CPUDispatcher
     except ImportError:
         return []
-    missing, magic = [], None
+    missing, names, magic, fresh = [], [], None, 0
     for mod in modules:
         for name, obj in vars(mod).items():
             if not isinstance(obj, CPUDispatcher) or obj.__module__ != mod.__name__:
@@ -32,29 +36,40 @@ def uncompiled(modules) -> list[str]:
             cache = getattr(obj, "_cache", None)
             if not isinstance(cache, Cache):
                 continue
+            names.append(f"{mod.__name__}.{name}")
             try:
                 if magic is None:
                     magic = obj.targetctx.codegen().magic_tuple()
-                index = cache._cache_file._load_index()
+                cf = cache._cache_file
+                if not os.path.exists(cf._index_path):
+                    continue
+                index = cf._load_index()
             except Exception:  # numba's internals moved: say nothing rather than something wrong
                 return []
-            if not any(key[1] == magic for key in index):
-                missing.append(f"{mod.__name__}.{name}")
-    return missing
+            if any(key[1] == magic for key in index):
+                fresh += 1
+            else:
+                missing.append(names[-1])
+    return missing if fresh else names
 
 
 def announce(what: str, modules) -> bool:
     """One line on stderr if kernels of `modules` will be compiled now (once per `what` and process)."""
     if what in _announced:
         return False
+    _announced.add(what)
     missing = uncompiled(modules)
     if not missing:
         return False
-    _announced.add(what)
     print(f"ggufq: compiling {len(missing)} {what} kernels for this CPU (first use after an install, an "
           f"update or on a new CPU; cached afterwards; `make compile` does them all at once)...",
           file=sys.stderr, flush=True)
     return True
+
+
+def silence() -> None:
+    """No notices in this process (the warm-up itself compiles, and says so per group)."""
+    _announced.update({"runtime", "quantizer", "converter"})
 
 
 def runtime_modules():

@@ -89,8 +89,10 @@ def main() -> int:
         if not p.exists():
             print(f"warm-up: {p} is missing: run `make models` first", file=sys.stderr)
             return 2
+    from .jit import silence
     from .threads import configure_batch_threads
     configure_batch_threads()
+    silence()
     t_all = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="ggufq-warmup-") as d:
         tmp = Path(d)

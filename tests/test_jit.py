@@ -1,0 +1,45 @@
+"""ggufq.jit tells when a command is about to compile kernels (so it can say so before a long pause)."""
+from __future__ import annotations
+
+import importlib.util
+import sys
+
+from ggufq import jit
+
+MODULE = '''
+import numba
+
+@numba.njit(cache=True)
+def twice(x):
+    return 2 * x
+
+@numba.njit(cache=True)
+def never_called(x):
+    return x
+'''
+
+
+def load(path):
+    spec = importlib.util.spec_from_file_location("jit_probe_module", path)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_uncompiled_until_the_cache_has_this_cpu(tmp_path, capsys):
+    src = tmp_path / "jit_probe_module.py"
+    src.write_text(MODULE)
+    mod = load(src)
+    try:
+        assert sorted(jit.uncompiled([mod])) == ["jit_probe_module.never_called", "jit_probe_module.twice"]
+        assert jit.announce("probe", [mod]) and "compiling 2 probe kernels" in capsys.readouterr().err
+        assert mod.twice(21) == 42
+        # a fresh process (a new module object) finds the cache: the function no one called is not news
+        mod = load(src)
+        assert jit.uncompiled([mod]) == []
+        src.write_text(MODULE.replace("2 * x", "3 * x"))  # an edited source makes the index stale
+        mod = load(src)
+        assert "jit_probe_module.twice" in jit.uncompiled([mod])
+    finally:
+        sys.modules.pop("jit_probe_module", None)
