@@ -19,6 +19,7 @@ COMMANDS = {
     "export": "write a GGUF back out as a Hugging Face folder",
     "quantize": "quantize a GGUF like llama-quantize",
     "perplexity": "perplexity of a GGUF on a text file, like llama-perplexity",
+    "imatrix": "an importance matrix from a calibration text, like llama-imatrix",
     "bench": "prompt and generation speed, like llama-bench",
     "tokenize": "tokenize text with a GGUF's tokenizer, like llama-tokenize",
     "run": "complete a prompt, like llama-completion -no-cnv",

@@ -26,6 +26,9 @@ class ImatrixData:
     chunk_count: int = 0
     chunk_size: int = 0
     is_legacy: bool = False
+    # the file's own numbers, for merging (ggufq imatrix --in-file): per tensor, the sums of squares
+    # float32[n_mat * k] and the token counts float32[n_mat], as llama-imatrix keeps them
+    raw: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
 
     def get(self, name: str) -> np.ndarray | None:
         return self.entries.get(name)
@@ -79,6 +82,7 @@ def _load_gguf(path: str) -> ImatrixData:
             with np.errstate(divide="ignore", invalid="ignore"):
                 e = np.where(cf[:, None] > 0, s / np.where(cf > 0, cf, np.float32(1))[:, None], np.float32(1))
             out.entries[name] = e.astype(np.float32).reshape(-1)
+            out.raw[name] = (s.reshape(-1).copy(), c.copy())
     return out
 
 
@@ -112,6 +116,7 @@ def _load_legacy(path: str) -> ImatrixData:
         sums = np.frombuffer(raw, dtype="<f4", count=nval, offset=pos).astype(np.float32)
         pos += 4 * nval
         out.entries[name] = (sums / np.float32(ncall)).astype(np.float32) if ncall > 0 else sums.copy()
+        out.raw[name] = (sums, np.array([ncall], np.float32))  # scaled by the chunk size when merged
     if pos + 4 <= len(raw):
         out.chunk_count = take("<i")
         if pos + 4 <= len(raw):

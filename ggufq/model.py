@@ -264,6 +264,7 @@ class RunState:
                  llama_cpp: bool = False):
         B, d, hd = n_batch, c.n_embd, c.head_dim
         self.llama_cpp = llama_cpp   # the llama.cpp-avx2 arithmetic: float weights through their lanes
+        self.collector = None        # an imatrix.ImatrixCollector while one is collecting
         # exact: float32 activations everywhere (every product through the dequantized-tile path), a
         # reference for the tests; the default rounds activations to 8 bits as llama.cpp does.
         self.exact = exact
@@ -325,6 +326,9 @@ class Input:
 def matmul(lin: Linear, inp: Input, out: np.ndarray) -> None:
     """out[T, rows] = inp[T, k] @ W.T"""
     T = inp.x.shape[0]
+    col = inp.rs.collector
+    if col is not None and col.wants(lin.name):  # ggufq imatrix: the float activations entering W
+        col.add(lin.name, inp.x)
     a = inp.get(lin.act)
     if T < inp.rs.blas_min:
         mm = lin.dot.matmul_llama_cpp if inp.rs.llama_cpp and lin.dot.matmul_llama_cpp else lin.dot.matmul

@@ -1,0 +1,56 @@
+"""`ggufq imatrix` against llama-imatrix in the same run: tokens per second of the collection.
+
+    .venv/bin/python tools/bench_imatrix.py [--llama-cpp DIR] [-t 2] [--chunks 8] [-r 3]
+
+SmolLM2 and Gemma 3 F16 (made with `ggufq quantize --allow-requantize`), the Austen text, chunks of
+512. Each tool is timed as a whole process (median of -r runs, alternating); the ratio is of tokens per
+second, ggufq over llama.cpp (target >= 1.0).
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+TEXT = ROOT / "tests/data/ppl_text_austen.txt"
+MODELS = {"SmolLM2": ROOT / "models/SmolLM2-135M-Instruct.Q4_1.gguf", "Gemma3": ROOT / "models/gemma-3-270m-q4_k_m.gguf"}
+
+
+def timed(cmd) -> float:
+    t0 = time.perf_counter()
+    subprocess.run(cmd, check=True, capture_output=True, cwd=ROOT)
+    return time.perf_counter() - t0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--llama-cpp", default=str(Path.home() / ".cache/ggufq-ref/llama.cpp/build/bin"))
+    ap.add_argument("-t", type=int, default=2)
+    ap.add_argument("--chunks", type=int, default=8)
+    ap.add_argument("-r", type=int, default=3)
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as d:
+        for label, model in MODELS.items():
+            f16 = Path(d) / f"{label}-F16.gguf"
+            subprocess.run([sys.executable, "-m", "ggufq", "quantize", "--allow-requantize", str(model), str(f16),
+                            "F16"], check=True, capture_output=True)
+            common = ["-m", str(f16), "-f", str(TEXT), "-c", "512", "--chunks", str(args.chunks), "-t", str(args.t)]
+            ours = [sys.executable, "-m", "ggufq", "imatrix", *common, "-o", f"{d}/ours.gguf"]
+            ref = [f"{args.llama_cpp}/llama-imatrix", *common, "-o", f"{d}/ref.gguf"]
+            t_ours, t_ref = [], []
+            for _ in range(args.r):
+                t_ours.append(timed(ours))
+                t_ref.append(timed(ref))
+            n = 512 * args.chunks
+            a, b = statistics.median(t_ours), statistics.median(t_ref)
+            print(f"{label} F16, {args.chunks} x 512 tokens, -t {args.t}: ggufq {n / a:.1f} t/s ({a:.2f} s), "
+                  f"llama-imatrix {n / b:.1f} t/s ({b:.2f} s), ratio {b / a:.2f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
