@@ -334,11 +334,11 @@ def format_plan(choices: list[TensorChoice]) -> str:
     return "\n".join(lines)
 
 
-def recipe_json(choices: list[TensorChoice], opts: Options) -> str:
+def recipe_json(choices: list[TensorChoice], opts: Options, name: str | None = None) -> str:
     """The plan as a reviewable JSON recipe: {"file_type": ..., "tensors": {name: type}} in file order."""
     import json
-    return json.dumps({"file_type": opts.ftype_name, "tensors": {c.name: c.dst_type.name for c in choices}},
-                      indent=1)
+    return json.dumps({"file_type": name or opts.ftype_name,
+                       "tensors": {c.name: c.dst_type.name for c in choices}}, indent=1)
 
 
 def load_recipe(path: str) -> dict[str, GT]:

@@ -20,7 +20,8 @@ def configure(p):
     p.add_argument("input", help="input GGUF (F32/F16/BF16; quantized with --allow-requantize)")
     p.add_argument("output", help="output GGUF")
     p.add_argument("type", help="Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K_S, Q4_K_M, Q5_K_S, Q5_K_M, Q6_K, "
-                                "F16, BF16, F32 (llama-quantize's names; Q4_K = Q4_K_M, Q5_K = Q5_K_M)")
+                                "F16, BF16, F32 (llama-quantize's names; Q4_K = Q4_K_M, Q5_K = Q5_K_M), or "
+                                "UD-Q4_K_XL (a type per tensor from measurements: needs --imatrix and --calib)")
     p.add_argument("--imatrix", metavar="FILE", help="importance matrix from llama-imatrix (GGUF or legacy .dat)")
     p.add_argument("--tensor-type", action="append", default=[], metavar="REGEX=TYPE",
                    help="quantize tensors whose name matches REGEX to TYPE (first match wins; repeatable)")
@@ -34,7 +35,49 @@ def configure(p):
     p.add_argument("--recipe", metavar="FILE.json",
                    help="per-tensor types from a JSON recipe ({\"tensors\": {NAME: TYPE}}, as --dry-run --json "
                         "prints); tensors it does not name follow TYPE's rules")
+    d = p.add_argument_group("UD-Q4_K_XL, the dynamic recipe (ggufq/dynamic.py)")
+    d.add_argument("--calib", metavar="TEXT", help="calibration text for the recipe's KL-divergence probes "
+                                                   "(at least 512 tokens; use the imatrix's text)")
+    d.add_argument("--target-bpw", type=float, metavar="X", help="budget in bits per weight (default: the size "
+                                                                 "of imatrix Q4_K_M plus 5%%)")
+    d.add_argument("--target-size", metavar="N", help="budget as a file size (120MB, 1.5GB, 800MiB)")
+    d.add_argument("--save-recipe", metavar="FILE.json", help="write the chosen per-tensor types as a recipe "
+                                                              "(--recipe applies it to another run)")
     p.add_argument("-t", "--threads", type=positive_int, default=None, help="threads (default: all cores)")
+
+
+UD = "UD-Q4_K_XL"
+
+
+def _dynamic_plan(g, args, opts, imatrix):
+    """UD-Q4_K_XL: imatrix Q4_K_M's plan with the searched (or --recipe) types; (choices, report lines)."""
+    from ..errors import GGUFQError
+    from ..recipes import apply_recipe, load_recipe
+
+    base = build_plan(g, opts)
+    if args.recipe:
+        return apply_recipe(base, load_recipe(args.recipe)), []
+    if imatrix is None:
+        raise GGUFQError(f"{UD} needs --imatrix FILE (ggufq imatrix -m F16.gguf -f TEXT makes one)")
+    if not args.calib:
+        raise GGUFQError(f"{UD} needs --calib TEXT, the calibration text of its probes (the imatrix's text)")
+    try:
+        with open(args.calib, encoding="utf-8") as f:
+            text = f.read()
+    except (OSError, UnicodeDecodeError) as e:
+        raise GGUFQError(f"{args.calib}: cannot read the calibration text: {e}") from None
+    from ..dynamic import parse_size, search
+    from ..tokenizer import Tokenizer
+    n_el = sum(g.tensors[c.name].n_elements for c in base)
+    target = None
+    if args.target_bpw is not None:
+        target = int(args.target_bpw * n_el / 8)
+    elif args.target_size:
+        overhead = g.size - sum(t.nbytes for t in g.tensors.values())  # metadata: the vocabulary, mostly
+        target = parse_size(args.target_size) - overhead
+    tokens = Tokenizer.from_gguf(g).encode(text, add_special=True, parse_special=False)
+    result = search(g, args.input, imatrix, args.imatrix, tokens, base, target)
+    return apply_recipe(base, result.recipe), result.lines()
 
 
 def _options(args, has_imatrix: bool):
@@ -52,7 +95,7 @@ def _options(args, has_imatrix: bool):
             raise GGUFQError(f"--tensor-type {spec!r}: {pat!r} is not a regular expression ({e})") from None
         overrides.append((pat.lower(), parse_tensor_type(tname)))
     return Options(
-        ftype_name=args.type,
+        ftype_name="Q4_K_M" if args.type.upper() == UD else args.type,
         output_tensor_type=parse_tensor_type(args.output_tensor_type) if args.output_tensor_type else None,
         token_embedding_type=parse_tensor_type(args.token_embedding_type) if args.token_embedding_type else None,
         tensor_types=overrides, pure=args.pure, quantize_output=not args.leave_output_tensor,
@@ -144,7 +187,17 @@ def run(args) -> int:
         check_output_file(args.output, args.input)
     g = GGUFFile(args.input)
     try:
-        choices = build_plan(g, opts, args.recipe)
+        dynamic = args.type.upper() == UD
+        report = []
+        if dynamic:
+            choices, report = _dynamic_plan(g, args, opts, imatrix)
+        else:
+            choices = build_plan(g, opts, args.recipe)
+        if args.save_recipe:
+            from ..recipes import recipe_json
+            from ..gguf_writer import atomic_output
+            with atomic_output(args.save_recipe) as tmp:
+                Path(tmp).write_text(recipe_json(choices, opts, UD if dynamic else None) + "\n")
         n_elements = sum(g.tensors[c.name].n_elements for c in choices)
         size_in = sum(g.tensors[c.name].nbytes for c in choices)
         size_out = sum(_nbytes(c.dst_type, c.shape) for c in choices)
@@ -154,6 +207,8 @@ def run(args) -> int:
                 print(recipe_json(choices, opts))
                 return 0
             print(format_plan(choices))
+            for line in report:
+                print(line)
             print(f"{args.input}: {size_in / 2**20:.2f} MiB -> {size_out / 2**20:.2f} MiB as {opts.ftype_name} "
                   f"({8 * size_out / max(n_elements, 1):.2f} bits per weight)")
             return 0
@@ -178,6 +233,9 @@ def run(args) -> int:
             w.add_key_value(key, RawValue(g.raw_value(key)), kv.vtype, sub_type=kv.subtype)
         w.add_uint32("general.quantization_version", 2)  # GGML_QNT_VERSION
         w.add_uint32("general.file_type", int(opts.ftype))
+        if dynamic:  # the chosen types, for review and reuse (llama.cpp ignores keys it does not know)
+            from ..recipes import recipe_json
+            w.add_string("ggufq.recipe", recipe_json(choices, opts, UD))
         if imatrix is not None:
             w.add_string("quantize.imatrix.file", _c127(args.imatrix))  # strncpy(..., 127) as llama-quantize
             if imatrix.datasets:
@@ -218,7 +276,8 @@ def run(args) -> int:
     secs = time.time() - t_start
     # the file's size, as convert prints it (metadata included: the vocabulary is ~1.7 MiB of SmolLM2's)
     print(f"{args.output}: {os.path.getsize(args.output) / 2**20:.2f} MiB ({g.size / 2**20:.2f} MiB in), "
-          f"{8 * size_out / max(n_elements, 1):.2f} bits per weight, {opts.ftype_name}, {secs:.1f} s")
+          f"{8 * size_out / max(n_elements, 1):.2f} bits per weight, {UD if dynamic else opts.ftype_name}, "
+          f"{secs:.1f} s")
     return 0
 
 
