@@ -117,8 +117,12 @@ class Prober:
     def __init__(self, f16_path: str, imatrix_path: str | None, tokens: list[int], tmp: Path):
         from .kld import encode_log_probs
         from .model import Model
+        import numba
         self.f16, self.imatrix_path, self.tmp = f16_path, imatrix_path, tmp
-        m = Model.load(f16_path, n_ctx=PROBE_CTX)
+        # a fixed thread count (not the load-following default): BLAS splits its work by threads, and the
+        # same inputs must give the same probes, so the same recipe
+        self.threads = numba.config.NUMBA_NUM_THREADS
+        m = Model.load(f16_path, n_ctx=PROBE_CTX, n_threads=self.threads)
         tok = m.tokenizer
         self.chunk = np.array(tokens[:PROBE_CTX], np.int64)
         if tok.add_bos and tok.bos_id is not None:
@@ -142,7 +146,7 @@ class Prober:
         with contextlib.redirect_stdout(io.StringIO()):
             if main(argv):
                 raise GGUFQError("dynamic recipe: a probe file could not be written")
-        m = Model.load(out, n_ctx=PROBE_CTX)
+        m = Model.load(out, n_ctx=PROBE_CTX, n_threads=self.threads)
         k = KLDivergence()
         for i0, logits in m.scored_logits(self.chunk, self.first):
             r = i0 - self.first
@@ -163,15 +167,23 @@ class Result:
     total_bytes: int
     predicted_kld: float
     seconds: float
+    f16_groups: set = field(default_factory=set)
+    measured: dict = field(default_factory=dict)    # calibration KLD of the mixture: stage1, final
 
     def lines(self) -> list[str]:
         out = [f"{'tensor':<32} {'type':<6} {'bytes':>11}  {'weighted error':>14}  {'predicted KLD':>13}  group"]
         for c in self.cases:
             cand = c.candidates[c.choice]
+            if c.group in self.f16_groups:
+                out.append(f"{c.name:<32} {'F16':<6} {nbytes(GT.F16, c.shape):>11}  {0.0:>14.6g}  {'measured':>13}  "
+                           f"{c.group}")
+                continue
             out.append(f"{c.name:<32} {cand.qtype.name:<6} {cand.bytes:>11}  {cand.error:>14.6g}  "
                        f"{self.gains[c.group] * cand.error:>13.6f}  {c.group}")
+        kl = ", ".join(f"{k} {v:.6f}" for k, v in self.measured.items())
         out.append(f"total {self.total_bytes / 2**20:.2f} MiB of {self.budget / 2**20:.2f} MiB budget, predicted "
-                   f"KLD {self.predicted_kld:.6f}, {len(self.gains)} groups probed, {self.seconds:.0f} s")
+                   f"KLD {self.predicted_kld:.6f}, measured on the calibration chunk: {kl}; "
+                   f"{len(self.gains)} groups probed, {self.seconds:.0f} s")
         return out
 
 
@@ -228,8 +240,17 @@ def search(g, f16_path: str, imatrix, imatrix_path: str | None, calib_tokens: li
             probe_kld[grp] = kld
             gains[grp] = max(kld, 0.0) / err if err > 0 else 0.0
             log(f"  probe {grp:<22} KLD {kld:.6f}  ({time.perf_counter() - t0:.0f} s)")
+        total = _greedy(cases, gains, floor, budget)
+        total, f16_groups, measured = _f16_stage(cases, groups, prober, budget, total, log, t0)
+    recipe = {c.name: (GT.F16 if c.group in f16_groups else c.candidates[c.choice].qtype) for c in cases}
+    predicted = sum(gains[c.group] * c.candidates[c.choice].error for c in cases if c.group not in f16_groups)
+    return Result(recipe, cases, gains, probe_kld, budget, total, predicted, time.perf_counter() - t0,
+                  f16_groups, measured)
 
-    # greedy marginal analysis: the best upgrade of each tensor in a heap, keyed by KLD saved per byte
+
+def _greedy(cases: list[TensorCase], gains: dict[str, float], total: int, budget: int) -> int:
+    """Stage 1, marginal analysis: the best upgrade of each tensor in a heap, keyed by predicted KLD saved
+    per byte; returns the total size."""
     def pred(c, i):
         return gains[c.group] * c.candidates[i].error
 
@@ -243,7 +264,6 @@ def search(g, f16_path: str, imatrix, imatrix_path: str | None, calib_tokens: li
                 best = (dk / db, j, db)
         return best
 
-    total = floor
     heap = []
     for ci in range(len(cases)):
         b = best_upgrade(ci)
@@ -258,6 +278,45 @@ def search(g, f16_path: str, imatrix, imatrix_path: str | None, calib_tokens: li
         b = best_upgrade(ci)
         if b:
             heapq.heappush(heap, (-b[0], cases[ci].name, ci, b[1], b[2]))
-    recipe = {c.name: c.candidates[c.choice].qtype for c in cases}
-    predicted = sum(pred(c, c.choice) for c in cases)
-    return Result(recipe, cases, gains, probe_kld, budget, total, predicted, time.perf_counter() - t0)
+    return total
+
+
+def _f16_stage(cases, groups, prober, budget: int, total: int, log, t0):
+    """Stage 2, measured: what budget is left buys whole groups in F16, chosen by measured KLD.
+
+    Every quantized type multiplies 8-bit activations (Q8_0 / Q8_K), F16 weights fp16 ones: that rounding
+    is in no weight's error, and it is the whole divergence of a file whose weights sit on their source's
+    grid (Gemma 3 here, dequantized from Q4_K_M: stage 1 finds the source types, and their error is ~0).
+    So each group that fits in the remaining budget is probed in F16 on top of the stage-1 mixture, and
+    the measured savings per byte are taken greedily; the whole mixture is measured again and kept only
+    if it is better. Returns (total bytes, groups in F16, {"stage1": KLD, "final": KLD})."""
+    mixture = {c.name: c.candidates[c.choice].qtype for c in cases}
+    k0 = prober.kld(mixture)
+    measured = {"stage1": k0}
+    options = []
+    for grp in groups:
+        members = [c for c in cases if c.group == grp]
+        db = sum(nbytes(GT.F16, c.shape) - c.candidates[c.choice].bytes for c in members)
+        if db <= 0 or total + db > budget:
+            continue
+        k = prober.kld({**mixture, **{c.name: GT.F16 for c in members}})
+        log(f"  probe {grp:<22} in F16 over the mixture: KLD {k:.6f} (mixture {k0:.6f}, "
+            f"{time.perf_counter() - t0:.0f} s)")
+        if k < k0:
+            options.append(((k0 - k) / db, grp, db))
+    chosen = []
+    extra = 0
+    for _, grp, db in sorted(options, key=lambda o: (-o[0], o[1])):
+        if total + extra + db <= budget:
+            chosen.append(grp)
+            extra += db
+    if not chosen:
+        measured["final"] = k0
+        return total, set(), measured
+    k1 = prober.kld({**mixture, **{c.name: GT.F16 for c in cases if c.group in chosen}})
+    log(f"  mixture with {', '.join(chosen)} in F16: KLD {k1:.6f} (without: {k0:.6f})")
+    if k1 >= k0:
+        measured["final"] = k0
+        return total, set(), measured
+    measured["final"] = k1
+    return total + extra, set(chosen), measured

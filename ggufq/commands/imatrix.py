@@ -60,7 +60,10 @@ def run(args) -> int:
         print(f"imatrix: added {path}", file=sys.stderr)
     if text is not None:
         n_batch = min(args.batch_size or args.ctx_size, args.ctx_size)
-        model = Model.load(args.model, n_ctx=args.ctx_size, n_threads=args.threads, n_batch=n_batch)
+        import numba
+        # a fixed thread count: the same text gives the same file (BLAS splits its work by threads)
+        model = Model.load(args.model, n_ctx=args.ctx_size, n_threads=args.threads or numba.config.NUMBA_NUM_THREADS,
+                           n_batch=n_batch)
         tok = model.tokenizer
         tokens = tok.encode(text, add_special=True, parse_special=False)
         print(f"imatrix: {len(tokens)} tokens, n_ctx={args.ctx_size}, batch={n_batch}", file=sys.stderr)

@@ -1,0 +1,70 @@
+"""UD-Q4_K_XL, the dynamic recipe (ggufq/dynamic.py), end to end on a tiny model with a real vocabulary:
+the budget is respected, the same inputs give the same recipe and bytes, and --save-recipe then --recipe
+reproduces the file."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from ggufq.cli import main
+from ggufq.gguf_file import GGUFFile
+
+from .conftest import ROOT
+from .tiny_models import make_tiny
+
+TEXT = str(ROOT / "tests/data/ppl_text_austen.txt")
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    d = tmp_path_factory.mktemp("ud")
+    hf = make_tiny(d / "hf", "qwen2", dtype="F16", seed=3)
+    f16, imat = d / "f16.gguf", d / "imatrix.gguf"
+    assert main(["convert", str(hf), "--outtype", "f16", "--outfile", str(f16), "--no-progress"]) == 0
+    assert main(["imatrix", "-m", str(f16), "-f", TEXT, "-c", "256", "--chunks", "2", "-o", str(imat)]) == 0
+    return d, f16, imat
+
+
+def tensor_bytes(path) -> int:
+    with GGUFFile(path) as g:
+        return sum(t.nbytes for t in g.tensors.values())
+
+
+def test_ud_recipe_budget_determinism_and_reuse(capsys, tiny):
+    """Two searches (a --dry-run and a real run) choose the same recipe; the file is within the default
+    budget (imatrix Q4_K_M + 5%); --recipe gives the same bytes without searching; the file records it."""
+    d, f16, imat = tiny
+    q4km = d / "q4km.gguf"
+    assert main(["quantize", str(f16), str(q4km), "Q4_K_M", "--imatrix", str(imat)]) == 0
+    ud = d / "ud.gguf"
+    common = ["UD-Q4_K_XL", "--imatrix", str(imat), "--calib", TEXT]
+    capsys.readouterr()
+    assert main(["quantize", str(f16), str(d / "dry.gguf"), *common, "--dry-run", "--save-recipe",
+                 str(d / "dry.json")]) == 0
+    total = [line for line in capsys.readouterr().out.splitlines() if line.startswith("total ")][0]
+    words = total.split()
+    assert float(words[1]) <= float(words[4]) and "predicted KLD" in total and not (d / "dry.gguf").exists()
+    assert main(["quantize", str(f16), str(ud), *common, "--save-recipe", str(d / "ud.json")]) == 0
+    recipe = json.loads((d / "ud.json").read_text())
+    assert recipe == json.loads((d / "dry.json").read_text()) and recipe["file_type"] == "UD-Q4_K_XL"
+    assert tensor_bytes(ud) <= 1.05 * tensor_bytes(q4km)                    # the default budget
+    assert len(set(recipe["tensors"].values()) - {"F32"}) >= 2              # a mixture, not one type
+    again = d / "again.gguf"
+    assert main(["quantize", str(f16), str(again), "UD-Q4_K_XL", "--imatrix", str(imat),
+                 "--recipe", str(d / "ud.json")]) == 0
+    assert again.read_bytes() == ud.read_bytes()                            # the recipe reproduces the file
+    with GGUFFile(ud) as g:
+        assert json.loads(g.get("ggufq.recipe")) == recipe
+
+
+def test_ud_recipe_needs_its_inputs(capsys, tiny):
+    d, f16, imat = tiny
+    assert main(["quantize", str(f16), str(d / "y.gguf"), "UD-Q4_K_XL", "--calib", TEXT]) == 2
+    assert "needs --imatrix" in capsys.readouterr().err
+    assert main(["quantize", str(f16), str(d / "y.gguf"), "UD-Q4_K_XL", "--imatrix", str(imat)]) == 2
+    assert "needs --calib" in capsys.readouterr().err
+    assert main(["quantize", str(f16), str(d / "y.gguf"), "UD-Q4_K_XL", "--imatrix", str(imat), "--calib", TEXT,
+                 "--target-size", "10KB"]) == 2
+    assert "below the smallest mixture" in capsys.readouterr().err
+    assert not (d / "y.gguf").exists()
