@@ -55,6 +55,23 @@ def main() -> None:
              "-c", "512", "--chunks", "4", "--kl-divergence-base", base)
         step("how far the quantized model is from F16", "perplexity", "-m", model, "--kl-divergence-base", base,
              "--kl-divergence")
+    if have("imatrix"):
+        # the dynamic recipe: an imatrix and probes on the first half of the text, scored on the second
+        text = TEXT.read_text(encoding="utf-8")
+        cut = text.index("\n\n", len(text) // 2)
+        calib, held = OUT / "calib.txt", OUT / "heldout.txt"
+        calib.write_text(text[:cut], encoding="utf-8")
+        held.write_text(text[cut + 2:], encoding="utf-8")
+        imat, ud = OUT / "smollm2-imatrix.gguf", OUT / "smollm2-ud-q4_k_xl.gguf"
+        step("an importance matrix from the first half of the text", "imatrix", "-m", f16, "-f", calib, "-o", imat)
+        step("UD-Q4_K_XL: a type per tensor from measurements (imatrix errors, KLD probes)", "quantize", f16, ud,
+             "UD-Q4_K_XL", "--imatrix", imat, "--calib", calib, "--save-recipe", OUT / "smollm2-ud-q4_k_xl.json")
+        base = OUT / "smollm2-f16-heldout.kld"
+        step("F16 log-probabilities on the held-out half", "perplexity", "-m", f16, "-f", held, "-c", "512",
+             "--chunks", "4", "--kl-divergence-base", base)
+        for q in (model, ud):
+            step(f"{q.name} against F16 on the held-out half", "perplexity", "-m", q, "--kl-divergence-base", base,
+                 "--kl-divergence")
     print("\ndemo done: outputs in out/")
 
 
