@@ -35,10 +35,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from gguf import GGML_QUANT_SIZES
 from gguf import GGMLQuantizationType as GT
 
 from .errors import GGUFQError
+from .recipes import tensor_nbytes as nbytes
 
 LADDER_K = (GT.Q4_K, GT.Q5_K, GT.Q6_K, GT.Q8_0)
 LADDER_32 = (GT.Q4_0, GT.Q5_0, GT.Q5_1, GT.Q8_0)
@@ -49,12 +49,6 @@ KINDS = ("attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn
 _BLK = re.compile(r"blk\.(\d+)\.([a-z_]+)\.weight$")
 
 
-def nbytes(qtype, shape) -> int:
-    block, size = GGML_QUANT_SIZES[qtype]
-    n = 1
-    for d in shape:
-        n *= d
-    return n // block * size
 
 
 @dataclass

@@ -73,6 +73,15 @@ def block_size(t: GT) -> int:
     return GGML_QUANT_SIZES[t][0]
 
 
+def tensor_nbytes(qtype, shape) -> int:
+    """Bytes of a tensor of `shape` (any order) stored as `qtype`."""
+    block, tsize = GGML_QUANT_SIZES[qtype]
+    n = 1
+    for d in shape:
+        n *= d
+    return n // block * tsize
+
+
 # ---- tensor categories (tensor_get_category) -------------------------------------------------------
 OUTPUT, TOKEN_EMBD, ATTN_QKV, ATTN_KV_B, ATTN_V, ATTN_K, ATTN_Q, ATTN_OUTPUT, FFN_UP, FFN_GATE, FFN_DOWN, OTHER = (
     "output", "token_embd", "attn_qkv", "attn_kv_b", "attn_v", "attn_k", "attn_q", "attn_output",

@@ -15,7 +15,7 @@ import sys
 import time
 
 from ..errors import GGUFQError
-from ._args import count_or_all, positive_int
+from ._args import count_or_all, positive_int, read_text
 
 
 def configure(p) -> None:
@@ -45,13 +45,7 @@ def run(args) -> int:
     check_output_file(args.output, args.model, *args.in_file)
     text = None
     if args.file:
-        try:
-            with open(args.file, encoding="utf-8") as f:
-                text = f.read()
-        except OSError as e:
-            raise GGUFQError(f"{args.file}: cannot read: {e.strerror}") from None
-        except UnicodeDecodeError as e:
-            raise GGUFQError(f"{args.file}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+        text = read_text(args.file)
 
     t0 = time.perf_counter()
     col = ImatrixCollector(args.ctx_size, args.process_output)

@@ -19,7 +19,7 @@ import sys
 import time
 
 from ..errors import GGUFQError
-from ._args import count_or_all, positive_int
+from ._args import count_or_all, positive_int, read_text
 
 
 def configure(p) -> None:
@@ -143,13 +143,7 @@ def run(args) -> int:
         return run_kl_divergence(args)
     if not args.file:
         raise GGUFQError("-f FILE is needed: the text to score")
-    try:
-        with open(args.file, encoding="utf-8") as f:
-            text = f.read()
-    except OSError as e:
-        raise GGUFQError(f"{args.file}: cannot read: {e.strerror}") from None
-    except UnicodeDecodeError as e:
-        raise GGUFQError(f"{args.file}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    text = read_text(args.file)
 
     t0 = time.perf_counter()
     n_batch = min(args.batch_size or args.ctx_size, args.ctx_size)

@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from ._args import positive_int
+from ._args import positive_int, read_text
 
 
 def configure(p):
@@ -61,11 +61,7 @@ def _dynamic_plan(g, args, opts, imatrix):
         raise GGUFQError(f"{UD} needs --imatrix FILE (ggufq imatrix -m F16.gguf -f TEXT makes one)")
     if not args.calib:
         raise GGUFQError(f"{UD} needs --calib TEXT, the calibration text of its probes (the imatrix's text)")
-    try:
-        with open(args.calib, encoding="utf-8") as f:
-            text = f.read()
-    except (OSError, UnicodeDecodeError) as e:
-        raise GGUFQError(f"{args.calib}: cannot read the calibration text: {e}") from None
+    text = read_text(args.calib)
     from ..dynamic import parse_size, search
     from ..tokenizer import Tokenizer
     n_el = sum(g.tensors[c.name].n_elements for c in base)
@@ -114,13 +110,8 @@ def build_plan(g, opts, recipe_path: str | None = None):
 
 
 def _nbytes(qtype, shape) -> int:
-    from gguf import GGML_QUANT_SIZES
-
-    block, tsize = GGML_QUANT_SIZES[qtype]
-    n = 1
-    for d in shape:
-        n *= d
-    return n // block * tsize
+    from ..recipes import tensor_nbytes
+    return tensor_nbytes(qtype, shape)
 
 
 def _to_f32(t, rows, name, scratch):
