@@ -44,7 +44,7 @@ LADDER_K = (GT.Q4_K, GT.Q5_K, GT.Q6_K, GT.Q8_0)
 LADDER_32 = (GT.Q4_0, GT.Q5_0, GT.Q5_1, GT.Q8_0)
 SAMPLE_ELEMENTS = 1 << 21          # error measured on at most this many weights of a tensor (rows sampled)
 DEFAULT_MARGIN = 1.05              # budget: imatrix Q4_K_M's size times this
-PROBE_CTX = 512                    # calibration chunk for the KLD probes (its second half is scored)
+PROBE_CTX = 512                    # default calibration chunk of the KLD probes (its second half scored)
 KINDS = ("attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down")
 _BLK = re.compile(r"blk\.(\d+)\.([a-z_]+)\.weight$")
 
@@ -108,7 +108,8 @@ class Prober:
     """KL divergence of mixtures from the F16 model on one calibration chunk, each mixture written to a
     temporary file by the quantizer and run by the runtime."""
 
-    def __init__(self, f16_path: str, imatrix_path: str | None, tokens: list[int], tmp: Path):
+    def __init__(self, f16_path: str, imatrix_path: str | None, tokens: list[int], tmp: Path,
+                 n_ctx: int = PROBE_CTX):
         from .kld import encode_log_probs
         from .model import Model
         import numba
@@ -116,12 +117,13 @@ class Prober:
         # a fixed thread count (not the load-following default): BLAS splits its work by threads, and the
         # same inputs must give the same probes, so the same recipe
         self.threads = numba.config.NUMBA_NUM_THREADS
-        m = Model.load(f16_path, n_ctx=PROBE_CTX, n_threads=self.threads)
+        self.n_ctx = n_ctx
+        m = Model.load(f16_path, n_ctx=n_ctx, n_threads=self.threads)
         tok = m.tokenizer
-        self.chunk = np.array(tokens[:PROBE_CTX], np.int64)
+        self.chunk = np.array(tokens[:n_ctx], np.int64)
         if tok.add_bos and tok.bos_id is not None:
             self.chunk[0] = tok.bos_id
-        self.first = PROBE_CTX // 2
+        self.first = n_ctx // 2
         self.base = np.concatenate([encode_log_probs(lg) for _, lg in m.scored_logits(self.chunk, self.first)])
         self.n_probes = 0
 
@@ -140,7 +142,7 @@ class Prober:
         with contextlib.redirect_stdout(io.StringIO()):
             if main(argv):
                 raise GGUFQError("dynamic recipe: a probe file could not be written")
-        m = Model.load(out, n_ctx=PROBE_CTX, n_threads=self.threads)
+        m = Model.load(out, n_ctx=self.n_ctx, n_threads=self.threads)
         k = KLDivergence()
         for i0, logits in m.scored_logits(self.chunk, self.first):
             r = i0 - self.first
@@ -193,7 +195,7 @@ def parse_size(text: str) -> int:
 
 
 def search(g, f16_path: str, imatrix, imatrix_path: str | None, calib_tokens: list[int], base_choices,
-           target_bytes: int | None = None, log=None) -> Result:
+           target_bytes: int | None = None, log=None, probe_ctx: int = PROBE_CTX) -> Result:
     """The dynamic recipe for the F16 file `g` (an open GGUFFile): see the module docstring.
     base_choices: imatrix Q4_K_M's plan (recipes.TensorChoice list), whose size sets the default budget
     and whose types the tensors outside the search keep."""
@@ -201,9 +203,9 @@ def search(g, f16_path: str, imatrix, imatrix_path: str | None, calib_tokens: li
     t0 = time.perf_counter()
     from .model import Config
     n_layer = Config.from_gguf(g).n_layer
-    if len(calib_tokens) < PROBE_CTX:
+    if len(calib_tokens) < probe_ctx:
         raise GGUFQError(f"dynamic recipe: the calibration text has {len(calib_tokens)} tokens; the probes need "
-                         f"{PROBE_CTX}")
+                         f"{probe_ctx} (--calib-ctx)")
     fixed = 0
     cases = []
     for c in base_choices:
@@ -226,7 +228,7 @@ def search(g, f16_path: str, imatrix, imatrix_path: str | None, calib_tokens: li
     groups = sorted({c.group for c in cases})
     gains, probe_kld = {}, {}
     with tempfile.TemporaryDirectory(prefix="ggufq-ud-", dir=os.path.dirname(os.path.abspath(f16_path))) as d:
-        prober = Prober(f16_path, imatrix_path, calib_tokens, Path(d))
+        prober = Prober(f16_path, imatrix_path, calib_tokens, Path(d), probe_ctx)
         for grp in groups:
             members = [c for c in cases if c.group == grp]
             kld = prober.kld({c.name: c.candidates[0].qtype for c in members})

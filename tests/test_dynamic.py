@@ -38,7 +38,7 @@ def test_ud_recipe_budget_determinism_and_reuse(capsys, tiny):
     q4km = d / "q4km.gguf"
     assert main(["quantize", str(f16), str(q4km), "Q4_K_M", "--imatrix", str(imat)]) == 0
     ud = d / "ud.gguf"
-    common = ["UD-Q4_K_XL", "--imatrix", str(imat), "--calib", TEXT]
+    common = ["UD-Q4_K_XL", "--imatrix", str(imat), "--calib", TEXT, "--calib-ctx", "128"]
     capsys.readouterr()
     assert main(["quantize", str(f16), str(d / "dry.gguf"), *common, "--dry-run", "--save-recipe",
                  str(d / "dry.json")]) == 0

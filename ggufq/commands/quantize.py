@@ -38,6 +38,8 @@ def configure(p):
     d = p.add_argument_group("UD-Q4_K_XL, the dynamic recipe (ggufq/dynamic.py)")
     d.add_argument("--calib", metavar="TEXT", help="calibration text for the recipe's KL-divergence probes "
                                                    "(at least 512 tokens; use the imatrix's text)")
+    d.add_argument("--calib-ctx", type=positive_int, default=512, metavar="N",
+                   help="tokens of the calibration chunk each probe runs (its second half is scored; default 512)")
     d.add_argument("--target-bpw", type=float, metavar="X", help="budget in bits per weight (default: the size "
                                                                  "of imatrix Q4_K_M plus 5%%)")
     d.add_argument("--target-size", metavar="N", help="budget as a file size (120MB, 1.5GB, 800MiB)")
@@ -72,7 +74,7 @@ def _dynamic_plan(g, args, opts, imatrix):
         overhead = g.size - sum(t.nbytes for t in g.tensors.values())  # metadata: the vocabulary, mostly
         target = parse_size(args.target_size) - overhead
     tokens = Tokenizer.from_gguf(g).encode(text, add_special=True, parse_special=False)
-    result = search(g, args.input, imatrix, args.imatrix, tokens, base, target)
+    result = search(g, args.input, imatrix, args.imatrix, tokens, base, target, probe_ctx=args.calib_ctx)
     return apply_recipe(base, result.recipe), result.lines()
 
 
