@@ -73,9 +73,9 @@ def silence() -> None:
 
 
 def runtime_modules():
-    from . import decode, ops
+    from . import decode, imatrix, ops
     from .kernels import dot_common, dot_float, dot_kquants, dot_legacy, dot_rows, dot_simd, legacy
-    return [ops, decode, dot_common, dot_float, dot_kquants, dot_legacy, dot_rows, dot_simd, legacy]
+    return [ops, decode, imatrix, dot_common, dot_float, dot_kquants, dot_legacy, dot_rows, dot_simd, legacy]
 
 
 def quantizer_modules():

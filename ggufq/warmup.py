@@ -8,8 +8,9 @@ argument types as a user's files give, so the cache entries are the ones later c
 
   quantizers   every type ggufq writes, with and without an importance matrix, from F32 and F16 rows
   runtime      SmolLM2 in every weight type and Gemma 3: prompts under and over 64 tokens, decode steps
-  evaluation   perplexity, a KL-divergence base and the KL divergence
-A group whose kernels are all cached for this CPU takes a second or two.
+  evaluation   perplexity, a KL-divergence base and the KL divergence, an importance matrix
+Once a whole warm-up has finished for this CPU (a stamp beside the cache) and no kernel's cache is stale, it
+says so and stops at once.
 """
 from __future__ import annotations
 
@@ -72,6 +73,9 @@ def runtime(tmp: Path) -> None:
                 m.eval([tok])
         if path.parent == tmp and path != f16:
             path.unlink()  # ~100 MB each
+    m = Model.load(SMOL, n_ctx=128, kv_type="f32")  # a float32 KV cache (--kv-type f32): its own kernels
+    m.eval(list(range(100, 170)))
+    m.eval([1])
 
 
 def evaluation(tmp: Path) -> None:
@@ -82,6 +86,15 @@ def evaluation(tmp: Path) -> None:
     _quiet(["perplexity", "-m", str(f16), "-f", str(text), "-c", "128", "--chunks", "1",
             "--kl-divergence-base", str(base)])
     _quiet(["perplexity", "-m", str(SMOL), "--kl-divergence-base", str(base), "--kl-divergence"])
+    _quiet(["imatrix", "-m", str(f16), "-f", str(text), "-c", "128", "--chunks", "2", "-o", str(tmp / "imatrix.gguf")])
+
+
+def _stamp() -> tuple[Path, str]:
+    """A file beside the kernels' cache saying a whole warm-up finished for this CPU (numba's key for it)."""
+    import numba
+    from numba.core.registry import cpu_target
+    key = f"numba {numba.__version__} {cpu_target.target_context.codegen().magic_tuple()}"
+    return ROOT / "kernels" / "__pycache__" / "ggufq-warmup.stamp", key
 
 
 def main() -> int:
@@ -93,6 +106,11 @@ def main() -> int:
     from .threads import configure_batch_threads
     configure_batch_threads()
     silence()
+    from .jit import quantizer_modules, runtime_modules, uncompiled
+    stamp, key = _stamp()
+    if stamp.exists() and stamp.read_text() == key and not uncompiled(quantizer_modules() + runtime_modules()):
+        print("compiling kernels: every kernel is cached for this CPU")
+        return 0
     t_all = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="ggufq-warmup-") as d:
         tmp = Path(d)
@@ -103,6 +121,8 @@ def main() -> int:
             fn()
             print(f" {time.perf_counter() - t0:.1f} s", flush=True)
     print(f"compiling kernels: done in {time.perf_counter() - t_all:.1f} s (cached for this CPU)")
+    stamp.parent.mkdir(exist_ok=True)
+    stamp.write_text(key)
     return 0
 
 
