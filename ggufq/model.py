@@ -369,12 +369,14 @@ class Model:
             n_ctx = min(c.n_ctx_train, DEFAULT_N_CTX)
         if n_ctx > c.n_ctx_train:
             raise GGUFQError(f"context {n_ctx} exceeds the model's training context of {c.n_ctx_train}")
-        if n_threads:
-            set_threads(n_threads)
-        # without an explicit count, the threads follow the machine's load (threads.LoadAwareThreads);
-        # llama.cpp's arithmetic keeps the count fixed: its split attention depends on it
+        # without an explicit count, the threads follow the machine's load (threads.LoadAwareThreads), up
+        # to every core (numba's count is per process: an earlier model may have lowered it); llama.cpp's
+        # arithmetic keeps the count fixed, every core by default: its split attention depends on it
         from .threads import LoadAwareThreads
-        self._threads = None if (n_threads or llama_cpp) else LoadAwareThreads(numba.get_num_threads())
+        all_cores = numba.config.NUMBA_NUM_THREADS
+        if n_threads or llama_cpp:
+            set_threads(n_threads or all_cores)
+        self._threads = None if (n_threads or llama_cpp) else LoadAwareThreads(all_cores)
         self.n_ctx = n_ctx
         self.n_batch = max(1, min(n_batch, n_ctx, BLAS_MIN_TOKENS - 1 if llama_cpp else n_batch))
         self.weights = Weights(g, c)
