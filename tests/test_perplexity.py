@@ -45,7 +45,8 @@ def test_perplexity_matches_llama_cpp(capsys, tmp_path, key, chunks, llama_cpp_a
     # its tiled attention and matmuls round otherwise, and over a chunk's 256 scored tokens that moves a
     # running estimate by as much as llama.cpp's own builds disagree: its AVX-512 build on the same files
     # is up to 0.80% from its AVX2 figures per chunk (smol-Q4_0 chunk 1: 18.4112 against 18.2649), ours
-    # up to 0.80% too (measured on both kinds of host; the same numbers). Over 8 chunks both agree within
+    # up to 0.80% too (the same numbers with numba generating AVX-512 or AVX2 code: NUMBA_CPU_NAME=haswell
+    # on an AVX-512 host gave every running estimate identically). Over 8 chunks both agree within
     # 0.5% (ours: 0.15% on SmolLM2 Q4_1, 0.31% on Gemma 3).
     print(key, [round(o / r - 1, 5) for o, r in zip(running, g["running"])])
     for i, (ours, ref) in enumerate(zip(running, g["running"])):
