@@ -70,6 +70,17 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
 
+def run_quiet(argv: list[str]) -> tuple[int, str]:
+    """main(argv) in this process with its output captured: (exit status, what it wrote on stderr).
+    For the library's own uses of a command (the warm-up, the dynamic recipe's probe files)."""
+    import contextlib
+    import io
+    err = io.StringIO()
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
+        rc = main(argv)
+    return rc, err.getvalue()
+
+
 def entry() -> None:
     """The `ggufq` command itself: main(), then the process ends without the interpreter's teardown.
     Freeing numba's and LLVM's object graphs module by module takes 0.2-0.3 s after every command (a fifth

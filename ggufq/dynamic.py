@@ -129,7 +129,7 @@ class Prober:
 
     def kld(self, recipe: dict[str, GT]) -> float:
         """Mean KL(F16 || mixture) over the scored tokens; tensors not in `recipe` stay as in the F16 file."""
-        from .cli import main
+        from .cli import run_quiet
         from .kld import KLDivergence
         from .model import Model
         rpath, out = self.tmp / "probe.json", self.tmp / "probe.gguf"
@@ -137,11 +137,9 @@ class Prober:
         argv = ["quantize", self.f16, str(out), "F16", "--recipe", str(rpath)]
         if self.imatrix_path:
             argv += ["--imatrix", self.imatrix_path]
-        import contextlib
-        import io
-        with contextlib.redirect_stdout(io.StringIO()):
-            if main(argv):
-                raise GGUFQError("dynamic recipe: a probe file could not be written")
+        rc, err = run_quiet(argv)
+        if rc:
+            raise GGUFQError(f"dynamic recipe: a probe file could not be written: {err.strip()}")
         m = Model.load(out, n_ctx=self.n_ctx, n_threads=self.threads)
         k = KLDivergence()
         for i0, logits in m.scored_logits(self.chunk, self.first):

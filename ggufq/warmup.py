@@ -29,14 +29,10 @@ RUNTIME_TYPES = ["F16", "BF16", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q4_K_S"
 
 
 def _quiet(argv: list[str]) -> None:
-    import contextlib
-    import io
-
-    from .cli import main
-    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()) as err:
-        rc = main(argv)
+    from .cli import run_quiet
+    rc, err = run_quiet(argv)
     if rc:
-        raise SystemExit(f"warm-up: ggufq {' '.join(argv)} failed: {err.getvalue().strip()}")
+        raise SystemExit(f"warm-up: ggufq {' '.join(argv)} failed: {err.strip()}")
 
 
 def quantizers() -> None:
@@ -58,20 +54,18 @@ def runtime(tmp: Path) -> None:
     from .model import Model
     f16 = tmp / "f16.gguf"
     _quiet(["quantize", "--allow-requantize", str(SMOL), str(f16), "F16"])
-    files = [SMOL, GEMMA]
-    for t in RUNTIME_TYPES:
-        out = tmp / f"{t}.gguf"
-        if t != "F16":
-            _quiet(["quantize", str(f16), str(out), t])  # from F16 rows: that conversion kernel too
-        files.append(out if t != "F16" else f16)
-    for path in files:
+    made = []
+    for t in RUNTIME_TYPES[1:]:                  # F16 is the file above
+        made.append(tmp / f"{t}.gguf")
+        _quiet(["quantize", str(f16), str(made[-1]), t])  # from F16 rows: that conversion kernel too
+    for path in [SMOL, GEMMA, f16, *made]:
         for arithmetic in ("fast", "llama.cpp-avx2"):
             m = Model.load(path, n_ctx=320, arithmetic=arithmetic)
             m.warm_up()
             m.eval(list(range(100, 170)))        # a prompt of 70: the BLAS path (sub-batches in llama.cpp's)
             for tok in range(3):
                 m.eval([tok])
-        if path.parent == tmp and path != f16:
+        if path in made:
             path.unlink()  # ~100 MB each
     m = Model.load(SMOL, n_ctx=128, kv_type="f32")  # a float32 KV cache (--kv-type f32): its own kernels
     m.eval(list(range(100, 170)))
