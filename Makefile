@@ -25,7 +25,7 @@ venv: $(STAMP)
 # Every numba kernel compiled for this CPU and cached, one line per group, so that no command compiles
 # later (the first run of a command on a new CPU or after an edit would, and says so on stderr).
 compile: models bytecode
-	$(BIN)/python -m ggufq.warmup
+	$(BIN)/python -m ggufq.runtime.warmup
 
 models: $(STAMP)
 	$(BIN)/python models/fetch.py

@@ -5,6 +5,6 @@ __version__ = "0.1.0"
 def __getattr__(name):
     # The runtime pulls in numba; load it only when asked for.
     if name == "Model":
-        from .model import Model
+        from ggufq.runtime.model import Model
         return Model
     raise AttributeError(name)

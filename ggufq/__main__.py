@@ -1,3 +1,3 @@
-from .cli import entry
+from ggufq.cli import entry
 
 entry()

@@ -11,7 +11,7 @@ import importlib
 import os
 import sys
 
-from .errors import GGUFQError
+from ggufq.errors import GGUFQError
 
 COMMANDS = {
     "inspect": "show a GGUF file's metadata, tokenizer and tensors",
@@ -46,7 +46,7 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="ggufq", description=__doc__.splitlines()[0])
-    from . import __version__
+    from ggufq import __version__
     parser.add_argument("--version", action="version", version=f"ggufq {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
     for name, help_, module in _available():

@@ -10,7 +10,7 @@ import math
 import numpy as np
 from gguf import GGMLQuantizationType, quants
 
-from ggufq.gguf_file import GGUFFile
+from ggufq.files.gguf_reader import GGUFFile
 
 
 def _raw(ti, rows=None):

@@ -15,7 +15,7 @@ from functools import lru_cache
 import pytest
 
 from ggufq.commands.tokenize import process_escapes
-from ggufq.generate import ChatSession, chat, generate
+from ggufq.text.generate import ChatSession, chat, generate
 
 from .conftest import DATA, GEMMA, ROOT, SMOL
 
@@ -25,7 +25,7 @@ PATHS = {"SmolLM2-135M-Instruct.Q4_1.gguf": SMOL, "gemma-3-270m-q4_k_m.gguf": GE
 
 @lru_cache(maxsize=None)
 def model(name):
-    from ggufq.model import Model
+    from ggufq.runtime.model import Model
     # llama.cpp's AVX2 arithmetic, 2 threads (its split attention past 256 cells is per thread): the
     # numbers of the build the fixtures came from, on any host
     return Model.load(PATHS[name], n_ctx=512, n_threads=2, arithmetic="llama.cpp-avx2")
@@ -88,7 +88,7 @@ def test_logits_are_llama_cpp_bytes(case, requantized):
 
     import numpy as np
 
-    from ggufq.model import Model
+    from ggufq.runtime.model import Model
     if case["requantize"]:
         m = Model.load(requantized(case["model"], case["requantize"]), n_ctx=512, n_threads=2,
                        arithmetic="llama.cpp-avx2")
@@ -220,7 +220,7 @@ def test_chat_through_a_pseudo_terminal_multi_turn_ctrl_c_ctrl_d(tmp_path):
 
 def test_chat_session_refuses_a_turn_that_does_not_fit_and_stays_usable():
     from ggufq.errors import GGUFQError
-    from ggufq.model import Model
+    from ggufq.runtime.model import Model
     m = Model.load(SMOL, n_ctx=64, n_threads=2)
     s = ChatSession(m, max_tokens=4, temp=0)
     first = "".join(s.send("Hi"))
@@ -246,7 +246,7 @@ def test_gelu_is_ggml_table():
 
     import numpy as np
 
-    from ggufq import ops
+    from ggufq.runtime import ops
     h = np.arange(65536, dtype=np.uint16).view(np.float16).astype(np.float32)
     inside = np.isfinite(h) & (h > -10) & (h < 10)
     g = h[inside].reshape(1, -1).copy()
@@ -268,7 +268,7 @@ def test_chat_goes_on_past_the_context(monkeypatch, capsys):
 
 
 def test_chat_session_drops_old_turns_and_keeps_the_system_message():
-    from ggufq.model import Model
+    from ggufq.runtime.model import Model
     m = Model.load(SMOL, n_ctx=128, n_threads=2)
     said = []
     s = ChatSession(m, system="Be brief.", max_tokens=24, temp=0, notice=said.append)

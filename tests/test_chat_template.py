@@ -6,10 +6,10 @@ import json
 
 import pytest
 
-from ggufq.chat_template import FALLBACKS, ChatTemplate, check_template
+from ggufq.text.chat_template import FALLBACKS, ChatTemplate, check_template
 from ggufq.errors import GGUFQError
-from ggufq.gguf_file import GGUFFile
-from ggufq.tokenizer import Tokenizer
+from ggufq.files.gguf_reader import GGUFFile
+from ggufq.text.tokenizer import Tokenizer
 
 from .conftest import DATA, GEMMA, SMOL
 

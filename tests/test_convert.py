@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from ggufq.convert import convert
-from ggufq.digest import digest, file_sha256
+from ggufq.convert.hf_to_gguf import convert
+from ggufq.files.digest import digest, file_sha256
 
 from .conftest import DATA, hf_folders
 from .tiny_models import make_tiny

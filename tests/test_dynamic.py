@@ -1,4 +1,4 @@
-"""UD-Q4_K_XL, the dynamic recipe (ggufq/dynamic.py), end to end on a tiny model with a real vocabulary:
+"""UD-Q4_K_XL, the dynamic recipe (ggufq/quantize/dynamic.py), end to end on a tiny model with a real vocabulary:
 the budget is respected, the same inputs give the same recipe and bytes, and --save-recipe then --recipe
 reproduces the file."""
 from __future__ import annotations
@@ -8,7 +8,7 @@ import json
 import pytest
 
 from ggufq.cli import main
-from ggufq.gguf_file import GGUFFile
+from ggufq.files.gguf_reader import GGUFFile
 
 from .conftest import ROOT
 from .tiny_models import make_tiny
@@ -62,9 +62,54 @@ def test_ud_recipe_needs_its_inputs(capsys, tiny):
     d, f16, imat = tiny
     assert main(["quantize", str(f16), str(d / "y.gguf"), "UD-Q4_K_XL", "--calib", TEXT]) == 2
     assert "needs --imatrix" in capsys.readouterr().err
-    assert main(["quantize", str(f16), str(d / "y.gguf"), "UD-Q4_K_XL", "--imatrix", str(imat)]) == 2
-    assert "needs --calib" in capsys.readouterr().err
+    # the imatrix's own text is used when --calib is not given (test_convert_to_ud_needs_a_text: when it is gone)
     assert main(["quantize", str(f16), str(d / "y.gguf"), "UD-Q4_K_XL", "--imatrix", str(imat), "--calib", TEXT,
                  "--target-size", "10KB"]) == 2
     assert "below the smallest mixture" in capsys.readouterr().err
     assert not (d / "y.gguf").exists()
+
+
+def tensor_data(path) -> dict:
+    with GGUFFile(path) as g:
+        return {n: (t.qtype, bytes(t.data)) for n, t in g.tensors.items()}
+
+
+def test_convert_to_ud_in_one_command_equals_the_three_steps(capsys, tiny):
+    """convert --outtype ud-q4_k_xl --calib TEXT = convert f16, imatrix, quantize UD-Q4_K_XL: the same
+    tensors and the same recipe; nothing is left beside the output."""
+    d, f16, _ = tiny
+    out = d / "one" / "ud.gguf"
+    hf = d / "hf"
+    assert main(["convert", str(hf), "--outtype", "UD-Q4_K_XL", "--calib", TEXT, "--calib-ctx", "128",
+                 "--outfile", str(out), "--no-progress"]) == 0
+    assert "UD-Q4_K_XL" in capsys.readouterr().out
+    assert sorted(p.name for p in out.parent.iterdir()) == ["ud.gguf"]      # the temporary F16 file is gone
+    imat = d / "imatrix128.gguf"
+    assert main(["imatrix", "-m", str(f16), "-f", TEXT, "-c", "128", "-o", str(imat)]) == 0
+    steps = d / "steps.gguf"
+    assert main(["quantize", str(f16), str(steps), "UD-Q4_K_XL", "--imatrix", str(imat), "--calib", TEXT,
+                 "--calib-ctx", "128"]) == 0
+    assert tensor_data(out) == tensor_data(steps)
+    with GGUFFile(out) as a, GGUFFile(steps) as b:
+        assert a.get("ggufq.recipe") == b.get("ggufq.recipe")
+        assert a.get("quantize.imatrix.file") == "ppl_text_austen.txt (collected by ggufq convert)"
+
+
+def test_convert_to_ud_needs_a_text(capsys, tiny, tmp_path):
+    d, f16, _ = tiny
+    hf, out = d / "hf", tmp_path / "x.gguf"
+    assert main(["convert", str(hf), "--outtype", "ud-q4_k_xl", "--outfile", str(out)]) == 2
+    assert "needs --calib TEXT" in capsys.readouterr().err
+    # an imatrix whose calibration text is gone: the probes' text must be given
+    gone = tmp_path / "gone.txt"
+    gone.write_text(open(TEXT, encoding="utf-8").read())
+    imat = tmp_path / "imatrix.gguf"
+    assert main(["imatrix", "-m", str(f16), "-f", str(gone), "-c", "128", "--chunks", "2", "-o", str(imat)]) == 0
+    gone.unlink()
+    capsys.readouterr()
+    assert main(["convert", str(hf), "--outtype", "ud-q4_k_xl", "--imatrix", str(imat), "--outfile", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "needs --calib TEXT" in err and "gone.txt" in err
+    assert main(["convert", str(hf), "--outtype", "f16", "--calib", TEXT, "--outfile", str(out)]) == 2
+    assert "--calib is for --outtype ud-q4_k_xl" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["imatrix.gguf"]

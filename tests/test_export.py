@@ -19,9 +19,9 @@ from gguf.quants import dequantize
 
 from ggufq.arch.llama import permute_qk
 from ggufq.cli import main
-from ggufq.export import export_gguf
-from ggufq.gguf_file import GGUFFile
-from ggufq.safetensors import open_safetensors
+from ggufq.convert.gguf_to_hf import export_gguf
+from ggufq.files.gguf_reader import GGUFFile
+from ggufq.files.safetensors import open_safetensors
 from kernels.floats import bf16_bits_to_f32, f32_to_bf16_bits
 
 from .conftest import DATA, GEMMA, SMOL
@@ -248,7 +248,7 @@ def test_gemma3_tensors_match_gguf(gemma_dir):
 def test_smollm2_converter_reads_back_vocabulary(smol_dir):
     """ggufq's converter (llama.cpp's get_vocab_base, pre-tokenizer hash) finds `smollm` and the same
     tokens and types in the exported folder."""
-    from ggufq.hf_vocab import bpe_vocab
+    from ggufq.convert.vocab_from_hf import bpe_vocab
     g = GGUFFile(SMOL)
     tokens, types, pre = bpe_vocab(smol_dir, _json(smol_dir / "config.json"))
     assert pre == "smollm"
@@ -259,7 +259,7 @@ def test_smollm2_converter_reads_back_vocabulary(smol_dir):
 def test_gemma3_converter_reads_back_vocabulary(gemma_dir):
     """ggufq's converter (llama.cpp's _create_vocab_sentencepiece) finds the GGUF's tokens, scores and
     types in the exported tokenizer.model + tokenizer_config.json."""
-    from ggufq.hf_vocab import sentencepiece_vocab
+    from ggufq.convert.vocab_from_hf import sentencepiece_vocab
     g = GGUFFile(GEMMA)
     tokens, scores, types = sentencepiece_vocab(gemma_dir, _json(gemma_dir / "config.json"))
     assert [t.decode() for t in tokens] == list(g.get("tokenizer.ggml.tokens"))

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from gguf import GGUFWriter
 
-from ggufq import export as export_mod
+from ggufq.convert import gguf_to_hf as export_mod
 from ggufq.cli import main
 from ggufq.errors import GGUFQError
-from ggufq.safetensors import open_safetensors
+from ggufq.files.safetensors import open_safetensors
 
 from .conftest import SMOL
 
@@ -140,7 +140,7 @@ def test_failure_while_writing_leaves_nothing(tmp_path, capsys, monkeypatch):
 
 @pytest.mark.parametrize("dtype", ["bf16", "f16", "f32"])
 def test_dtypes(tmp_path, dtype):
-    from ggufq.export import export_gguf
+    from ggufq.convert.gguf_to_hf import export_gguf
     g = tiny_gguf(tmp_path / "x.gguf")
     r = export_gguf(g, tmp_path / "out", dtype=dtype, progress=False)
     t = open_safetensors(r.out_dir)

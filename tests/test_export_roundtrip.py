@@ -10,11 +10,11 @@ import gguf
 import numpy as np
 import pytest
 
-from ggufq.convert import convert
-from ggufq.export import export_gguf
-from ggufq.gguf_file import GGUFFile
-from ggufq.hf_tokenizer import write_hf_tokenizer
-from ggufq.safetensors import TensorSpec, open_safetensors, write_safetensors
+from ggufq.convert.hf_to_gguf import convert
+from ggufq.convert.gguf_to_hf import export_gguf
+from ggufq.files.gguf_reader import GGUFFile
+from ggufq.convert.vocab_to_hf import write_hf_tokenizer
+from ggufq.files.safetensors import TensorSpec, open_safetensors, write_safetensors
 from kernels.floats import f32_to_bf16_bits
 
 from .conftest import DATA

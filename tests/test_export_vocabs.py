@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import pytest
 
-from ggufq.gguf_file import GGUFFile
-from ggufq.hf_tokenizer import write_hf_tokenizer
+from ggufq.files.gguf_reader import GGUFFile
+from ggufq.convert.vocab_to_hf import write_hf_tokenizer
 
 
 SEP = "\n__ggml_vocab_test__\n"
@@ -55,7 +55,7 @@ def test_exported_tokenizer_matches_llama_cpp_vocab_tests(vocab_dir, tmp_path, n
 def test_converter_reads_back_the_same_vocabulary(vocab_dir, tmp_path, name):
     """ggufq's converter (llama.cpp's get_vocab_base + pre-tokenizer hash) on the exported tokenizer.json
     finds the GGUF's pre-tokenizer, tokens and token types again."""
-    from ggufq.hf_vocab import bpe_vocab
+    from ggufq.convert.vocab_from_hf import bpe_vocab
     with GGUFFile(vocab_dir / f"ggml-vocab-{name}.gguf") as g:
         write_hf_tokenizer(g, tmp_path)
         want = (list(g.get("tokenizer.ggml.tokens")), g.get("tokenizer.ggml.token_type").tolist(),

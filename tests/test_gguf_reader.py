@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from ggufq.errors import GGUFFormatError
-from ggufq.gguf_file import GGUFFile
+from ggufq.files.gguf_reader import GGUFFile
 
 from .conftest import GEMMA, SMOL
 

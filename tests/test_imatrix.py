@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from ggufq.cli import main
-from ggufq.gguf_file import GGUFFile
-from ggufq.imatrix_file import load_imatrix
+from ggufq.files.gguf_reader import GGUFFile
+from ggufq.files.imatrix_file import load_imatrix
 
 from .conftest import DATA, GEMMA, ROOT, SMOL
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import importlib.util
 import sys
 
-from ggufq import jit
+from ggufq.runtime import jit
 
 MODULE = '''
 import numba
@@ -43,3 +43,23 @@ def test_uncompiled_until_the_cache_has_this_cpu(tmp_path, capsys):
         assert "jit_probe_module.twice" in jit.uncompiled([mod])
     finally:
         sys.modules.pop("jit_probe_module", None)
+
+
+def test_a_module_without_any_cache_entry_is_all_uncompiled(tmp_path):
+    """A moved or new module (no index for any of its functions) beside a compiled one: all of its
+    functions are reported, though the other module's cache is fresh."""
+    src = tmp_path / "jit_probe_module.py"
+    src.write_text(MODULE)
+    mod = load(src)
+    try:
+        mod.twice(1)
+        other = tmp_path / "jit_probe_other.py"
+        other.write_text(MODULE)
+        spec = importlib.util.spec_from_file_location("jit_probe_other", other)
+        mod2 = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = mod2
+        spec.loader.exec_module(mod2)
+        assert sorted(jit.uncompiled([mod, mod2])) == ["jit_probe_other.never_called", "jit_probe_other.twice"]
+    finally:
+        sys.modules.pop("jit_probe_module", None)
+        sys.modules.pop("jit_probe_other", None)

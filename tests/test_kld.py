@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from ggufq.cli import main
-from ggufq.kld import KLDivergence, decode_log_probs, encode_log_probs, row_words
+from ggufq.evaluate.kld import KLDivergence, decode_log_probs, encode_log_probs, row_words
 from tools.make_kld_fixtures import FIGURES
 
 from .conftest import DATA, ROOT, SMOL

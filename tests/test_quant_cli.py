@@ -9,8 +9,8 @@ import pytest
 from gguf import GGMLQuantizationType as GT, GGUFWriter
 
 from ggufq.cli import main
-from ggufq.gguf_file import GGUFFile
-from ggufq.recipes import ModelFacts, Options, plan, tensor_order, use_more_bits
+from ggufq.files.gguf_reader import GGUFFile
+from ggufq.quantize.recipes import ModelFacts, Options, plan, tensor_order, use_more_bits
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "tests" / "data"
@@ -166,7 +166,7 @@ def test_requantize_gemma_dry_run_shows_fallbacks(capsys):
 def test_imatrix_readers_gguf_and_legacy_dat(tmp_path):
     import struct
 
-    from ggufq.imatrix_file import load_imatrix
+    from ggufq.files.imatrix_file import load_imatrix
 
     im = load_imatrix(DATA / "quant_smol_imatrix.gguf")
     assert len(im.entries) == 21 and im.chunk_count == 8 and im.chunk_size == 256

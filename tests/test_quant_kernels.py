@@ -145,7 +145,7 @@ def test_fp16_rounding_and_nearest_int():
 
 
 def test_nan_and_inf_are_refused_naming_the_tensor():
-    from ggufq.recipes import quantize_tensor
+    from ggufq.quantize.recipes import quantize_tensor
 
     x = np.ones((4, 64), np.float32)
     x[2, 3] = np.nan

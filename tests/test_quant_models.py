@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from ggufq.cli import main
-from ggufq.gguf_file import GGUFFile
+from ggufq.files.gguf_reader import GGUFFile
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "tests" / "data"
@@ -105,7 +105,7 @@ def test_pure_types_on_real_tensors(f16):
     """Q4_1, Q5_0, Q5_1, Q6_K (and their fallbacks) on real tensors, as `llama-quantize --pure` makes them."""
     from gguf import GGMLQuantizationType as GT
 
-    from ggufq.recipes import quantize_tensor
+    from ggufq.quantize.recipes import quantize_tensor
 
     short, path = f16
     fx = fixture(f"quant_{short}_pure.json")["types"]
@@ -124,8 +124,8 @@ def test_imatrix_quantization_equals_llama_quantize(f16_files, tmp_path):
     """With an importance matrix (the _impl quantizers, and Q4_0's ffn_down -> Q4_1 rule)."""
     from gguf import GGMLQuantizationType as GT
 
-    from ggufq.imatrix_file import load_imatrix
-    from ggufq.recipes import quantize_tensor
+    from ggufq.files.imatrix_file import load_imatrix
+    from ggufq.quantize.recipes import quantize_tensor
 
     path = f16_files("smol")
     for qtype in ("Q4_0",):  # whole file: the _impl quantizers, Q4_1 for ffn_down of layers 0-2, Q8_0, Q6_K

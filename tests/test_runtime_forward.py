@@ -13,7 +13,7 @@ import pytest
 from gguf import GGMLQuantizationType as T, GGUFWriter, quants
 
 from ggufq.errors import GGUFQError
-from ggufq.model import Model
+from ggufq.runtime.model import Model
 
 from .conftest import GEMMA, SMOL
 from .runtime_reference import reference_logits
@@ -179,7 +179,7 @@ def test_unsupported_type_arch_and_key(tmp_path):
     Model.load(bad_type)  # Q4_0 is fine
     # A tensor type the runtime has no kernel for: patch the type id of one tensor in place (Q4_0 -> Q4_0's
     # same-size cousin IQ4_NL: 18 bytes per 32, so the file stays valid for the reader).
-    from ggufq.gguf_file import GGUFFile
+    from ggufq.files.gguf_reader import GGUFFile
     g = GGUFFile(bad_type)
     ti = g.tensors["blk.0.ffn_down.weight"]
     data = bytearray(bad_type.read_bytes())

@@ -10,7 +10,7 @@ import pytest
 
 from ggufq.cli import main  # noqa: F401  (the package imports cleanly without torch)
 from ggufq.errors import GGUFQError
-from ggufq.safetensors import (TensorSpec, open_safetensors, parse_size, plan_shards, read_header,
+from ggufq.files.safetensors import (TensorSpec, open_safetensors, parse_size, plan_shards, read_header,
                                write_safetensors, write_safetensors_sharded)
 from kernels.floats import f32_to_bf16_bits
 

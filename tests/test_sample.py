@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from ggufq.errors import GGUFQError
-from ggufq.sample import Sampler, SamplingParams
+from ggufq.text.sample import Sampler, SamplingParams
 
 
 def test_defaults_are_llama_cpp_defaults():

@@ -5,8 +5,8 @@ import subprocess
 import sys
 import time
 
-from ggufq import threads
-from ggufq.threads import LoadAwareThreads
+from ggufq.runtime import threads
+from ggufq.runtime.threads import LoadAwareThreads
 
 
 def test_threads_are_the_cores_others_leave_free(monkeypatch):

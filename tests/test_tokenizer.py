@@ -10,7 +10,7 @@ from functools import lru_cache
 
 import pytest
 
-from ggufq.tokenizer import Tokenizer
+from ggufq.text.tokenizer import Tokenizer
 
 from .conftest import DATA, GEMMA, ROOT, SMOL
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import pytest
 
-from ggufq.gguf_file import GGUFFile
-from ggufq.tokenizer import Tokenizer
+from ggufq.files.gguf_reader import GGUFFile
+from ggufq.text.tokenizer import Tokenizer
 
 
 VOCABS = ["llama-bpe", "llama-spm", "qwen2", "qwen35", "gpt-2", "phi-3", "falcon", "mpt", "starcoder", "refact",
@@ -68,7 +68,7 @@ def test_own_bpe_merge_equals_tokenizers_package(vocab_dir, name):
 def test_decode_round_trip(vocab_dir, name):
     """decode(encode(text)) gives the text back, less llama.cpp's clean-up of spaces (" ?" -> "?", ...) for
     the vocabularies that ask for it; the leading space SPM's add_space_prefix added is dropped again."""
-    from ggufq.tokenizer import _clean_spaces
+    from ggufq.text.tokenizer import _clean_spaces
     path = vocab_dir / f"ggml-vocab-{name}.gguf"
     with GGUFFile(path) as g:
         tok = Tokenizer.from_gguf(g)
@@ -78,7 +78,7 @@ def test_decode_round_trip(vocab_dir, name):
 
 
 def test_clean_spaces_like_llama_cpp():
-    from ggufq.tokenizer import _clean_spaces
+    from ggufq.text.tokenizer import _clean_spaces
     assert _clean_spaces(b"Hello , world ! I 'm here . It ' s") == b"Hello, world! I'm here. It's"
     assert _clean_spaces(b"they 're 've 'll 't 'd") == b"they're've 'll 't 'd"
     assert _clean_spaces(b" ?") == b"?" and _clean_spaces(b"") == b""

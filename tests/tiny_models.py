@@ -11,10 +11,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ggufq.gguf_file import GGUFFile
-from ggufq.hf_tokenizer import write_hf_tokenizer
+from ggufq.files.gguf_reader import GGUFFile
+from ggufq.convert.vocab_to_hf import write_hf_tokenizer
 from ggufq.kernels.floats import f32_to_bf16_bits
-from ggufq.safetensors import TensorSpec, write_safetensors
+from ggufq.files.safetensors import TensorSpec, write_safetensors
 
 ROOT = Path(__file__).resolve().parent.parent
 QWEN2_VOCAB = ROOT / "models" / "vocab" / "ggml-vocab-qwen2.gguf"

@@ -34,7 +34,7 @@ BENCH_DIR = ROOT / "models/bench"
 PROBE = r"""
 import resource, sys, time
 t0 = time.perf_counter()
-from ggufq.model import Model
+from ggufq.runtime.model import Model
 m = Model.load(sys.argv[1], n_ctx=int(sys.argv[2]), n_threads=int(sys.argv[3]))
 m.eval(list(range(100, 116)))
 ttft = time.perf_counter() - t0

@@ -64,9 +64,9 @@ json.dump(out, sys.stdout)
 
 
 def main() -> None:
-    from ggufq.chat_template import ChatTemplate
-    from ggufq.gguf_file import GGUFFile
-    from ggufq.tokenizer import Tokenizer
+    from ggufq.text.chat_template import ChatTemplate
+    from ggufq.files.gguf_reader import GGUFFile
+    from ggufq.text.tokenizer import Tokenizer
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--hf-python", required=True, help="python of a venv with transformers and jinja2")

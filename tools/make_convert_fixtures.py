@@ -21,7 +21,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from ggufq.digest import digest, file_sha256  # noqa: E402
+from ggufq.files.digest import digest, file_sha256  # noqa: E402
 from tests.tiny_models import make_tiny  # noqa: E402
 
 OUT = ROOT / "tests" / "data" / "convert"

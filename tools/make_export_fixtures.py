@@ -84,8 +84,8 @@ def compare_with_converter(llama_dir: Path, python: str) -> None:
     from gguf.quants import dequantize
 
     sys.path.insert(0, str(ROOT))
-    from ggufq.export import export_gguf
-    from ggufq.gguf_file import GGUFFile
+    from ggufq.convert.gguf_to_hf import export_gguf
+    from ggufq.files.gguf_reader import GGUFFile
     from kernels.floats import bf16_bits_to_f32, f32_to_bf16_bits
 
     env = {**os.environ, "PYTHONPATH": str(llama_dir / "gguf-py")}

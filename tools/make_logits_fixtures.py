@@ -54,7 +54,7 @@ def austen_ids(model: str, n: int) -> list[int]:
     """The first n tokens of tests/data/ppl_text_austen.txt's first 3000 characters (ggufq's tokenizer,
     which equals llama-tokenize's: tests/test_tokenizer*.py)."""
     sys.path.insert(0, str(ROOT))
-    from ggufq.model import Model
+    from ggufq.runtime.model import Model
     m = Model.load(str(ROOT / "models" / model), n_ctx=64)
     text = (ROOT / "tests" / "data" / "ppl_text_austen.txt").read_text(encoding="utf-8")[:3000]
     return m.tokenizer.encode(text)[:n]

@@ -33,7 +33,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from ggufq.gguf_file import GGUFFile  # noqa: E402
+from ggufq.files.gguf_reader import GGUFFile  # noqa: E402
 
 DATA = ROOT / "tests" / "data"
 MODELS = {

@@ -38,7 +38,7 @@ def run(cmd, **kw) -> str:
 
 def n_params(path: Path) -> int:
     sys.path.insert(0, str(ROOT))
-    from ggufq.gguf_file import GGUFFile
+    from ggufq.files.gguf_reader import GGUFFile
     with GGUFFile(path) as g:
         return sum(t.n_elements for t in g.tensors.values())
 

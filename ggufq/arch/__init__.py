@@ -7,11 +7,11 @@ Aliases (Mistral is a llama) live in the class's `hf_architectures`.
 """
 from __future__ import annotations
 
-from ..errors import GGUFQError
-from .base import TextArch
-from .gemma3 import Gemma3
-from .llama import Llama
-from .qwen import Qwen2, Qwen3
+from ggufq.errors import GGUFQError
+from ggufq.arch.base import TextArch
+from ggufq.arch.gemma3 import Gemma3
+from ggufq.arch.llama import Llama
+from ggufq.arch.qwen import Qwen2, Qwen3
 
 ARCHES: tuple[type[TextArch], ...] = (Llama, Qwen2, Qwen3, Gemma3)
 

@@ -11,7 +11,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from ..errors import GGUFQError
+from ggufq.errors import GGUFQError
 
 # GGUF template -> HF template, for the dense llama-style block; `{i}` is the block index.
 DENSE_TENSORS = {

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import DENSE_TENSORS, TextArch
+from ggufq.arch.base import DENSE_TENSORS, TextArch
 
 GEMMA3_TENSORS = {
     **{k: v for k, v in DENSE_TENSORS.items() if k != "blk.{i}.ffn_norm.weight"},

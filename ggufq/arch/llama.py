@@ -5,7 +5,7 @@ import math
 
 import numpy as np
 
-from .base import TextArch
+from ggufq.arch.base import TextArch
 
 
 def permute_qk(w: np.ndarray, n_head: int) -> np.ndarray:

@@ -1,7 +1,7 @@
 """Qwen2 (biases on q/k/v) and Qwen3 (q/k RMS norms): llama.cpp's Qwen2Model and Qwen3Model."""
 from __future__ import annotations
 
-from .base import DENSE_TENSORS, TextArch
+from ggufq.arch.base import DENSE_TENSORS, TextArch
 
 QWEN2_TENSORS = {
     **DENSE_TENSORS,

@@ -34,15 +34,3 @@ def count_or_all(text: str) -> int:
     if v < -1:
         raise argparse.ArgumentTypeError(f"must be -1 (all) or 0 or more, not {v}")
     return v
-
-
-def read_text(path: str) -> str:
-    """A UTF-8 text file a command reads (-f, --calib), or one line saying why it cannot."""
-    from ..errors import GGUFQError
-    try:
-        with open(path, encoding="utf-8") as f:
-            return f.read()
-    except OSError as e:
-        raise GGUFQError(f"{path}: cannot read: {e.strerror}") from None
-    except UnicodeDecodeError as e:
-        raise GGUFQError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None

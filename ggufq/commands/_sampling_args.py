@@ -1,7 +1,7 @@
 """Sampling and runtime options shared by `ggufq run` and `ggufq chat` (llama.cpp's names and defaults)."""
 from __future__ import annotations
 
-from ._args import non_negative_int, positive_int
+from ggufq.commands._args import non_negative_int, positive_int
 
 
 def add_sampling_args(p) -> None:

@@ -7,16 +7,14 @@ same settings in the same process's lifetime and prints the ratios.
 """
 from __future__ import annotations
 
-import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-from ..errors import GGUFQError
-from ._args import non_negative_int, positive_int
+from ggufq.commands._args import non_negative_int, positive_int
+from ggufq.evaluate.bench import bench_model, llama_bench
 
 
 def configure(p) -> None:
@@ -31,63 +29,14 @@ def configure(p) -> None:
     p.add_argument("--compare-llama-cpp", metavar="DIR", help="also run DIR/llama-bench and print ratios")
 
 
-def bench_model(model, n_prompt: int, n_gen: int, reps: int, seed: int = 0) -> dict[str, list[float]]:
-    """{"pp512": [t/s per repetition], "tg128": [...]} for a loaded Model."""
-    import numpy as np
-
-    rng = np.random.default_rng(seed)
-    results = {}
-    if n_prompt:
-        toks = rng.integers(0, model.n_vocab, n_prompt)
-        runs = []
-        for r in range(reps + 1):
-            model.reset()
-            t0 = time.perf_counter()
-            model.eval(toks)
-            dt = time.perf_counter() - t0
-            if r:
-                runs.append(n_prompt / dt)
-        results[f"pp{n_prompt}"] = runs
-    if n_gen:
-        toks = rng.integers(0, model.n_vocab, n_gen)
-        runs = []
-        for r in range(reps + 1):
-            model.reset()
-            t0 = time.perf_counter()
-            for t in toks[:n_gen if r else 2]:
-                model.eval([int(t)])
-            dt = time.perf_counter() - t0
-            if r:
-                runs.append(n_gen / dt)
-        results[f"tg{n_gen}"] = runs
-    return results
-
-
-def llama_bench(dir_: str, model: str, threads: int, n_prompt: int, n_gen: int, reps: int) -> dict[str, float]:
-    exe = Path(dir_) / "llama-bench"
-    if not exe.exists():
-        raise GGUFQError(f"{exe}: not found")
-    cmd = [str(exe), "-m", model, "-t", str(threads), "-p", str(n_prompt), "-n", str(n_gen), "-r", str(reps),
-           "-o", "json"]
-    try:
-        out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
-    except subprocess.CalledProcessError as e:
-        raise GGUFQError(f"llama-bench failed: {(e.stderr or '').strip().splitlines()[-1:]}") from None
-    res = {}
-    for row in json.loads(out):
-        name = f"pp{row['n_prompt']}" if row["n_prompt"] else f"tg{row['n_gen']}"
-        res[name] = float(row["avg_ts"])
-    return res
-
-
 def run(args) -> int:
-    from ..model import Model
+    from ggufq.runtime.model import Model
 
     t0 = time.perf_counter()
     n_ctx = max(args.n_prompt + 1, args.n_gen + 1, 16)
     model = Model.load(args.model, n_ctx=n_ctx, n_threads=args.threads, kv_type=args.kv_type,
                        n_batch=max(1, min(args.batch_size, n_ctx)))
-    from ..jit import announce, runtime_modules
+    from ggufq.runtime.jit import announce, runtime_modules
     announce("runtime", runtime_modules())  # each test's first run (not counted) compiles them
     size = Path(args.model).stat().st_size
     name = Path(args.model).name

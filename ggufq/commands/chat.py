@@ -14,9 +14,9 @@ from __future__ import annotations
 import os
 import sys
 
-from ..errors import GGUFQError
-from ._args import count_or_all
-from ._sampling_args import add_sampling_args, sampling_kwargs
+from ggufq.errors import GGUFQError
+from ggufq.commands._args import count_or_all
+from ggufq.commands._sampling_args import add_sampling_args, sampling_kwargs
 
 
 def configure(p):
@@ -68,8 +68,8 @@ def _setup_readline():
 
 
 def run(args) -> int:
-    from ..generate import ChatSession
-    from ..model import Model
+    from ggufq.text.generate import ChatSession
+    from ggufq.runtime.model import Model
 
     interactive = sys.stdin.isatty()
     if interactive:
@@ -81,7 +81,7 @@ def run(args) -> int:
     model.warm_up()  # compiling or loading kernels is not part of the reported speeds
     template = None
     if not model.gguf.get("tokenizer.chat_template"):
-        from ..chat_template import ChatTemplate
+        from ggufq.text.chat_template import ChatTemplate
         template = ChatTemplate.plain()
         print(f"ggufq chat: {args.model} has no chat template: it is a base (pretrained) model, which continues "
               "text rather than answering. Chatting in a plain 'User:/Assistant:' transcript; for plain "

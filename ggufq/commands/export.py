@@ -15,8 +15,8 @@ def configure(p):
 
 
 def run(args) -> int:
-    from ..export import export_gguf
-    from ..safetensors import parse_size
+    from ggufq.convert.gguf_to_hf import export_gguf
+    from ggufq.files.safetensors import parse_size
 
     r = export_gguf(args.gguf, args.out_dir, dtype=args.dtype, shard_size=parse_size(args.shard_size),
                     force=args.force, progress=not args.quiet)

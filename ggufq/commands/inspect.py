@@ -6,7 +6,7 @@ import sys
 
 import numpy as np
 
-from ..gguf_file import GGUFFile
+from ggufq.files.gguf_reader import GGUFFile
 
 _BIG_ARRAYS = ("tokenizer.ggml.tokens", "tokenizer.ggml.scores", "tokenizer.ggml.token_type",
                "tokenizer.ggml.merges")

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import sys
 
-from ..errors import GGUFQError
-from ._args import count_or_all
-from ._sampling_args import add_sampling_args, sampling_kwargs
+from ggufq.errors import GGUFQError
+from ggufq.commands._args import count_or_all
+from ggufq.commands._sampling_args import add_sampling_args, sampling_kwargs
 
 
 def configure(p):
@@ -26,9 +26,9 @@ def configure(p):
 
 
 def run(args) -> int:
-    from ..generate import Stats, eval_prompt, generate_ids, make_sampler
-    from ..model import Model
-    from .tokenize import process_escapes
+    from ggufq.text.generate import Stats, eval_prompt, generate_ids, make_sampler
+    from ggufq.runtime.model import Model
+    from ggufq.commands.tokenize import process_escapes
 
     if args.prompt is not None:
         data = args.prompt.encode("utf-8", errors="surrogateescape")

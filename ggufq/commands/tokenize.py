@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 
-from ..errors import GGUFQError
+from ggufq.errors import GGUFQError
 
 
 def configure(p):
@@ -49,8 +49,8 @@ def process_escapes(data: bytes) -> bytes:
 
 
 def run(args) -> int:
-    from ..gguf_file import GGUFFile
-    from ..tokenizer import Tokenizer
+    from ggufq.files.gguf_reader import GGUFFile
+    from ggufq.text.tokenizer import Tokenizer
 
     if args.prompt is not None:
         data = args.prompt.encode("utf-8", errors="surrogateescape")

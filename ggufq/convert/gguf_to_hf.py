@@ -23,11 +23,11 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from .arch import arch_for_gguf
-from .errors import GGUFQError
-from .gguf_file import GGUFFile, TensorInfo
-from .hf_tokenizer import Vocab, generation_config, write_hf_tokenizer
-from .safetensors import TensorSpec, write_safetensors_sharded
+from ggufq.arch import arch_for_gguf
+from ggufq.errors import GGUFQError
+from ggufq.files.gguf_reader import GGUFFile, TensorInfo
+from ggufq.convert.vocab_to_hf import Vocab, generation_config, write_hf_tokenizer
+from ggufq.files.safetensors import TensorSpec, write_safetensors_sharded
 
 DTYPES = {"bf16": "BF16", "f16": "F16", "f32": "F32"}
 TORCH_DTYPES = {"bf16": "bfloat16", "f16": "float16", "f32": "float32"}
@@ -61,7 +61,7 @@ def dequantize_rows(t: TensorInfo, r0: int, r1: int) -> np.ndarray:
     if t.qtype == T.F32:
         return np.array(data, dtype=np.float32)
     try:
-        from .kernels import get_format
+        from ggufq.kernels import get_format
         return np.asarray(get_format(t.qtype).dequantize(data), dtype=np.float32).reshape(r1 - r0, t.shape[0])
     except (KeyError, NotImplementedError, ImportError):
         from gguf.quants import dequantize
@@ -89,7 +89,7 @@ def _convert(x: np.ndarray, dtype: str, name: str) -> np.ndarray:
             raise GGUFQError(f"{name}: values beyond float16's range (max |x| = {np.abs(x).max():g}); "
                              f"use --dtype bf16 or f32")
         return y
-    from .kernels.floats import f32_to_bf16_bits
+    from ggufq.kernels.floats import f32_to_bf16_bits
     return f32_to_bf16_bits(x)
 
 

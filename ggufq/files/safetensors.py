@@ -26,7 +26,7 @@ from typing import Callable, NamedTuple
 
 import numpy as np
 
-from .errors import GGUFQError
+from ggufq.errors import GGUFQError
 
 # dtype name -> numpy dtype of the stored elements (BF16 is kept as its raw uint16 bits)
 DTYPES: dict[str, np.dtype] = {

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import GGUFQError
+from ggufq.errors import GGUFQError
 
 # GGUF token types (also SentencePiece's ModelProto.SentencePiece.Type numbers)
 NORMAL, UNKNOWN, CONTROL, USER_DEFINED, UNUSED, BYTE = 1, 2, 3, 4, 5, 6

@@ -23,12 +23,12 @@ import numpy as np
 from gguf import GGMLQuantizationType as T
 from gguf import LlamaFileType as FT
 
-from .arch import arch_for_hf
-from .errors import GGUFQError
-from .gguf_writer import TensorStream, atomic_output
-from .hf_vocab import HFVocab, load_json
-from .kernels import get_format
-from .safetensors import INDEX_NAME, open_safetensors
+from ggufq.arch import arch_for_hf
+from ggufq.errors import GGUFQError
+from ggufq.files.gguf_writer import TensorStream, atomic_output
+from ggufq.convert.vocab_from_hf import HFVocab, load_json
+from ggufq.kernels import get_format
+from ggufq.files.safetensors import INDEX_NAME, open_safetensors
 
 # gguf warns on every key a family sets twice (llama.cpp's converter does that on purpose)
 logging.getLogger("gguf.gguf_writer").setLevel(logging.ERROR)
@@ -117,8 +117,8 @@ def plan(folder: Path, outtype: str):
 
 def _quantized_plan(arch, planned: list[PlannedTensor], outtype: str) -> list[PlannedTensor]:
     """convert-to-F16 then llama-quantize, in one pass: the F16 file's tensors, in llama-quantize's order,
-    each with the type llama-quantize's rules give it (ggufq/recipes.py)."""
-    from .recipes import ModelFacts, Options, plan as recipe_plan, tensor_order
+    each with the type llama-quantize's rules give it (ggufq/quantize/recipes.py)."""
+    from ggufq.quantize.recipes import ModelFacts, Options, plan as recipe_plan, tensor_order
     by_name = {p.gguf_name: p for p in planned}
     order = tensor_order(list(by_name))
     facts = ModelFacts(arch=arch.gguf_arch, n_layer=arch.block_count,
@@ -169,7 +169,7 @@ def _release(view: np.ndarray) -> None:
 
 def _encode(data: np.ndarray, qtype: T, via: T | None = None, name: str = "") -> np.ndarray:
     if via is not None and via != qtype:  # what quantizing the F16 file would have read
-        from .recipes import quantize_tensor
+        from ggufq.quantize.recipes import quantize_tensor
         return quantize_tensor(name, _encode(data, via).astype(np.float32), qtype, check_finite=False)
     if qtype == T.F32:
         return np.ascontiguousarray(data, dtype=np.float32)
@@ -204,7 +204,7 @@ def write_metadata(w: gguf.GGUFWriter, folder: Path, arch, vocab, file_type) -> 
 
 def _quantize_metadata(w: gguf.GGUFWriter, outtype: str) -> None:
     """What llama-quantize does to the F16 file's keys: these two move to the end, file type updated."""
-    from .recipes import parse_file_type
+    from ggufq.quantize.recipes import parse_file_type
     _, ftype, _ = parse_file_type(outtype)
     for key in ("general.quantization_version", "general.file_type"):
         w.kv_data[0].pop(key, None)
@@ -215,7 +215,7 @@ def _quantize_metadata(w: gguf.GGUFWriter, outtype: str) -> None:
 def convert(folder: str | Path, outfile: str | Path, outtype: str = "f16", progress: bool = True) -> dict:
     folder, outfile = Path(folder), Path(outfile)
     if outtype not in OUTTYPES:
-        from .recipes import parse_file_type
+        from ggufq.quantize.recipes import parse_file_type
         outtype = parse_file_type(outtype)[0]  # a llama-quantize type name, or a clear error
     t0 = time.perf_counter()
     arch, tensors, vocab, file_type, planned = plan(folder, outtype)

@@ -21,7 +21,7 @@ import json
 import sys
 from datetime import datetime
 
-from .errors import GGUFQError
+from ggufq.errors import GGUFQError
 
 CHATML_TEMPLATE = (
     "{% for message in messages %}"

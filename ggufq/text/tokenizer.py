@@ -39,7 +39,7 @@ except ImportError:  # pragma: no cover - then codepoints assigned in 15.0/15.1 
 
 import numpy as np
 
-from .errors import GGUFQError
+from ggufq.errors import GGUFQError
 
 # --------------------------------------------------------------------------------------------------
 # token types (GGUF) and attributes (llama.cpp's llama_token_attr bits)
@@ -521,7 +521,7 @@ class Tokenizer:
 
     @classmethod
     def from_path(cls, path) -> "Tokenizer":
-        from .gguf_file import GGUFFile
+        from ggufq.files.gguf_reader import GGUFFile
         with GGUFFile(path) as g:
             return cls.from_gguf(g)
 

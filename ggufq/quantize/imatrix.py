@@ -18,8 +18,8 @@ import math
 import numba as nb
 import numpy as np
 
-from .errors import GGUFQError
-from .kernels.dot_common import fma32
+from ggufq.errors import GGUFQError
+from ggufq.kernels.dot_common import fma32
 
 
 @nb.njit(cache=True, parallel=True)
@@ -85,7 +85,7 @@ class ImatrixCollector:
         """The GGUF file, atomically; returns the number of entries."""
         import gguf
 
-        from .gguf_writer import atomic_output
+        from ggufq.files.gguf_writer import atomic_output
         if not self.sums:
             raise GGUFQError("imatrix: no activations were collected")
         with atomic_output(path) as tmp:
@@ -110,8 +110,8 @@ def collect(model, tokens: list[int], n_ctx: int, n_chunks: int, add_bos: bool, 
             collector: ImatrixCollector, progress=None) -> list[float]:
     """Run the chunks through the model with the collector attached; the running perplexity after each
     chunk (llama-imatrix prints it as llama-perplexity does: the second half of each chunk scored)."""
-    from . import ops
-    from .commands.perplexity import chunk_tokens, count_chunks
+    from ggufq.runtime import ops
+    from ggufq.evaluate.perplexity import chunk_tokens, count_chunks
 
     n_chunk = count_chunks(len(tokens), n_ctx, n_chunks)
     first = n_ctx // 2
@@ -138,3 +138,63 @@ def collect(model, tokens: list[int], n_ctx: int, n_chunks: int, add_bos: bool, 
     finally:
         model.rs.collector = None
     return running
+
+
+def compute_imatrix(model_path, text: str | None, output, n_ctx: int = 512, n_chunks: int = -1,
+                    n_batch: int | None = None, n_threads: int | None = None, process_output: bool = False,
+                    in_files=(), dataset: str | None = None, log=None) -> dict:
+    """llama-imatrix end to end: the earlier files in `in_files` added in, then `text` (when given) run
+    chunk by chunk with the collector attached, then the file written to `output` (atomically).
+    Returns {"entries", "chunks", "tokens", "seconds", "ppl", "running"}.
+
+    Progress: on a terminal a bar over the chunks with the running perplexity; otherwise (and always at the
+    end) the running estimates as llama-imatrix prints them, `[1]x,[2]y,...` on stdout."""
+    import sys
+    import time
+
+    import numba
+    from tqdm import tqdm
+
+    from ggufq.files.imatrix_file import load_imatrix
+    from ggufq.runtime.model import Model
+
+    log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+    col = ImatrixCollector(n_ctx, process_output)
+    for path in in_files:
+        col.merge(load_imatrix(path))
+        log(f"imatrix: added {path}")
+    result = {"tokens": 0, "running": [], "ppl": None}
+    t0 = time.perf_counter()
+    if text is not None:
+        n_batch = min(n_batch or n_ctx, n_ctx)
+        # a fixed thread count: the same text gives the same file (BLAS splits its work by threads)
+        model = Model.load(model_path, n_ctx=n_ctx, n_threads=n_threads or numba.config.NUMBA_NUM_THREADS,
+                           n_batch=n_batch)
+        tok = model.tokenizer
+        tokens = tok.encode(text, add_special=True, parse_special=False)
+        log(f"imatrix: {len(tokens)} tokens, n_ctx={n_ctx}, batch={n_batch}")
+        from ggufq.evaluate.perplexity import count_chunks
+        bar = tqdm(total=count_chunks(len(tokens), n_ctx, n_chunks), unit="chunk", desc="imatrix",
+                   file=sys.stderr, disable=None, leave=False)
+        stream = bar.disable  # no terminal: the running estimates as they come, as llama-imatrix prints them
+
+        def progress(i, ppl):
+            bar.update(1)
+            bar.set_postfix_str(f"PPL {ppl:.4f}")
+            if stream:
+                print(f"[{i + 1}]{ppl:.4f},", end="", flush=True)
+
+        try:
+            running = collect(model, tokens, n_ctx, n_chunks, bool(tok.add_bos), tok.bos_id, col, progress)
+        finally:
+            bar.close()
+        if not stream:
+            print("".join(f"[{i + 1}]{p:.4f}," for i, p in enumerate(running)), end="")
+        print()
+        print(f"Final estimate: PPL = {running[-1]:.4f}")
+        col.datasets.append(dataset if dataset is not None else "")
+        result.update(tokens=len(running) * n_ctx, running=running, ppl=running[-1])
+    result["seconds"] = time.perf_counter() - t0
+    result["entries"] = col.write(output)
+    result["chunks"] = col.chunk_count
+    return result

@@ -37,8 +37,8 @@ from pathlib import Path
 import numpy as np
 from gguf import GGMLQuantizationType as GT
 
-from .errors import GGUFQError
-from .recipes import tensor_nbytes as nbytes
+from ggufq.errors import GGUFQError
+from ggufq.quantize.recipes import tensor_nbytes as nbytes
 
 LADDER_K = (GT.Q4_K, GT.Q5_K, GT.Q6_K, GT.Q8_0)
 LADDER_32 = (GT.Q4_0, GT.Q5_0, GT.Q5_1, GT.Q8_0)
@@ -80,9 +80,9 @@ def group_of(name: str, n_layer: int) -> str | None:
 
 def measure_errors(g, cases: list[TensorCase], imatrix, progress=None) -> None:
     """Fill every candidate's weighted error (quantize with the imatrix, dequantize, compare)."""
-    from .commands.quantize import _to_f32
-    from .kernels import get_format
-    from .recipes import quantize_tensor
+    from ggufq.quantize.pipeline import _to_f32
+    from ggufq.kernels import get_format
+    from ggufq.quantize.recipes import quantize_tensor
 
     scratch = np.empty(0, np.float32)
     for case in cases:
@@ -109,9 +109,9 @@ class Prober:
     temporary file by the quantizer and run by the runtime."""
 
     def __init__(self, f16_path: str, imatrix_path: str | None, tokens: list[int], tmp: Path,
-                 n_ctx: int = PROBE_CTX):
-        from .kld import encode_log_probs
-        from .model import Model
+                 n_ctx: int = PROBE_CTX, on_probe=None):
+        from ggufq.evaluate.kld import encode_log_probs
+        from ggufq.runtime.model import Model
         import numba
         self.f16, self.imatrix_path, self.tmp = f16_path, imatrix_path, tmp
         # a fixed thread count (not the load-following default): BLAS splits its work by threads, and the
@@ -126,12 +126,13 @@ class Prober:
         self.first = n_ctx // 2
         self.base = np.concatenate([encode_log_probs(lg) for _, lg in m.scored_logits(self.chunk, self.first)])
         self.n_probes = 0
+        self.on_probe = on_probe
 
     def kld(self, recipe: dict[str, GT]) -> float:
         """Mean KL(F16 || mixture) over the scored tokens; tensors not in `recipe` stay as in the F16 file."""
-        from .cli import run_quiet
-        from .kld import KLDivergence
-        from .model import Model
+        from ggufq.cli import run_quiet
+        from ggufq.evaluate.kld import KLDivergence
+        from ggufq.runtime.model import Model
         rpath, out = self.tmp / "probe.json", self.tmp / "probe.gguf"
         rpath.write_text(json.dumps({"tensors": {n: t.name for n, t in recipe.items()}}))
         argv = ["quantize", self.f16, str(out), "F16", "--recipe", str(rpath)]
@@ -148,6 +149,8 @@ class Prober:
         del m
         out.unlink()
         self.n_probes += 1
+        if self.on_probe:
+            self.on_probe()
         return float(k.kld()[0])
 
 
@@ -197,9 +200,10 @@ def search(g, f16_path: str, imatrix, imatrix_path: str | None, calib_tokens: li
     """The dynamic recipe for the F16 file `g` (an open GGUFFile): see the module docstring.
     base_choices: imatrix Q4_K_M's plan (recipes.TensorChoice list), whose size sets the default budget
     and whose types the tensors outside the search keep."""
-    log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+    from tqdm import tqdm
+    log = log or (lambda msg: tqdm.write(msg, file=sys.stderr))  # lines above the bar on a terminal
     t0 = time.perf_counter()
-    from .model import Config
+    from ggufq.runtime.model import Config
     n_layer = Config.from_gguf(g).n_layer
     if len(calib_tokens) < probe_ctx:
         raise GGUFQError(f"dynamic recipe: the calibration text has {len(calib_tokens)} tokens; the probes need "
@@ -220,26 +224,29 @@ def search(g, f16_path: str, imatrix, imatrix_path: str | None, calib_tokens: li
         raise GGUFQError(f"the budget of {budget / 2**20:.2f} MiB is below the smallest mixture "
                          f"({floor / 2**20:.2f} MiB, every tensor at Q4_K or Q4_0)")
 
-    log(f"dynamic recipe: {len(cases)} tensors, {len(LADDER_K)} candidates each: measuring rounding errors")
-    measure_errors(g, cases, imatrix)
-    log(f"dynamic recipe: errors measured ({time.perf_counter() - t0:.0f} s); probing groups")
     groups = sorted({c.group for c in cases})
-    gains, probe_kld = {}, {}
-    with tempfile.TemporaryDirectory(prefix="ggufq-ud-", dir=os.path.dirname(os.path.abspath(f16_path))) as d:
-        prober = Prober(f16_path, imatrix_path, calib_tokens, Path(d), probe_ctx)
-        for grp in groups:
-            members = [c for c in cases if c.group == grp]
-            kld = prober.kld({c.name: c.candidates[0].qtype for c in members})
-            err = sum(c.candidates[0].error for c in members)
-            probe_kld[grp] = kld
-            gains[grp] = max(kld, 0.0) / err if err > 0 else 0.0
-            log(f"  probe {grp:<22} KLD {kld:.6f}  ({time.perf_counter() - t0:.0f} s)")
-        total = _greedy(cases, gains, floor, budget)
-        total, f16_groups, measured = _f16_stage(cases, groups, prober, budget, total, log, t0)
-    recipe = {c.name: (GT.F16 if c.group in f16_groups else c.candidates[c.choice].qtype) for c in cases}
-    predicted = sum(gains[c.group] * c.candidates[c.choice].error for c in cases if c.group not in f16_groups)
-    return Result(recipe, cases, gains, probe_kld, budget, total, predicted, time.perf_counter() - t0,
-                  f16_groups, measured)
+    # one step per tensor's errors, per probe (a group, the mixture, a group in F16 over it, the final mixture)
+    with tqdm(total=len(cases) + 2 * len(groups) + 2, unit="step", desc="UD-Q4_K_XL", file=sys.stderr,
+              disable=None, leave=False) as bar:
+        log(f"dynamic recipe: {len(cases)} tensors, {len(LADDER_K)} candidates each: measuring rounding errors")
+        measure_errors(g, cases, imatrix, progress=lambda name: bar.update(1))
+        log(f"dynamic recipe: errors measured ({time.perf_counter() - t0:.0f} s); probing groups")
+        gains, probe_kld = {}, {}
+        with tempfile.TemporaryDirectory(prefix="ggufq-ud-", dir=os.path.dirname(os.path.abspath(f16_path))) as d:
+            prober = Prober(f16_path, imatrix_path, calib_tokens, Path(d), probe_ctx, on_probe=lambda: bar.update(1))
+            for grp in groups:
+                members = [c for c in cases if c.group == grp]
+                kld = prober.kld({c.name: c.candidates[0].qtype for c in members})
+                err = sum(c.candidates[0].error for c in members)
+                probe_kld[grp] = kld
+                gains[grp] = max(kld, 0.0) / err if err > 0 else 0.0
+                log(f"  probe {grp:<22} KLD {kld:.6f}  ({time.perf_counter() - t0:.0f} s)")
+            total = _greedy(cases, gains, floor, budget)
+            total, f16_groups, measured = _f16_stage(cases, groups, prober, budget, total, log, t0)
+        recipe = {c.name: (GT.F16 if c.group in f16_groups else c.candidates[c.choice].qtype) for c in cases}
+        predicted = sum(gains[c.group] * c.candidates[c.choice].error for c in cases if c.group not in f16_groups)
+        return Result(recipe, cases, gains, probe_kld, budget, total, predicted, time.perf_counter() - t0,
+                      f16_groups, measured)
 
 
 def _greedy(cases: list[TensorCase], gains: dict[str, float], total: int, budget: int) -> int:

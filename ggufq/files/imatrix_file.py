@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import GGUFQError
+from ggufq.errors import GGUFQError
 
 
 @dataclass
@@ -49,7 +49,7 @@ def load_imatrix(path: str | Path) -> ImatrixData:
 
 
 def _load_gguf(path: str) -> ImatrixData:
-    from .gguf_file import GGUFFile
+    from ggufq.files.gguf_reader import GGUFFile
 
     with GGUFFile(path) as g:
         if g.tensors == {}:

@@ -1,7 +1,7 @@
 """Say when numba is about to compile, instead of letting a command look hung or slow.
 
 Every kernel is compiled with cache=True, so a machine compiles each one once (`make` does it for all of
-them through `python -m ggufq.warmup`); the cache lives beside the sources and is keyed by the CPU. When
+them through `python -m ggufq.runtime.warmup`); the cache lives beside the sources and is keyed by the CPU. When
 a command is about to use kernels that have no cache entry for this CPU (a new CPU type, a cleared cache,
 an edited module), `announce(...)` prints one line on stderr before the compile starts, and callers keep
 that time out of the speeds they report (Model.warm_up).
@@ -19,17 +19,19 @@ _announced: set[str] = set()
 
 def uncompiled(modules) -> list[str]:
     """Names of the cached numba functions in `modules` that will be compiled when used: those whose
-    cache index is stale or holds other CPUs only, or all of them when none has an entry for this CPU (a
-    fresh install or a cleared cache). A function with no index at all while others have one is one that
-    no command has called here yet (some paths are rare), not counted."""
+    cache index is stale or holds other CPUs only, and every function of a module none of whose functions
+    has an entry for this CPU (a fresh install, a cleared cache, a moved or new module). A function with no
+    index at all in a module whose others have one is one that no command has called here yet (some paths
+    are rare), not counted."""
     import os
     try:
         from numba.core.caching import Cache
         from numba.core.registry import CPUDispatcher
     except ImportError:
         return []
-    missing, names, magic, fresh = [], [], None, 0
+    missing, magic = [], None
     for mod in modules:
+        names, stale, fresh = [], [], 0
         for name, obj in vars(mod).items():
             if not isinstance(obj, CPUDispatcher) or obj.__module__ != mod.__name__:
                 continue
@@ -49,8 +51,9 @@ def uncompiled(modules) -> list[str]:
             if any(key[1] == magic for key in index):
                 fresh += 1
             else:
-                missing.append(names[-1])
-    return missing if fresh else names
+                stale.append(names[-1])
+        missing += stale if fresh else names
+    return missing
 
 
 def announce(what: str, modules) -> bool:
@@ -73,11 +76,12 @@ def silence() -> None:
 
 
 def runtime_modules():
-    from . import decode, imatrix, ops
-    from .kernels import dot_common, dot_float, dot_kquants, dot_legacy, dot_rows, dot_simd, legacy
+    from ggufq.runtime import decode, ops
+    from ggufq.quantize import imatrix
+    from ggufq.kernels import dot_common, dot_float, dot_kquants, dot_legacy, dot_rows, dot_simd, legacy
     return [ops, decode, imatrix, dot_common, dot_float, dot_kquants, dot_legacy, dot_rows, dot_simd, legacy]
 
 
 def quantizer_modules():
-    from .kernels import floats, kquants, legacy
+    from ggufq.kernels import floats, kquants, legacy
     return [legacy, kquants, floats]

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import gguf
 
-from .errors import GGUFQError
+from ggufq.errors import GGUFQError
 
 # llama.cpp names a BPE pre-tokenizer by hashing the token ids of one check text (its
 # convert_hf_to_gguf_update.py). These are the hashes of the tokenizers whose pre-tokenizers the

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType as GT, LlamaFileType as FT
 
-from .errors import GGUFQError
+from ggufq.errors import GGUFQError
 
 # llama-quantize's type names -> (file type written to general.file_type, default tensor type)
 FILE_TYPES: dict[str, tuple[FT, GT]] = {
@@ -52,7 +52,7 @@ def parse_file_type(name: str) -> tuple[str, FT, GT]:
 def parse_tensor_type(name: str) -> GT:
     """A ggml type name that ggufq can quantize to, case-insensitive (llama-quantize's parse_ggml_type).
     Checked here, when the plan is made, so that --dry-run refuses what the real run could not write."""
-    from .kernels.registry import quantizable_types
+    from ggufq.kernels.registry import quantizable_types
     try:
         t = GT[name.upper()]
     except KeyError:
@@ -388,8 +388,8 @@ def quantize_tensor(name: str, array: np.ndarray, qtype, imatrix: np.ndarray | N
 
     `imatrix` (ne0 values, or ne0 * n_expert for 3-D expert tensors) selects llama.cpp's weighted paths.
     `out`, a flat uint8 buffer, receives the bytes of a quantized type when given (QuantFormat.output_rows)."""
-    from .kernels import get_format
-    from .kernels.legacy import count_nonfinite
+    from ggufq.kernels import get_format
+    from ggufq.kernels.legacy import count_nonfinite
 
     qtype = GT(qtype)
     fmt = get_format(qtype)

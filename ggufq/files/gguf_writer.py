@@ -76,7 +76,7 @@ def atomic_output(path: str | Path):
 def check_output_file(path: str | Path, *inputs: str | Path) -> Path:
     """Refuse an output path before any work is done: a folder, one of the inputs, or a place that cannot
     be written (a missing or read-only folder). Returns the path."""
-    from .errors import GGUFQError
+    from ggufq.errors import GGUFQError
 
     path = Path(path)
     if path.is_dir():

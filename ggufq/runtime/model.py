@@ -28,11 +28,11 @@ if "GOMP_SPINCOUNT" not in os.environ:
 import numba  # noqa: E402
 import numpy as np  # noqa: E402
 
-from . import ops  # noqa: E402
-from .errors import GGUFQError
-from .gguf_file import GGUFFile
-from .kernels.dot_common import DOT, FAKE_QUANT, Activations
-from .kernels.registry import GGMLQuantizationType
+from ggufq.runtime import ops  # noqa: E402
+from ggufq.errors import GGUFQError
+from ggufq.files.gguf_reader import GGUFFile
+from ggufq.kernels.dot_common import DOT, FAKE_QUANT, Activations
+from ggufq.kernels.registry import GGMLQuantizationType
 
 # From this many tokens on, matrix products go through BLAS (dequantized tiles). Below it they run the
 # integer kernels with llama.cpp's exact numbers: 64 is where llama.cpp's own attention switches to its
@@ -372,7 +372,7 @@ class Model:
         # without an explicit count, the threads follow the machine's load (threads.LoadAwareThreads), up
         # to every core (numba's count is per process: an earlier model may have lowered it); llama.cpp's
         # arithmetic keeps the count fixed, every core by default: its split attention depends on it
-        from .threads import LoadAwareThreads
+        from ggufq.runtime.threads import LoadAwareThreads
         all_cores = numba.config.NUMBA_NUM_THREADS
         if n_threads or llama_cpp:
             set_threads(n_threads or all_cores)
@@ -410,7 +410,7 @@ class Model:
         """Run the kernels a chat or a completion will use (a short prompt, one decode step) and forget
         them: compiling or loading them from numba's cache then happens here, not inside a timed prompt.
         Says on stderr when kernels are compiled for this CPU (ggufq.jit)."""
-        from .jit import announce, runtime_modules
+        from ggufq.runtime.jit import announce, runtime_modules
         announce("runtime", runtime_modules())
         self.eval([0, 1])
         self.eval([2])
@@ -423,7 +423,7 @@ class Model:
     @property
     def tokenizer(self):
         if self._tokenizer is None:
-            from .tokenizer import Tokenizer
+            from ggufq.text.tokenizer import Tokenizer
             self._tokenizer = Tokenizer.from_gguf(self.gguf)
         return self._tokenizer
 
@@ -462,12 +462,12 @@ class Model:
 
     def generate(self, prompt: str, max_tokens: int = 128, **sampling):
         """Text pieces of a continuation, as they are decoded (ggufq.generate.generate)."""
-        from .generate import generate
+        from ggufq.text.generate import generate
         return generate(self, prompt, max_tokens, **sampling)
 
     def chat(self, messages: list[dict], max_tokens: int = -1, **sampling):
         """Text pieces of the assistant's answer to `messages` under the model's chat template."""
-        from .generate import chat
+        from ggufq.text.generate import chat
         return chat(self, messages, max_tokens, **sampling)
 
     def nll(self, tokens, first: int, rows_per_pass: int = 32, on_logits=None) -> np.ndarray:
@@ -520,7 +520,7 @@ class Model:
 
     def _use_step(self) -> bool:
         if self._step_ok is None:
-            from .decode import DecodeStep
+            from ggufq.runtime.decode import DecodeStep
             self._step_ok = DecodeStep.supported(self) and _threads_run_together()
             if self._step_ok:
                 self._step = DecodeStep(self)

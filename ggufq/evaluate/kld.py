@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import GGUFQError
+from ggufq.errors import GGUFQError
 
 MAGIC = b"_logits_"
 HEADER = np.dtype([("magic", "S8"), ("n_ctx", "<u4"), ("n_vocab", "<i4"), ("n_chunk", "<i4")])

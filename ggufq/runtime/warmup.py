@@ -1,4 +1,4 @@
-"""Compile every kernel once, ahead of use: `python -m ggufq.warmup` (`make compile`, which `make demo`
+"""Compile every kernel once, ahead of use: `python -m ggufq.runtime.warmup` (`make compile`, which `make demo`
 and `make test` run), one progress line per group of kernels.
 
 numba compiles a kernel on its first call and caches the machine code beside the sources (keyed by the
@@ -19,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SMOL = ROOT / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"
 GEMMA = ROOT / "models" / "gemma-3-270m-q4_k_m.gguf"
 TEXT = ROOT / "tests" / "data" / "ppl_text_austen.txt"
@@ -29,7 +29,7 @@ RUNTIME_TYPES = ["F16", "BF16", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q4_K_S"
 
 
 def _quiet(argv: list[str]) -> None:
-    from .cli import run_quiet
+    from ggufq.cli import run_quiet
     rc, err = run_quiet(argv)
     if rc:
         raise SystemExit(f"warm-up: ggufq {' '.join(argv)} failed: {err.strip()}")
@@ -39,8 +39,8 @@ def quantizers() -> None:
     import numpy as np
     from gguf import GGMLQuantizationType as GT
 
-    from .kernels.registry import quantizable_types
-    from .recipes import quantize_tensor
+    from ggufq.kernels.registry import quantizable_types
+    from ggufq.quantize.recipes import quantize_tensor
     rng = np.random.default_rng(0)
     rows = rng.standard_normal((8, 512), dtype=np.float32)
     imatrix = rng.random(512, dtype=np.float32) + np.float32(0.1)
@@ -51,7 +51,7 @@ def quantizers() -> None:
 
 
 def runtime(tmp: Path) -> None:
-    from .model import Model
+    from ggufq.runtime.model import Model
     f16 = tmp / "f16.gguf"
     _quiet(["quantize", "--allow-requantize", str(SMOL), str(f16), "F16"])
     made = []
@@ -96,11 +96,11 @@ def main() -> int:
         if not p.exists():
             print(f"warm-up: {p} is missing: run `make models` first", file=sys.stderr)
             return 2
-    from .jit import silence
-    from .threads import configure_batch_threads
+    from ggufq.runtime.jit import silence
+    from ggufq.runtime.threads import configure_batch_threads
     configure_batch_threads()
     silence()
-    from .jit import quantizer_modules, runtime_modules, uncompiled
+    from ggufq.runtime.jit import quantizer_modules, runtime_modules, uncompiled
     stamp, key = _stamp()
     if stamp.exists() and stamp.read_text() == key and not uncompiled(quantizer_modules() + runtime_modules()):
         print("compiling kernels: every kernel is cached for this CPU")

@@ -8,7 +8,7 @@ import json
 
 import numpy as np
 
-from .gguf_file import GGUFFile
+from ggufq.files.gguf_reader import GGUFFile
 
 
 def _value(v):

@@ -17,10 +17,10 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
-from . import ops
-from .barrier import barrier
-from .kernels.dot_common import quantize_q8_32, quantize_q8_k
-from .kernels.dot_rows import ROW_TYPES, matvec_rows, row_kind
+from ggufq.runtime import ops
+from ggufq.runtime.barrier import barrier
+from ggufq.kernels.dot_common import quantize_q8_32, quantize_q8_k
+from ggufq.kernels.dot_rows import ROW_TYPES, matvec_rows, row_kind
 
 f32 = np.float32
 

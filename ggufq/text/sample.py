@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import GGUFQError
+from ggufq.errors import GGUFQError
 
 
 @dataclass

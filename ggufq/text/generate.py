@@ -1,7 +1,7 @@
 """Text generation and chat on top of the runtime (ggufq.model.Model), the tokenizer and the sampler.
 
-    from ggufq.model import Model
-    from ggufq.generate import generate, chat, ChatSession
+    from ggufq.runtime.model import Model
+    from ggufq.text.generate import generate, chat, ChatSession
     m = Model.load("model.gguf")
     for piece in generate(m, "The capital of France is", 32, temp=0):   # text pieces, streamed
         print(piece, end="")
@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass, fields
 from typing import Iterator
 
-from .sample import Sampler, SamplingParams
+from ggufq.text.sample import Sampler, SamplingParams
 
 _SAMPLING_KEYS = {f.name for f in fields(SamplingParams)}
 
@@ -108,7 +108,7 @@ def generate(model, prompt: str, max_tokens: int = 128, *, add_special: bool = T
         if tok.add_bos and tok.bos_id is not None:
             ids = [tok.bos_id]
         else:
-            from .errors import GGUFQError
+            from ggufq.errors import GGUFQError
             raise GGUFQError("the prompt is empty")
     logits = eval_prompt(model, ids, sampler, stats)
     dec = tok.stream_decoder()
@@ -126,7 +126,7 @@ class ChatSession:
 
     def __init__(self, model, system: str | None = None, template=None, max_tokens: int = -1, notice=None,
                  **sampling):
-        from .chat_template import ChatTemplate
+        from ggufq.text.chat_template import ChatTemplate
         self.model = model
         self.tok = model.tokenizer
         self.template = template or ChatTemplate.from_gguf(model.gguf, self.tok)
@@ -225,7 +225,7 @@ class ChatSession:
                             "(the system message is kept)")
             ids = self._prompt_ids()
         if len(ids) >= n_ctx:
-            from .errors import GGUFQError
+            from ggufq.errors import GGUFQError
             raise GGUFQError(f"the message does not fit: the conversation has {len(ids)} tokens, the context "
                              f"only {n_ctx} (-c)")
         return ids
@@ -234,7 +234,7 @@ class ChatSession:
 def chat(model, messages: list[dict], max_tokens: int = -1, **sampling) -> Iterator[str]:
     """The assistant's answer to a conversation (a list of {"role", "content"}), streamed as text pieces.
     A fresh sequence each call; for several turns with the cache kept, use ChatSession."""
-    from .chat_template import ChatTemplate
+    from ggufq.text.chat_template import ChatTemplate
     tok = model.tokenizer
     template = ChatTemplate.from_gguf(model.gguf, tok)
     text = template.render(messages, add_generation_prompt=True)

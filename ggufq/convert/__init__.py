@@ -1,0 +1,1 @@
+"""Conversion both ways: Hugging Face folder -> GGUF, GGUF -> Hugging Face folder."""

@@ -1,0 +1,1 @@
+"""GGUF and safetensors files, importance-matrix files: reading and writing them."""

@@ -1,0 +1,1 @@
+"""Quantization: per-tensor recipes, the quantize pipeline, imatrix collection, the dynamic recipe."""
