@@ -41,6 +41,8 @@ bench: compile
 	$(BIN)/python tools/bench_convert.py
 	$(BIN)/python tools/bench_quantize.py
 	$(BIN)/python tools/bench_runtime.py
+	$(BIN)/python tools/bench_perplexity.py
+	$(BIN)/python tools/bench_imatrix.py
 
 lint: $(STAMP)
 	$(BIN)/python -m compileall -q ggufq kernels tools tests

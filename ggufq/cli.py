@@ -20,6 +20,7 @@ COMMANDS = {
     "quantize": "quantize a GGUF like llama-quantize",
     "perplexity": "perplexity of a GGUF on a text file, like llama-perplexity",
     "imatrix": "an importance matrix from a calibration text, like llama-imatrix",
+    "compare": "quantized files side by side against their base, per workload: table, JSON, plot",
     "bench": "prompt and generation speed, like llama-bench",
     "tokenize": "tokenize text with a GGUF's tokenizer, like llama-tokenize",
     "run": "complete a prompt, like llama-completion -no-cnv",

@@ -72,6 +72,15 @@ def main() -> None:
         for q in (model, ud):
             step(f"{q.name} against F16 on the held-out half", "perplexity", "-m", q, "--kl-divergence-base", base,
                  "--kl-divergence")
+    if have("compare"):
+        q4_0 = OUT / "smollm2-q4_0.gguf"
+        step("Q4_0 too, for the comparison", "quantize", f16, q4_0, "Q4_0")
+        files = [q4_0, model, OUT / "smollm2-q8_0.gguf"] + ([ud] if have("imatrix") else [])
+        data = ROOT / "ggufq" / "data"
+        step("the files side by side on two bundled workloads (prose, code)", "compare", "--base", f16,
+             "-f", data / "prose.txt", "-f", data / "code.txt", "-c", "512", "--chunks", "2", "-o",
+             OUT / "compare", *files)
+        print(f"\nthe comparison: {OUT / 'compare.md'}, {OUT / 'compare.json'}, {OUT / 'compare.png'}")
     print("\ndemo done: outputs in out/")
 
 

@@ -119,7 +119,7 @@ def collect(model, tokens: list[int], n_ctx: int, n_chunks: int, add_bos: bool, 
     # sees the whole chunk); otherwise only the scored half is projected
     start = 0 if collector.process_output else first
     nll, count, running = 0.0, 0, []
-    lp = np.zeros(32, np.float64)
+    lp = np.zeros(0, np.float64)
     model.rs.collector = collector
     try:
         for i in range(n_chunk):
@@ -129,6 +129,8 @@ def collect(model, tokens: list[int], n_ctx: int, n_chunks: int, add_bos: bool, 
                 lo = max(i0, first)
                 if lo >= i0 + m:
                     continue
+                if lp.size < m:
+                    lp = np.zeros(m, np.float64)
                 ops.log_softmax_at(logits[lo - i0:], chunk[lo + 1:i0 + m + 1], lp[:i0 + m - lo])
                 nll -= float(lp[:i0 + m - lo].sum())
                 count += i0 + m - lo

@@ -470,7 +470,7 @@ class Model:
         from ggufq.text.generate import chat
         return chat(self, messages, max_tokens, **sampling)
 
-    def nll(self, tokens, first: int, rows_per_pass: int = 32, on_logits=None) -> np.ndarray:
+    def nll(self, tokens, first: int, rows_per_pass: int = BLAS_MIN_TOKENS, on_logits=None) -> np.ndarray:
         """A fresh sequence; -log p(tokens[i+1] | tokens[..i]) for i = first .. len-2 (float64).
         `on_logits(logits[m, n_vocab])`, if given, sees every scored row on the way (a KL-divergence base)."""
         tokens = self._check(tokens, fresh=True)
@@ -484,10 +484,11 @@ class Model:
                 on_logits(logits)
         return out
 
-    def scored_logits(self, tokens, first: int, rows_per_pass: int = 32):
+    def scored_logits(self, tokens, first: int, rows_per_pass: int = BLAS_MIN_TOKENS):
         """A fresh sequence; yields (i, logits[m, n_vocab]) for positions i .. i+m-1, from `first` to len-2
         (the positions whose next token is scored), a few rows at a time: never the whole [n, n_vocab]
-        matrix (Gemma's 262k vocabulary makes that 0.5 GB at 512 tokens). The buffer is reused."""
+        matrix (Gemma's 262k vocabulary makes that 0.5 GB at 512 tokens). The buffer is reused. Passes
+        of BLAS_MIN_TOKENS rows take the BLAS path (the output matrix is a model's largest)."""
         tokens = self._check(tokens, fresh=True)
         self._follow_load()
         self.reset()

@@ -391,11 +391,13 @@ def attention_blas(q, kc, vc, pos0, n_head, n_kv, hd, window, scale, out, max_sc
         out[t0:t1] = O.reshape(n_kv, g, Tc, hd).transpose(2, 0, 1, 3).reshape(Tc, n_head * hd)
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, parallel=True)
 def log_softmax_at(logits, targets, out):
     """out[i] = log softmax(logits[i])[targets[i]] in float64, as llama-perplexity's log_softmax
-    (max subtracted in float32, the exp sum in double)."""
-    for i in range(logits.shape[0]):
+    (max subtracted in float32, the exp sum in double, in order); rows in parallel."""
+    if targets.shape[0] < logits.shape[0] or out.shape[0] < logits.shape[0]:
+        raise ValueError("log_softmax_at: fewer targets or outputs than rows")
+    for i in nb.prange(logits.shape[0]):
         row = logits[i]
         mx = row[0]
         for j in range(1, row.shape[0]):

@@ -1,0 +1,1 @@
+"""Texts bundled with ggufq (see README here)."""
