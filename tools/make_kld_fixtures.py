@@ -44,32 +44,34 @@ def header_sha256(path: Path, n_tokens: int) -> str:
     return hashlib.sha256(path.read_bytes()[:20 + 4 * n_tokens]).hexdigest()
 
 
+def llama_kld(bin_dir: Path, qtype: str, ctx: int, chunks: int, tmp: str) -> tuple[dict, str, Path]:
+    """llama.cpp end to end: SmolLM2 F16 and qtype by llama-quantize, the F16 base on TEXT, then the
+    quantized file's --kl-divergence run. Returns (the golden's description, that run's output, the base)."""
+    f16, q, base = Path(tmp) / "smol-F16.gguf", Path(tmp) / f"smol-{qtype}.gguf", Path(tmp) / "base.kld"
+    quantize = str(bin_dir / "llama-quantize")
+    subprocess.run([quantize, "--allow-requantize", str(ROOT / SMOL), str(f16), "F16", "2"], check=True,
+                   capture_output=True)
+    subprocess.run([quantize, str(f16), str(q), qtype, "2"], check=True, capture_output=True)
+    ppl = str(bin_dir / "llama-perplexity")
+    subprocess.run([ppl, "-m", str(f16), "-f", TEXT, "-c", str(ctx), "--chunks", str(chunks), "-t", "2",
+                    "--kl-divergence-base", str(base)], cwd=ROOT, check=True, capture_output=True)
+    out = subprocess.run([ppl, "-m", str(q), "-c", str(ctx), "-t", "2", "--kl-divergence-base", str(base),
+                          "--kl-divergence"], cwd=ROOT, check=True, capture_output=True, text=True)
+    about = {"text": TEXT, "ctx": ctx, "chunks": chunks, "base": f"llama-quantize --allow-requantize {SMOL} OUT F16",
+             "quantized": f"llama-quantize F16 OUT {qtype}",
+             "commands": [f"llama-perplexity -m F16 -f {TEXT} -c {ctx} --chunks {chunks} -t 2 --kl-divergence-base BASE",
+                          f"llama-perplexity -m {qtype} -c {ctx} -t 2 --kl-divergence-base BASE --kl-divergence"]}
+    return about, out.stdout + out.stderr, base
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--llama-cpp", default=str(Path.home() / ".cache/ggufq-ref/llama.cpp/build/bin"))
     args = ap.parse_args()
-    bin_dir = Path(args.llama_cpp)
     with tempfile.TemporaryDirectory() as tmp:
-        f16, q4, base = Path(tmp) / "smol-F16.gguf", Path(tmp) / "smol-Q4_0.gguf", Path(tmp) / "base.kld"
-        quantize = str(bin_dir / "llama-quantize")
-        subprocess.run([quantize, "--allow-requantize", str(ROOT / SMOL), str(f16), "F16", "2"], check=True,
-                       capture_output=True)
-        subprocess.run([quantize, str(f16), str(q4), "Q4_0", "2"], check=True, capture_output=True)
-        ppl = str(bin_dir / "llama-perplexity")
-        subprocess.run([ppl, "-m", str(f16), "-f", TEXT, "-c", str(CTX), "--chunks", str(CHUNKS), "-t", "2",
-                        "--kl-divergence-base", str(base)], cwd=ROOT, check=True, capture_output=True)
-        out = subprocess.run([ppl, "-m", str(q4), "-c", str(CTX), "-t", "2", "--kl-divergence-base", str(base),
-                              "--kl-divergence"], cwd=ROOT, check=True, capture_output=True, text=True)
-        text = out.stdout + out.stderr
-        golden = {
-            "text": TEXT, "ctx": CTX, "chunks": CHUNKS,
-            "base": f"llama-quantize --allow-requantize {SMOL} OUT F16",
-            "quantized": "llama-quantize F16 OUT Q4_0",
-            "commands": [f"llama-perplexity -m F16 -f {TEXT} -c {CTX} --chunks {CHUNKS} -t 2 --kl-divergence-base BASE",
-                         f"llama-perplexity -m Q4_0 -c {CTX} -t 2 --kl-divergence-base BASE --kl-divergence"],
-            "base_header_sha256": header_sha256(base, CTX * CHUNKS),
-            "base_bytes": base.stat().st_size,
-        }
+        golden, text, base = llama_kld(Path(args.llama_cpp), "Q4_0", CTX, CHUNKS, tmp)
+        golden["base_header_sha256"] = header_sha256(base, CTX * CHUNKS)
+        golden["base_bytes"] = base.stat().st_size
         for key, pattern in FIGURES.items():
             golden[key] = float(re.search(pattern, text).group(1))
     path = ROOT / "tests/data/kld_golden.json"
