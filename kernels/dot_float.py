@@ -13,7 +13,7 @@ from numba import types
 from numba.extending import intrinsic
 
 from .dot_common import f16_to_f32, f32_to_f16, fma32, register
-from .legacy import f32_as_u32, u32_as_f32
+from .numerics import f32_as_u32, u32_as_f32
 
 f32 = np.float32
 

@@ -18,7 +18,7 @@ import numba as nb
 import numpy as np
 from gguf import GGMLQuantizationType as T
 
-from .dot_common import f16_to_f32, load_f16, register
+from .dot_common import load_f16, register
 from .dot_simd import (repacked, rowdot_q4_k, rowdot_q4_k_tiled, rowdot_q4_k_x8, rowdot_q4_k_x8_gemm, rowdot_q5_k,
                        rowdot_q5_k_tiled, rowdot_q6_k, rowdot_q6_k_tiled)
 

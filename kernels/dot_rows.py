@@ -32,9 +32,12 @@ def row_kind(qtype, rows: int) -> int:
 
 
 @nb.njit(cache=True)
-def matvec_rows(kind, buf, buf16, buf32, off, rb, r0, r1, k, a32q, a32d, a32s, akq, akd, aks, xf, out):
-    """out[r] = W[r] . x for r in r0..r1 (W: the weight of GGML type `kind` at buf[off:]; buf16 and buf32
-    are the same bytes as uint16 and float32, for the float types; xf: x itself, float32[k])."""
+def matvec_rows(kind, bufs, off, rb, r0, r1, k, acts, out):
+    """out[r] = W[r] . x for r in r0..r1. W: the weight of GGML type `kind` at byte `off` of the file, rows
+    of `rb` bytes; bufs = the file as (uint8, uint16, float32), the last two for the float types;
+    acts = (a32q, a32d, a32s, akq, akd, aks, xf), x in both quantized forms and as itself (float32[k])."""
+    buf, buf16, buf32 = bufs
+    a32q, a32d, a32s, akq, akd, aks, xf = acts
     n32 = k // 32
     nk = k // 256
     if kind == _Q4_0:

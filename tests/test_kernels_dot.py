@@ -14,7 +14,8 @@ from gguf import GGML_QUANT_SIZES, GGMLQuantizationType as T, quants
 
 from ggufq.files.gguf_reader import GGUFFile
 from ggufq.kernels.dot_common import DOT, FAKE_QUANT, Activations, quantize_q8_32, quantize_q8_k
-from ggufq.runtime.model import BLAS_MIN_TOKENS, Input, Linear, RunState, matmul
+from ggufq.runtime.model import BLAS_MIN_TOKENS, Input, RunState, matmul
+from ggufq.runtime.weights import Linear
 
 from .conftest import GEMMA, SMOL
 
@@ -104,7 +105,8 @@ def test_blas_batch_path_matches_integer_path():
     """The runtime's batch path (dequantized tiles through BLAS, activations rounded the same way) gives
     the integer kernels' numbers, for a tile count above one."""
     g = GGUFFile(GEMMA)
-    from ggufq.runtime.model import Config, Weights
+    from ggufq.runtime.config import Config
+    from ggufq.runtime.weights import Weights
     c = Config.from_gguf(g)
     wts = Weights(g, c)
     rs = RunState(c, wts, 128, BLAS_MIN_TOKENS + 4, "f16")

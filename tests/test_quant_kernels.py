@@ -13,7 +13,7 @@ from numba import njit
 
 from ggufq.errors import GGUFQError
 from ggufq.kernels import get_format
-from ggufq.kernels import legacy
+from ggufq.kernels import numerics, numerics_ref
 
 FORMATS = [GT.Q4_0, GT.Q4_1, GT.Q5_0, GT.Q5_1, GT.Q8_0, GT.Q4_K, GT.Q5_K, GT.Q6_K, GT.Q8_K]
 K = 512  # two super-blocks
@@ -92,7 +92,7 @@ def test_numba_equals_numpy_reference_with_imatrix(qtype):
 def _fp16_bits_nb(x):
     out = np.empty(x.shape[0], dtype=np.uint16)
     for i in range(x.shape[0]):
-        out[i] = legacy.fp32_to_fp16(x[i])
+        out[i] = numerics.fp32_to_fp16(x[i])
     return out
 
 
@@ -100,7 +100,7 @@ def _fp16_bits_nb(x):
 def _fp16_back_nb(h):
     out = np.empty(h.shape[0], dtype=np.float32)
     for i in range(h.shape[0]):
-        out[i] = legacy.fp16_to_fp32(h[i])
+        out[i] = numerics.fp16_to_fp32(h[i])
     return out
 
 
@@ -108,7 +108,7 @@ def _fp16_back_nb(h):
 def _nearest_int_nb(x):
     out = np.empty(x.shape[0], dtype=np.int64)
     for i in range(x.shape[0]):
-        out[i] = legacy.nearest_int(x[i])
+        out[i] = numerics.nearest_int(x[i])
     return out
 
 
@@ -135,13 +135,13 @@ def test_fp16_rounding_and_nearest_int():
     assert np.array_equal(back[finite].view(np.uint32), all_h.view(np.float16)[finite].astype(np.float32).view(np.uint32))
     # the converter's row conversion (vectorized, not through fp16_to_fp32): every half, Inf/NaN counted
     rows = np.empty((256, 256), np.float32)
-    assert legacy.f16_to_f32_rows(all_h.reshape(256, 256), rows) == 2 * 1024
+    assert numerics.f16_to_f32_rows(all_h.reshape(256, 256), rows) == 2 * 1024
     rows = rows.reshape(-1)
     assert np.array_equal(rows[finite].view(np.uint32), all_h.view(np.float16)[finite].astype(np.float32).view(np.uint32))
     assert np.isnan(rows[~finite]).all()
     v = np.concatenate([rng.normal(0, 1000, 100_000), np.arange(-50, 50) + 0.5]).astype(np.float32)
-    assert np.array_equal(_nearest_int_nb(v), legacy.np_nearest_int(v))
-    assert np.array_equal(legacy.np_nearest_int(v), np.rint(v).astype(np.int64))  # round half to even
+    assert np.array_equal(_nearest_int_nb(v), numerics_ref.np_nearest_int(v))
+    assert np.array_equal(numerics_ref.np_nearest_int(v), np.rint(v).astype(np.int64))  # round half to even
 
 
 def test_nan_and_inf_are_refused_naming_the_tensor():

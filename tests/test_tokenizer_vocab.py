@@ -68,17 +68,17 @@ def test_own_bpe_merge_equals_tokenizers_package(vocab_dir, name):
 def test_decode_round_trip(vocab_dir, name):
     """decode(encode(text)) gives the text back, less llama.cpp's clean-up of spaces (" ?" -> "?", ...) for
     the vocabularies that ask for it; the leading space SPM's add_space_prefix added is dropped again."""
-    from ggufq.text.tokenizer import _clean_spaces
+    from ggufq.text.detokenize import clean_spaces
     path = vocab_dir / f"ggml-vocab-{name}.gguf"
     with GGUFFile(path) as g:
         tok = Tokenizer.from_gguf(g)
     for s, _ in read_cases(path):
-        want = _clean_spaces(s.encode()).decode() if tok.clean_spaces else s
+        want = clean_spaces(s.encode()).decode() if tok.clean_spaces else s
         assert tok.decode(tok.encode(s, add_special=False, parse_special=False)) == want, s
 
 
 def test_clean_spaces_like_llama_cpp():
-    from ggufq.text.tokenizer import _clean_spaces
-    assert _clean_spaces(b"Hello , world ! I 'm here . It ' s") == b"Hello, world! I'm here. It's"
-    assert _clean_spaces(b"they 're 've 'll 't 'd") == b"they're've 'll 't 'd"
-    assert _clean_spaces(b" ?") == b"?" and _clean_spaces(b"") == b""
+    from ggufq.text.detokenize import clean_spaces
+    assert clean_spaces(b"Hello , world ! I 'm here . It ' s") == b"Hello, world! I'm here. It's"
+    assert clean_spaces(b"they 're 've 'll 't 'd") == b"they're've 'll 't 'd"
+    assert clean_spaces(b" ?") == b"?" and clean_spaces(b"") == b""

@@ -13,9 +13,6 @@ from __future__ import annotations
 
 import json
 import mmap
-import os
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +22,7 @@ import numpy as np
 
 from ggufq.arch import arch_for_gguf
 from ggufq.errors import GGUFQError
+from ggufq.files.atomic import atomic_folder
 from ggufq.files.gguf_reader import GGUFFile, TensorInfo
 from ggufq.convert.vocab_to_hf import Vocab, generation_config, write_hf_tokenizer
 from ggufq.files.safetensors import TensorSpec, write_safetensors_sharded
@@ -264,48 +262,35 @@ def export_gguf(gguf_path: str | Path, out_dir: str | Path, dtype: str = "bf16",
         gen_config["transformers_version"] = TRANSFORMERS_VERSION
 
         try:
-            out.parent.mkdir(parents=True, exist_ok=True)
-            tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
-        except OSError as e:
-            raise GGUFQError(f"{out}: cannot create: {e.strerror or e}") from None
-        try:
-            files = write_hf_tokenizer(g, tmp) if has_tokenizer else []
-            _dump(tmp / "config.json", config)
-            _dump(tmp / "generation_config.json", gen_config)
-            (tmp / "README.md").write_text(model_card(g), encoding="utf-8")
-            files += ["config.json", "generation_config.json", "README.md"]
-            by_name = {it.spec.name: it for it in items}
-            produce = _produce(arch)
-            bar = None
-            if progress:
-                from tqdm import tqdm
-                bar = tqdm(total=sum(it.spec.nbytes for it in items), unit="B", unit_scale=True,
-                           desc=f"export {out.name}", leave=False)
-            try:
-                files += write_safetensors_sharded(
-                    tmp, [it.spec for it in items], lambda s: produce(by_name[s.name]), shard_size,
-                    on_tensor=(lambda s: bar.update(s.nbytes)) if bar else None)
-            finally:
-                if bar:
-                    bar.close()
-            _replace(tmp, out)
+            with atomic_folder(out) as tmp:
+                files = _write_folder(g, tmp, out, config, gen_config, items, arch, has_tokenizer, shard_size,
+                                      progress)
         except OSError as e:  # disk full, permissions: one line, nothing left behind
-            shutil.rmtree(tmp, ignore_errors=True)
             raise GGUFQError(f"{out}: cannot write: {e.strerror or e}") from None
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
     return ExportResult(out, files, len(items), sum(int(np.prod(it.spec.shape)) for it in items),
                         sum(it.spec.nbytes for it in items), time.perf_counter() - t0)
 
 
-def _replace(tmp: Path, out: Path) -> None:
-    """Rename the finished folder into place; an existing OUT_DIR (checked by the caller) goes only then."""
-    os.chmod(tmp, 0o755)
-    if out.exists():
-        old = out.with_name(f".{out.name}.old-{os.getpid()}")
-        os.replace(out, old)
-        os.replace(tmp, out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, out)
+def _write_folder(g, tmp: Path, out: Path, config, gen_config, items, arch, has_tokenizer: bool, shard_size,
+                  progress: bool) -> list[str]:
+    """Everything the folder holds, written into tmp; returns the file names."""
+    files = write_hf_tokenizer(g, tmp) if has_tokenizer else []
+    _dump(tmp / "config.json", config)
+    _dump(tmp / "generation_config.json", gen_config)
+    (tmp / "README.md").write_text(model_card(g), encoding="utf-8")
+    files += ["config.json", "generation_config.json", "README.md"]
+    by_name = {it.spec.name: it for it in items}
+    produce = _produce(arch)
+    bar = None
+    if progress:
+        from tqdm import tqdm
+        bar = tqdm(total=sum(it.spec.nbytes for it in items), unit="B", unit_scale=True,
+                   desc=f"export {out.name}", leave=False)
+    try:
+        files += write_safetensors_sharded(
+            tmp, [it.spec for it in items], lambda s: produce(by_name[s.name]), shard_size,
+            on_tensor=(lambda s: bar.update(s.nbytes)) if bar else None)
+    finally:
+        if bar:
+            bar.close()
+    return files

@@ -25,7 +25,8 @@ from gguf import LlamaFileType as FT
 
 from ggufq.arch import arch_for_hf
 from ggufq.errors import GGUFQError
-from ggufq.files.gguf_writer import TensorStream, atomic_output
+from ggufq.files.atomic import atomic_output
+from ggufq.files.gguf_writer import TensorStream
 from ggufq.convert.vocab_from_hf import HFVocab, load_json
 from ggufq.kernels import get_format
 from ggufq.files.safetensors import INDEX_NAME, open_safetensors

@@ -137,7 +137,7 @@ class BaseCache:
         """(base file, base PPL) for workload w, computing them with `model` (the base, loaded) if needed."""
         from ggufq.evaluate.kld import BaseWriter
         from ggufq.evaluate.perplexity import count_chunks, perplexity
-        from ggufq.files.gguf_writer import atomic_output
+        from ggufq.files.atomic import atomic_output
         p = self.path(w)
         meta = p.with_suffix(".json")
         if not self.cached(w):
@@ -346,17 +346,13 @@ def report_paths(prefix) -> tuple[Path, Path, Path]:
 
 def write_report(report: Report, prefix) -> tuple[Path, Path, Path]:
     """PREFIX.md, PREFIX.json and PREFIX.png, each complete before any is renamed into place."""
+    from ggufq.files.atomic import atomic_outputs
     paths = report_paths(prefix)
-    tmps = [p.with_name(f".{p.name}.tmp{os.getpid()}") for p in paths]
     try:
-        tmps[0].write_text(markdown(report), encoding="utf-8")
-        tmps[1].write_text(json.dumps(report.as_json(), indent=1) + "\n", encoding="utf-8")
-        plot(report, tmps[2])
-        for t, p in zip(tmps, paths):
-            os.replace(t, p)
+        with atomic_outputs(paths) as (md, js, png):
+            md.write_text(markdown(report), encoding="utf-8")
+            js.write_text(json.dumps(report.as_json(), indent=1) + "\n", encoding="utf-8")
+            plot(report, png)
     except OSError as e:
         raise GGUFQError(f"cannot write the report {prefix}.*: {e.strerror}") from None
-    finally:
-        for t in tmps:
-            t.unlink(missing_ok=True)
     return paths

@@ -69,16 +69,13 @@ def decode_log_probs(rows: np.ndarray, n_vocab: int) -> np.ndarray:
 
 
 class BaseWriter:
-    """Writes a base file beside its final name and renames it into place on close (nothing half-written
-    is left behind on an error)."""
+    """Writes a base file through files.atomic.AtomicFile: renamed into place on close (nothing
+    half-written is left behind on an error)."""
 
     def __init__(self, path: str | os.PathLike, n_ctx: int, n_vocab: int, n_chunk: int, tokens: np.ndarray):
+        from ggufq.files.atomic import AtomicFile
         self.path = Path(path)
-        self.tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        try:
-            self.f = open(self.tmp, "wb")
-        except OSError as e:
-            raise GGUFQError(f"cannot write {self.path}: {e.strerror}") from None
+        self.f = AtomicFile(self.path)
         header = np.array([(MAGIC, n_ctx, n_vocab, n_chunk)], dtype=HEADER)
         self.f.write(header.tobytes())
         self.f.write(np.asarray(tokens[:n_chunk * n_ctx], dtype="<i4").tobytes())
@@ -87,11 +84,10 @@ class BaseWriter:
         self.f.write(encode_log_probs(logits).tobytes())
 
     def close(self, ok: bool = True) -> None:
-        self.f.close()
         if ok:
-            os.replace(self.tmp, self.path)
+            self.f.commit()
         else:
-            self.tmp.unlink(missing_ok=True)
+            self.f.abort()
 
 
 class BaseFile:

@@ -9,7 +9,6 @@ output's folder and renamed into place only when complete; an error or interrupt
 from __future__ import annotations
 
 import os
-from contextlib import contextmanager
 from pathlib import Path
 
 import gguf
@@ -57,20 +56,6 @@ class TensorStream:
         if self._next != len(self._names):
             raise ValueError(f"{len(self._names) - self._next} tensors were never written")
         self.fout.flush()
-
-
-@contextmanager
-def atomic_output(path: str | Path):
-    """Yields a temporary path beside `path`; renames it onto `path` if the block succeeds."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def check_output_file(path: str | Path, *inputs: str | Path) -> Path:

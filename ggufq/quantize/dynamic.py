@@ -203,7 +203,7 @@ def search(g, f16_path: str, imatrix, imatrix_path: str | None, calib_tokens: li
     from tqdm import tqdm
     log = log or (lambda msg: tqdm.write(msg, file=sys.stderr))  # lines above the bar on a terminal
     t0 = time.perf_counter()
-    from ggufq.runtime.model import Config
+    from ggufq.runtime.config import Config
     n_layer = Config.from_gguf(g).n_layer
     if len(calib_tokens) < probe_ctx:
         raise GGUFQError(f"dynamic recipe: the calibration text has {len(calib_tokens)} tokens; the probes need "

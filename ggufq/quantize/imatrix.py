@@ -85,7 +85,7 @@ class ImatrixCollector:
         """The GGUF file, atomically; returns the number of entries."""
         import gguf
 
-        from ggufq.files.gguf_writer import atomic_output
+        from ggufq.files.atomic import atomic_output
         if not self.sums:
             raise GGUFQError("imatrix: no activations were collected")
         with atomic_output(path) as tmp:

@@ -134,7 +134,7 @@ def _to_f32(t, rows, name, scratch):
 
     from ggufq.errors import GGUFQError
     from ggufq.kernels import get_format
-    from ggufq.kernels.legacy import f16_to_f32_rows
+    from ggufq.kernels.numerics import f16_to_f32_rows
 
     if t.qtype == GT.F32:
         return rows.view(np.float32), False
@@ -169,7 +169,6 @@ def _writer(path, arch: str):
 def quantize_file(job: QuantizeJob, say=print) -> dict:
     """Quantize job.input into job.output (or, with dry_run, say the plan); returns the summary
     {"output", "bytes", "bits_per_weight", "type", "seconds", "input_bytes"}."""
-    import numpy as np
 
     from ggufq.errors import GGUFQError
     from ggufq.files.gguf_reader import GGUFFile
@@ -198,7 +197,7 @@ def quantize_file(job: QuantizeJob, say=print) -> dict:
             choices = build_plan(g, opts, job.recipe)
         if job.save_recipe:
             from ggufq.quantize.recipes import recipe_json
-            from ggufq.files.gguf_writer import atomic_output
+            from ggufq.files.atomic import atomic_output
             with atomic_output(job.save_recipe) as tmp:
                 Path(tmp).write_text(recipe_json(choices, opts, UD if dynamic else None) + "\n")
         n_elements = sum(g.tensors[c.name].n_elements for c in choices)
@@ -223,62 +222,63 @@ def quantize_file(job: QuantizeJob, say=print) -> dict:
         from ggufq.runtime.jit import announce, quantizer_modules
         announce("quantizer", quantizer_modules())
 
-        # ---- metadata: every key with its value type, then the keys llama-quantize (re)sets ----
-        arch = g.get("general.architecture", "")
-        tmp = out_path.with_name(f".{out_path.name}.{os.getpid()}.tmp")
-        w = _writer(tmp, arch)
-        w.kv_data[0].clear()
-        moved = ("general.quantization_version", "general.file_type", "split.no", "split.count",
-                 "split.tensors.count")
-        for key, kv in g.kv.items():
-            if key in moved:
-                continue
-            w.add_key_value(key, RawValue(g.raw_value(key)), kv.vtype, sub_type=kv.subtype)
-        w.add_uint32("general.quantization_version", 2)  # GGML_QNT_VERSION
-        w.add_uint32("general.file_type", int(opts.ftype))
-        if dynamic:  # the chosen types, for review and reuse (llama.cpp ignores keys it does not know)
-            from ggufq.quantize.recipes import recipe_json
-            w.add_string("ggufq.recipe", recipe_json(choices, opts, UD))
-        if imatrix is not None:
-            w.add_string("quantize.imatrix.file", _c127(job.imatrix_name or job.imatrix))  # strncpy(..., 127) as llama-quantize
-            if imatrix.datasets:
-                w.add_string("quantize.imatrix.dataset", _c127(imatrix.datasets[0]))
-            w.add_uint32("quantize.imatrix.entries_count", len(imatrix.entries))
-            if imatrix.chunk_count > 0:
-                w.add_uint32("quantize.imatrix.chunks_count", imatrix.chunk_count)
-        alignment = g.get("general.alignment")
-        if isinstance(alignment, int) and alignment > 0:
-            w.data_alignment = alignment
-        for c in choices:
-            w.add_tensor_info(c.name, tuple(reversed(c.shape)), np.float32, _nbytes(c.dst_type, c.shape),
-                              raw_dtype=c.dst_type)
-
-        try:
+        from ggufq.files.atomic import atomic_output
+        with atomic_output(out_path) as tmp:
+            w = _header(tmp, g, choices, opts, imatrix, job, dynamic)
             try:
-                w.open_output_file()
-            except OSError as e:
-                raise GGUFQError(f"cannot write {out_path}: {e.strerror}") from None
-            w.write_header_to_file()
-            w.write_kv_data_to_file()
-            w.write_ti_data_to_file()
-            fout = w.fout[0]
-            w.write_padding(fout, fout.tell())
-            _write_tensors(g, choices, imatrix, fout, w, quantize_tensor)
-            w.close()
-            os.replace(tmp, out_path)
-        except BaseException:
-            w.close()
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
+                try:
+                    w.open_output_file()
+                except OSError as e:
+                    raise GGUFQError(f"cannot write {out_path}: {e.strerror}") from None
+                w.write_header_to_file()
+                w.write_kv_data_to_file()
+                w.write_ti_data_to_file()
+                fout = w.fout[0]
+                w.write_padding(fout, fout.tell())
+                _write_tensors(g, choices, imatrix, fout, w, quantize_tensor)
+            finally:
+                w.close()
     finally:
         g.close()
 
     return {"output": job.output, "bytes": os.path.getsize(job.output), "input_bytes": g.size,
             "bits_per_weight": 8 * size_out / max(n_elements, 1), "type": UD if dynamic else opts.ftype_name,
             "seconds": time.time() - t_start}
+
+
+def _header(tmp, g, choices, opts, imatrix, job: QuantizeJob, dynamic: bool):
+    """A GGUF writer holding the output's metadata and tensor table: every key of the input with its value
+    type, then the keys llama-quantize (re)sets, in its order."""
+    import numpy as np
+
+    arch = g.get("general.architecture", "")
+    w = _writer(tmp, arch)
+    w.kv_data[0].clear()
+    moved = ("general.quantization_version", "general.file_type", "split.no", "split.count",
+             "split.tensors.count")
+    for key, kv in g.kv.items():
+        if key in moved:
+            continue
+        w.add_key_value(key, RawValue(g.raw_value(key)), kv.vtype, sub_type=kv.subtype)
+    w.add_uint32("general.quantization_version", 2)  # GGML_QNT_VERSION
+    w.add_uint32("general.file_type", int(opts.ftype))
+    if dynamic:  # the chosen types, for review and reuse (llama.cpp ignores keys it does not know)
+        from ggufq.quantize.recipes import recipe_json
+        w.add_string("ggufq.recipe", recipe_json(choices, opts, UD))
+    if imatrix is not None:
+        w.add_string("quantize.imatrix.file", _c127(job.imatrix_name or job.imatrix))  # strncpy(..., 127) as llama-quantize
+        if imatrix.datasets:
+            w.add_string("quantize.imatrix.dataset", _c127(imatrix.datasets[0]))
+        w.add_uint32("quantize.imatrix.entries_count", len(imatrix.entries))
+        if imatrix.chunk_count > 0:
+            w.add_uint32("quantize.imatrix.chunks_count", imatrix.chunk_count)
+    alignment = g.get("general.alignment")
+    if isinstance(alignment, int) and alignment > 0:
+        w.data_alignment = alignment
+    for c in choices:
+        w.add_tensor_info(c.name, tuple(reversed(c.shape)), np.float32, _nbytes(c.dst_type, c.shape),
+                          raw_dtype=c.dst_type)
+    return w
 
 
 def _c127(text: str) -> str:

@@ -389,7 +389,7 @@ def quantize_tensor(name: str, array: np.ndarray, qtype, imatrix: np.ndarray | N
     `imatrix` (ne0 values, or ne0 * n_expert for 3-D expert tensors) selects llama.cpp's weighted paths.
     `out`, a flat uint8 buffer, receives the bytes of a quantized type when given (QuantFormat.output_rows)."""
     from ggufq.kernels import get_format
-    from ggufq.kernels.legacy import count_nonfinite
+    from ggufq.kernels.numerics import count_nonfinite
 
     qtype = GT(qtype)
     fmt = get_format(qtype)

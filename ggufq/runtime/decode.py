@@ -5,14 +5,15 @@ token that is a few hundred parallel regions, and each one wakes the sleeping wo
 machine, as much as a small matrix product takes). Here the token's forward is one numba function:
 `for tid in prange(n_threads)`, every thread takes its share of the rows of each matrix product (and of
 the attention heads), thread 0 does the small element-wise work, and the threads meet at a spinning
-barrier between stages, as ggml's graph compute does. It reads top to bottom like Model._block_llama
-and Model._block_gemma3, calls the same compiled kernels (so the logits are bit-identical to the batch
+barrier between stages, as ggml's graph compute does. It reads top to bottom like Model._block, calls the same compiled kernels (so the logits are bit-identical to the batch
 path with one token), and covers the llama, qwen2, qwen3 and gemma3 families.
 
 Used for a one-token eval when every matrix has a row kernel in kernels.dot_rows, activations are
 quantized (not exact mode), and the threading layer runs every prange iteration on its own thread.
 """
 from __future__ import annotations
+
+from collections import namedtuple
 
 import numba as nb
 import numpy as np
@@ -26,6 +27,21 @@ f32 = np.float32
 
 # the seven matrices of a layer, in the order of the metadata rows
 WQ, WK, WV, WO, WGATE, WUP, WDOWN = range(7)
+
+# decode_step's arguments, grouped (numba takes named tuples as they are; the names are compile-time)
+Shape = namedtuple("Shape", "n_layer n_head n_kv hd n_rot d n_ff")
+# what the family's block does beyond llama's: q/k/v biases (qwen2), RMS norm of each q and k head (qwen3,
+# gemma3), norms after attention and after the FFN (gemma3), q scaled before attention rather than in the
+# softmax (gemma3), GeGLU rather than SwiGLU (gemma3); neox: RoPE on the two halves of a head
+Flags = namedtuple("Flags", "neox bias qk_norm post_norms scale_q gelu")
+# lw int64[n_layer, 7, 4]: per matrix (offset in buf, kernel kind, rows, row bytes), WQ..WDOWN (the kind is
+# dot_rows.row_kind: the GGML type, or a repacked Q4_0 / Q4_K); ow the same for the output matrix.
+# norms float32[n_layer, 4, d]: attention, FFN, post-attention and post-FFN norms; qk_norm [n_layer, 2, hd];
+# bias [n_layer, 3, n_head*hd]; windows: the sliding window of each layer (0: global); swa: local layers
+StepWeights = namedtuple("StepWeights", "buf lw ow norms qk_norm bias out_norm windows swa eps attn_scale")
+Rope = namedtuple("Rope", "cos_g sin_g cos_l sin_l")
+# the run state's rows for one token; ad, aq, af: activation buffers for inputs of width d, n_head*hd, n_ff
+Buffers = namedtuple("Buffers", "x xb xb2 q k v att_out hg hu logits ad aq af kc vc att")
 
 
 @nb.njit(inline="always")
@@ -43,9 +59,9 @@ def _matvec(tid, nt, buf, meta, k, a, out):
     """This thread's share of out[0, :] = W . x; meta = (offset, type, rows, row bytes); buf = the file's
     bytes as (uint8, uint16, float32)."""
     R = meta[2]
-    matvec_rows(meta[1], buf[0], buf[1], buf[2], meta[0], meta[3], R * tid // nt, R * (tid + 1) // nt, k,
-                a[0].reshape(-1), a[1].reshape(-1), a[2].reshape(-1),
-                a[3].reshape(-1), a[4].reshape(-1), a[5].reshape(-1), a[6].reshape(-1), out.reshape(-1))
+    acts = (a[0].reshape(-1), a[1].reshape(-1), a[2].reshape(-1), a[3].reshape(-1), a[4].reshape(-1),
+            a[5].reshape(-1), a[6].reshape(-1))
+    matvec_rows(meta[1], buf, meta[0], meta[3], R * tid // nt, R * (tid + 1) // nt, k, acts, out.reshape(-1))
 
 
 @nb.njit(inline="always")
@@ -56,19 +72,13 @@ def _store_kv(cache, pos, row):
 
 
 @nb.njit(cache=True, parallel=True)
-def decode_step(nt, counter, buf, lw, ow, norms, qk_norm, bias, out_norm, windows, swa, cos_g, sin_g,
-                cos_l, sin_l, x, xb, xb2, q, k, v, att_out, hg, hu, logits, ad, aq, af, kc, vc, att,
-                pos, dims, flags, eps, attn_scale):
-    """One token at position pos; x[1, d] holds its embedding, logits[1, n_vocab] receives the output.
-
-    lw int64[n_layer, 7, 4]: per matrix (offset in buf, kernel kind, rows, row bytes), in the order
-    WQ..WDOWN (the kind is dot_rows.row_kind: the GGML type, or a repacked Q4_0 / Q4_K); ow the same for the output matrix. norms float32[n_layer, 4, d]: attention, FFN, and
-    gemma3's post-attention and post-FFN norms; qk_norm [n_layer, 2, hd]; bias [n_layer, 3, n_head*hd]
-    (qwen2). dims = (n_layer, n_head, n_kv, hd, n_rot, d, n_ff); flags = (neox, bias, qk norm,
-    gemma3, scale q). ad, aq, af: activation buffers for inputs of width d, n_head*hd and n_ff.
-    """
-    n_layer, n_head, n_kv, hd, n_rot, d, n_ff = dims[0], dims[1], dims[2], dims[3], dims[4], dims[5], dims[6]
-    neox, has_bias, has_qk_norm, gemma, scale_q = flags[0], flags[1], flags[2], flags[3], flags[4]
+def decode_step(nt, counter, pos, shape, flags, sw, rope, bufs):
+    """One token at position pos through nt threads; bufs.x[1, d] holds its embedding, bufs.logits[1, n_vocab]
+    receives the output. shape: Shape, flags: Flags, sw: StepWeights, rope: Rope, bufs: Buffers."""
+    n_layer, n_head, n_kv, hd, n_rot, d, n_ff = shape
+    buf, lw, ow, norms, qk_norm, bias, out_norm, windows, swa, eps, attn_scale = sw
+    cos_g, sin_g, cos_l, sin_l = rope
+    x, xb, xb2, q, k, v, att_out, hg, hu, logits, ad, aq, af, kc, vc, att = bufs
     nq = n_head * hd
     counter[0] = 0
     for tid in nb.prange(nt):
@@ -84,27 +94,24 @@ def decode_step(nt, counter, buf, lw, ow, norms, qk_norm, bias, out_norm, window
             _matvec(tid, nt, buf, lw[il, WV], d, ad, v)
             nbar = barrier(counter, nt, nbar)
             if tid == 0:
-                if has_bias:
+                if flags.bias:
                     ops.add_bias(q, bias[il, 0])
                     ops.add_bias(k, bias[il, 1, :n_kv * hd])
                     ops.add_bias(v, bias[il, 2, :n_kv * hd])
-                if has_qk_norm:
+                if flags.qk_norm:
                     qh = q.reshape(n_head, hd)
                     kh = k.reshape(n_kv, hd)
                     ops.rmsnorm(qh, qk_norm[il, 0], eps, qh)
                     ops.rmsnorm(kh, qk_norm[il, 1], eps, kh)
-                if swa[il]:
-                    ops.rope(q, n_head, hd, n_rot, pos, cos_l, sin_l, neox)
-                    ops.rope(k, n_kv, hd, n_rot, pos, cos_l, sin_l, neox)
-                else:
-                    ops.rope(q, n_head, hd, n_rot, pos, cos_g, sin_g, neox)
-                    ops.rope(k, n_kv, hd, n_rot, pos, cos_g, sin_g, neox)
+                cos, sin = (cos_l, sin_l) if swa[il] else (cos_g, sin_g)
+                ops.rope(q, n_head, hd, n_rot, pos, cos, sin, flags.neox)
+                ops.rope(k, n_kv, hd, n_rot, pos, cos, sin, flags.neox)
                 _store_kv(kc[il], pos, k[0])
                 _store_kv(vc[il], pos, v[0])
-                if scale_q:
+                if flags.scale_q:
                     ops.scale_rows(q, f32(attn_scale))
             nbar = barrier(counter, nt, nbar)
-            scale = f32(1.0) if scale_q else f32(attn_scale)
+            scale = f32(1.0) if flags.scale_q else f32(attn_scale)
             chunk = ops.fa_chunk(kc.shape[1], windows[il], pos, 1, nt)
             for h in range(n_head * tid // nt, n_head * (tid + 1) // nt):
                 ops.attend_head(q, kc[il], vc[il], 0, h, pos, n_head, n_kv, hd, windows[il], scale, att_out, att[h],
@@ -117,7 +124,7 @@ def decode_step(nt, counter, buf, lw, ow, norms, qk_norm, bias, out_norm, window
             nbar = barrier(counter, nt, nbar)
             # ---- feed-forward: x = x + [PostNorm](FFN(RMSNorm(x))) ----
             if tid == 0:
-                if gemma:
+                if flags.post_norms:
                     ops.rmsnorm(xb2, norms[il, 2], eps, xb2)
                 ops.add_rmsnorm(x, xb2, norms[il, 1], eps, xb)
                 _quantize(xb, ad)
@@ -126,7 +133,7 @@ def decode_step(nt, counter, buf, lw, ow, norms, qk_norm, bias, out_norm, window
             _matvec(tid, nt, buf, lw[il, WUP], d, ad, hu)
             nbar = barrier(counter, nt, nbar)
             if tid == 0:
-                if gemma:
+                if flags.gelu:
                     ops.gelu_mul(hg, hu)
                 else:
                     ops.silu_mul(hg, hu)
@@ -135,7 +142,7 @@ def decode_step(nt, counter, buf, lw, ow, norms, qk_norm, bias, out_norm, window
             _matvec(tid, nt, buf, lw[il, WDOWN], n_ff, af, xb2)
             nbar = barrier(counter, nt, nbar)
             if tid == 0:
-                if gemma:
+                if flags.post_norms:
                     ops.rmsnorm(xb2, norms[il, 3], eps, xb2)
                 for j in range(d):
                     x[0, j] += xb2[0, j]
@@ -179,17 +186,18 @@ class DecodeStep:
                 self.bias[i, 0] = L.bq
                 self.bias[i, 1, :L.bk.size] = L.bk
                 self.bias[i, 2, :L.bv.size] = L.bv
-        self.windows = np.array([c.sliding_window if c.is_swa(i) else 0 for i in range(c.n_layer)], np.int64)
-        self.swa = np.array([c.is_swa(i) for i in range(c.n_layer)], np.bool_)
-        self.dims = np.array([c.n_layer, c.n_head, c.n_kv, hd, c.n_rot, d, c.n_ff], np.int64)
-        self.flags = np.array([c.neox, has_bias, has_qk, c.arch == "gemma3", c.scale_q], np.bool_)
-        self.eps = np.float32(c.eps)
-        self.attn_scale = float(c.attn_scale)
-        self.cos_g, self.sin_g = model.rope_global
-        self.cos_l, self.sin_l = model.rope_local
-        self.acts = (self._act_buffers(rs, d) + (rs.xb[:1],), self._act_buffers(rs, nq) + (rs.att_out[:1],),
-                     self._act_buffers(rs, c.n_ff) + (rs.hg[:1],))
-        self.out_norm = w.output_norm
+        windows = np.array([c.sliding_window if c.is_swa(i) else 0 for i in range(c.n_layer)], np.int64)
+        swa = np.array([c.is_swa(i) for i in range(c.n_layer)], np.bool_)
+        self.shape = Shape(c.n_layer, c.n_head, c.n_kv, hd, c.n_rot, d, c.n_ff)
+        self.flags = Flags(neox=bool(c.neox), bias=has_bias, qk_norm=has_qk, post_norms=bool(c.post_norms),
+                           scale_q=bool(c.scale_q), gelu=bool(c.gelu))
+        self.weights = StepWeights(self.buf, self.lw, self.ow, self.norms, self.qk_norm, self.bias, w.output_norm,
+                                   windows, swa, np.float32(c.eps), float(c.attn_scale))
+        self.rope = Rope(*model.rope_global, *model.rope_local)
+        acts = (self._act_buffers(rs, d) + (rs.xb[:1],), self._act_buffers(rs, nq) + (rs.att_out[:1],),
+                self._act_buffers(rs, c.n_ff) + (rs.hg[:1],))
+        self.bufs = Buffers(rs.x[:1], rs.xb[:1], rs.xb2[:1], rs.q[:1], rs.k[:1], rs.v[:1], rs.att_out[:1],
+                            rs.hg[:1], rs.hu[:1], rs.logits, *acts, rs.kc_k, rs.vc_k, rs.att)
         self.counter = np.zeros(1, np.int64)
         self.rs = rs
 
@@ -211,11 +219,5 @@ class DecodeStep:
         return all(m.qtype in ROW_TYPES for m in w.linears() if m is not w.token_embd or m is w.output)
 
     def run(self, pos: int, n_threads: int) -> np.ndarray:
-        rs = self.rs
-        ad, aq, af = self.acts
-        decode_step(n_threads, self.counter, self.buf, self.lw, self.ow, self.norms, self.qk_norm, self.bias,
-                    self.out_norm, self.windows, self.swa, self.cos_g, self.sin_g, self.cos_l, self.sin_l,
-                    rs.x[:1], rs.xb[:1], rs.xb2[:1], rs.q[:1], rs.k[:1], rs.v[:1], rs.att_out[:1],
-                    rs.hg[:1], rs.hu[:1], rs.logits, ad, aq, af, rs.kc_k, rs.vc_k, rs.att,
-                    pos, self.dims, self.flags, self.eps, self.attn_scale)
-        return rs.logits
+        decode_step(n_threads, self.counter, pos, self.shape, self.flags, self.weights, self.rope, self.bufs)
+        return self.rs.logits

@@ -78,10 +78,10 @@ def silence() -> None:
 def runtime_modules():
     from ggufq.runtime import decode, ops
     from ggufq.quantize import imatrix
-    from ggufq.kernels import dot_common, dot_float, dot_kquants, dot_legacy, dot_rows, dot_simd, legacy
-    return [ops, decode, imatrix, dot_common, dot_float, dot_kquants, dot_legacy, dot_rows, dot_simd, legacy]
+    from ggufq.kernels import dot_common, dot_float, dot_kquants, dot_legacy, dot_rows, dot_simd, numerics
+    return [ops, decode, imatrix, dot_common, dot_float, dot_kquants, dot_legacy, dot_rows, dot_simd, numerics]
 
 
 def quantizer_modules():
-    from ggufq.kernels import floats, kquants, legacy
-    return [legacy, kquants, floats]
+    from ggufq.kernels import floats, kquants, legacy, numerics
+    return [numerics, legacy, kquants, floats]

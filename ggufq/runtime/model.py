@@ -1,4 +1,5 @@
-"""CPU inference over a memory-mapped GGUF: config, weights, run-state, one forward per family.
+"""CPU inference over a memory-mapped GGUF: the run-state and the forward pass of each family
+(config.py reads the hyper-parameters, weights.py the matrices).
 
     m = Model.load("model.gguf", n_ctx=None, n_threads=None, kv_type="f16")
     m.logits(tokens) -> float32[len(tokens), n_vocab]   a fresh sequence, every position
@@ -13,33 +14,28 @@ one tile of dequantized rows at a time, with the activations rounded the same wa
 """
 from __future__ import annotations
 
-import math
 import os
-from dataclasses import dataclass
 
-# numba's OpenMP workers sleep between parallel regions instead of spinning. A token makes a few hundred
-# short regions; spinning workers win ~20% on an idle machine but collapse as soon as anything else runs
-# (OpenBLAS threads during a batch, another process: decoding 10x slower, measured on this 2-core box
-# with one other busy process). Set before libgomp loads; OMP_WAIT_POLICY or GOMP_SPINCOUNT in the
-# environment win.
-if "GOMP_SPINCOUNT" not in os.environ:
-    os.environ.setdefault("OMP_WAIT_POLICY", "passive")
+from ggufq.runtime.threads import configure_runtime_threads
+
+configure_runtime_threads()  # before libgomp loads: the runtime's workers sleep between regions
 
 import numba  # noqa: E402
 import numpy as np  # noqa: E402
 
+from ggufq.errors import GGUFQError  # noqa: E402
+from ggufq.files.gguf_reader import GGUFFile  # noqa: E402
+from ggufq.kernels.dot_common import FAKE_QUANT, Activations  # noqa: E402
 from ggufq.runtime import ops  # noqa: E402
-from ggufq.errors import GGUFQError
-from ggufq.files.gguf_reader import GGUFFile
-from ggufq.kernels.dot_common import DOT, FAKE_QUANT, Activations
-from ggufq.kernels.registry import GGMLQuantizationType
+from ggufq.runtime.config import Config  # noqa: E402
+from ggufq.runtime.threads import set_threads, threads_run_together  # noqa: E402
+from ggufq.runtime.weights import Linear, Weights  # noqa: E402
 
 # From this many tokens on, matrix products go through BLAS (dequantized tiles). Below it they run the
 # integer kernels with llama.cpp's exact numbers: 64 is where llama.cpp's own attention switches to its
 # tiled kernel, so a prompt under 64 tokens gives llama.cpp's logits bit for bit (at 32-63 tokens that
 # costs up to a quarter of the prompt speed on Gemma 3 against BLAS; measured 150 vs 200 t/s at 48).
 BLAS_MIN_TOKENS = 64
-TILE_FLOATS = 1 << 20       # dequantized weight tile for the BLAS path: 4 MiB
 DEFAULT_N_CTX = 4096
 # How the numbers are computed (Model.load(arithmetic=...), or GGUFQ_ARITHMETIC):
 #   fast            the default: BLAS for batches of BLAS_MIN_TOKENS or more, whatever the host does best
@@ -55,204 +51,6 @@ FA_MAX_TOKENS = 64
 # GGUFQ_DECODE_STEP=0: decode one token through the batch path (a Python loop over layers) instead of
 # the compiled step of decode.py; for comparisons, the numbers are the same.
 DECODE_STEP = os.environ.get('GGUFQ_DECODE_STEP', '1') != '0'
-
-# ==================================================================================================
-# Config
-# ==================================================================================================
-
-FAMILIES = {"llama": "llama", "qwen2": "llama", "qwen3": "llama", "gemma3": "gemma3"}
-NEOX_ROPE = {"qwen2", "qwen3", "gemma3"}   # llama.cpp's llama_model_rope_type: the others are "normal"
-
-
-@dataclass
-class Config:
-    arch: str
-    n_layer: int
-    n_embd: int
-    n_ff: int
-    n_head: int
-    n_kv: int
-    head_dim: int            # key_length (= value_length here)
-    n_vocab: int
-    n_ctx_train: int
-    eps: float
-    n_rot: int
-    rope_base: float
-    rope_freq_scale: float   # 1 / linear scaling factor
-    neox: bool
-    attn_scale: float
-    sliding_window: int = 0          # gemma3: window of the local layers
-    swa_layers: tuple = ()           # gemma3: which layers are local
-    rope_base_swa: float = 10000.0
-    embd_scale: float = 1.0
-    logit_softcap: float = 0.0
-    scale_q: bool = False            # gemma3 scales q before attention (then rounded), llama in the softmax
-
-    @classmethod
-    def from_gguf(cls, g: GGUFFile) -> "Config":
-        arch = g.arch
-        if arch not in FAMILIES:
-            raise GGUFQError(f"{g.path}: architecture {arch!r} is not supported by the runtime "
-                             f"(supported: {', '.join(sorted(FAMILIES))})")
-
-        def req(suffix):
-            v = g.arch_get(suffix)
-            if v is None:
-                raise GGUFQError(f"{g.path}: missing metadata key {arch}.{suffix}")
-            return v
-
-        n_layer, n_embd = int(req("block_count")), int(req("embedding_length"))
-        n_head = int(req("attention.head_count"))
-        n_kv = g.arch_get("attention.head_count_kv", n_head)
-        for name, v in (("attention.head_count", n_head), ("attention.head_count_kv", n_kv),
-                        ("feed_forward_length", g.arch_get("feed_forward_length"))):
-            if not isinstance(v, int):
-                raise GGUFQError(f"{g.path}: {arch}.{name} = {v!r}: per-layer values are not supported")
-        head_dim = int(g.arch_get("attention.key_length", n_embd // n_head))
-        if int(g.arch_get("attention.value_length", head_dim)) != head_dim:
-            raise GGUFQError(f"{g.path}: {arch}.attention.value_length differs from key_length: not supported")
-        emb = g.tensors.get("token_embd.weight")
-        if emb is None:
-            raise GGUFQError(f"{g.path}: missing tensor token_embd.weight")
-        n_vocab = int(emb.shape[1])
-        scaling = g.arch_get("rope.scaling.type", "none" if g.arch_get("rope.scaling.factor") is None else "linear")
-        if scaling not in ("none", "linear"):
-            raise GGUFQError(f"{g.path}: {arch}.rope.scaling.type {scaling!r} is not supported (none, linear)")
-        factor = float(g.arch_get("rope.scaling.factor", 0.0) or 0.0)
-        c = cls(arch=arch, n_layer=n_layer, n_embd=n_embd, n_ff=int(req("feed_forward_length")),
-                n_head=n_head, n_kv=int(n_kv), head_dim=head_dim, n_vocab=n_vocab,
-                n_ctx_train=int(req("context_length")), eps=float(req("attention.layer_norm_rms_epsilon")),
-                n_rot=int(g.arch_get("rope.dimension_count", head_dim)),
-                rope_base=float(g.arch_get("rope.freq_base", 10000.0)),
-                rope_freq_scale=1.0 / factor if scaling == "linear" and factor else 1.0,
-                neox=arch in NEOX_ROPE, attn_scale=1.0 / math.sqrt(head_dim))
-        if n_head % c.n_kv:
-            raise GGUFQError(f"{g.path}: {n_head} heads is not a multiple of {c.n_kv} KV heads")
-        if arch == "gemma3":
-            c.embd_scale = math.sqrt(n_embd)
-            c.scale_q = True
-            c.logit_softcap = float(g.arch_get("final_logit_softcapping", 0.0) or 0.0)
-            if n_layer == 62:  # Gemma 3 27B scales by the model width per head (as llama.cpp)
-                c.attn_scale = 1.0 / math.sqrt(n_embd / n_head)
-            window = int(g.arch_get("attention.sliding_window", 0) or 0)
-            if window > 0:
-                c.sliding_window = window
-                c.rope_base_swa = float(g.arch_get("rope.freq_base_swa", 10000.0))
-                pattern = g.arch_get("attention.sliding_window_pattern", 6)
-                if isinstance(pattern, int):
-                    c.swa_layers = tuple(pattern == 0 or il % pattern < pattern - 1 for il in range(n_layer))
-                else:
-                    c.swa_layers = tuple(bool(v) for v in pattern)[:n_layer]
-        return c
-
-    def is_swa(self, il: int) -> bool:
-        return bool(self.swa_layers) and self.swa_layers[il]
-
-
-# ==================================================================================================
-# Weights
-# ==================================================================================================
-
-
-class Linear:
-    """A weight matrix y[T, rows] = x[T, k] @ W.T, read in place from the mapped file."""
-
-    def __init__(self, g: GGUFFile, name: str, rows: int | None = None, k: int | None = None):
-        ti = g.tensors.get(name)
-        if ti is None:
-            raise GGUFQError(f"{g.path}: missing tensor {name}")
-        dot = DOT.get(ti.qtype)
-        if dot is None:
-            raise GGUFQError(f"{g.path}: tensor {name} has type {ti.qtype.name}, which the runtime does not support")
-        if len(ti.shape) != 2 or (k is not None and ti.shape[0] != k) or (rows is not None and ti.shape[1] != rows):
-            raise GGUFQError(f"{g.path}: tensor {name} has shape {list(ti.shape)}, expected {[k, rows]}")
-        self.name, self.qtype, self.dot = name, ti.qtype, dot
-        self.k, self.rows = int(ti.shape[0]), int(ti.shape[1])
-        self.w = dot.weight_view(ti.data)
-        self.act = dot.act
-        self.tile_rows = max(1, min(self.rows, TILE_FLOATS // self.k))
-
-
-def _vector(g: GGUFFile, name: str, n: int, required: bool = True) -> np.ndarray | None:
-    """A small 1-D tensor (norm weight, bias) as float32 (copied: a few KB)."""
-    ti = g.tensors.get(name)
-    if ti is None:
-        if required:
-            raise GGUFQError(f"{g.path}: missing tensor {name}")
-        return None
-    if ti.n_elements != n:
-        raise GGUFQError(f"{g.path}: tensor {name} has {ti.n_elements} values, expected {n}")
-    dot = DOT.get(ti.qtype)
-    if dot is None or ti.qtype not in (GGMLQuantizationType.F32, GGMLQuantizationType.F16, GGMLQuantizationType.BF16):
-        raise GGUFQError(f"{g.path}: tensor {name} has type {ti.qtype.name}, which the runtime does not support")
-    out = np.zeros((1, n), np.float32)
-    dot.dequant(dot.weight_view(ti.data).reshape(1, n), 0, 1, out)
-    return out[0]
-
-
-@dataclass
-class Layer:
-    attn_norm: np.ndarray        # [n_embd]
-    wq: Linear                   # [n_head * hd, n_embd]
-    wk: Linear                   # [n_kv * hd, n_embd]
-    wv: Linear                   # [n_kv * hd, n_embd]
-    wo: Linear                   # [n_embd, n_head * hd]
-    ffn_norm: np.ndarray         # [n_embd]
-    w_gate: Linear               # [n_ff, n_embd]
-    w_up: Linear                 # [n_ff, n_embd]
-    w_down: Linear               # [n_embd, n_ff]
-    bq: np.ndarray | None = None          # qwen2: q/k/v biases
-    bk: np.ndarray | None = None
-    bv: np.ndarray | None = None
-    q_norm: np.ndarray | None = None      # qwen3, gemma3: RMS norm of each head of q and k  [hd]
-    k_norm: np.ndarray | None = None
-    post_attn_norm: np.ndarray | None = None  # gemma3: norms after attention and after the FFN
-    post_ffn_norm: np.ndarray | None = None
-
-    def matrices(self) -> tuple:
-        """The seven matrices, in the order q, k, v, output, gate, up, down (decode.py's WQ..WDOWN)."""
-        return (self.wq, self.wk, self.wv, self.wo, self.w_gate, self.w_up, self.w_down)
-
-
-class Weights:
-    def __init__(self, g: GGUFFile, c: Config):
-        d, hd = c.n_embd, c.head_dim
-        self.token_embd = Linear(g, "token_embd.weight", c.n_vocab, d)     # [n_vocab, n_embd]
-        self.output_norm = _vector(g, "output_norm.weight", d)               # [n_embd]
-        self.output = (Linear(g, "output.weight", c.n_vocab, d)              # [n_vocab, n_embd], tied
-                       if "output.weight" in g.tensors else self.token_embd)
-        rf = g.tensors.get("rope_freqs.weight")
-        self.rope_freqs = _vector(g, "rope_freqs.weight", c.n_rot // 2) if rf is not None else None
-        self.layers = []
-        for i in range(c.n_layer):
-            p = f"blk.{i}."
-            opt = lambda n, size: _vector(g, p + n, size, required=False)  # noqa: E731
-            self.layers.append(Layer(
-                attn_norm=_vector(g, p + "attn_norm.weight", d),
-                wq=Linear(g, p + "attn_q.weight", c.n_head * hd, d),
-                wk=Linear(g, p + "attn_k.weight", c.n_kv * hd, d),
-                wv=Linear(g, p + "attn_v.weight", c.n_kv * hd, d),
-                wo=Linear(g, p + "attn_output.weight", d, c.n_head * hd),
-                ffn_norm=_vector(g, p + "ffn_norm.weight", d),
-                w_gate=Linear(g, p + "ffn_gate.weight", c.n_ff, d),
-                w_up=Linear(g, p + "ffn_up.weight", c.n_ff, d),
-                w_down=Linear(g, p + "ffn_down.weight", d, c.n_ff),
-                bq=opt("attn_q.bias", c.n_head * hd), bk=opt("attn_k.bias", c.n_kv * hd),
-                bv=opt("attn_v.bias", c.n_kv * hd),
-                q_norm=opt("attn_q_norm.weight", hd), k_norm=opt("attn_k_norm.weight", hd),
-                post_attn_norm=opt("post_attention_norm.weight", d), post_ffn_norm=opt("post_ffw_norm.weight", d),
-            ))
-        if c.arch == "gemma3":
-            for i, L in enumerate(self.layers):
-                if L.q_norm is None or L.k_norm is None or L.post_attn_norm is None or L.post_ffn_norm is None:
-                    raise GGUFQError(f"{g.path}: gemma3 layer {i} lacks its q/k or post norms")
-
-    def linears(self):
-        yield self.token_embd
-        yield self.output
-        for L in self.layers:
-            yield from L.matrices()
-
 
 # ==================================================================================================
 # Run state: every buffer, allocated once
@@ -388,7 +186,6 @@ class Model:
         self.rope_global = ops.rope_table(n_ctx, c.n_rot, c.rope_base, c.rope_freq_scale, ff)
         self.rope_local = (ops.rope_table(n_ctx, c.n_rot, c.rope_base_swa, 1.0, ff)
                            if c.swa_layers else self.rope_global)
-        self._block = {"llama": self._block_llama, "gemma3": self._block_gemma3}[FAMILIES[c.arch]]
         self._step = None      # the compiled one-token forward (decode.py), made on first use
         # the decode step's float rows are fastmath loops: in llama.cpp-avx2 arithmetic, float weights
         # take the batch path's lane kernels instead
@@ -522,7 +319,7 @@ class Model:
     def _use_step(self) -> bool:
         if self._step_ok is None:
             from ggufq.runtime.decode import DecodeStep
-            self._step_ok = DecodeStep.supported(self) and _threads_run_together()
+            self._step_ok = DecodeStep.supported(self) and threads_run_together()
             if self._step_ok:
                 self._step = DecodeStep(self)
         return bool(self._step_ok)
@@ -588,10 +385,12 @@ class Model:
             ops.attention_blas(q, rs.kc[il], rs.vc[il], p0, c.n_head, c.n_kv, c.head_dim, window,
                                scale, out)
 
-    # ---- llama, qwen2, qwen3 ---------------------------------------------------------------------
-    def _block_llama(self, il: int, T: int) -> None:
-        """x = x + Attention(RMSNorm(x)); x = x + FFN_SwiGLU(RMSNorm(x)).
-        qwen2 adds biases to q, k, v; qwen3 RMS-normalizes each head of q and k before RoPE."""
+    # ---- one block: llama, qwen2, qwen3, gemma3 --------------------------------------------------
+    def _block(self, il: int, T: int) -> None:
+        """x = x + [PostNorm](Attention(RMSNorm(x))); x = x + [PostNorm](FFN(RMSNorm(x))), where the FFN is
+        SwiGLU (llama) or GeGLU (gemma3). qwen2 adds biases to q, k, v; qwen3 and gemma3 RMS-normalize each
+        head of q and k before RoPE; gemma3 norms each sub-layer's output too (Config.post_norms) and
+        alternates local (sliding window) and global layers (in _attention)."""
         c, L, rs = self.config, self.weights.layers[il], self.rs
         eps = np.float32(c.eps)
         x, xb, xb2 = rs.x[:T], rs.xb[:T], rs.xb2[:T]
@@ -612,81 +411,19 @@ class Model:
             ops.rmsnorm(k.reshape(T * c.n_kv, hd), L.k_norm, eps, k.reshape(T * c.n_kv, hd))
         self._attention(il, T, q, k, v, att)
         matmul(L.wo, Input(att, rs), xb2)
+        if c.post_norms:
+            ops.rmsnorm(xb2, L.post_attn_norm, eps, xb2)
 
         ops.add_rmsnorm(x, xb2, L.ffn_norm, eps, xb)
         inp = Input(xb, rs)
         hg, hu = rs.hg[:T], rs.hu[:T]
         matmul(L.w_gate, inp, hg)
         matmul(L.w_up, inp, hu)
-        ops.silu_mul(hg, hu)
+        if c.gelu:
+            ops.gelu_mul(hg, hu)
+        else:
+            ops.silu_mul(hg, hu)
         matmul(L.w_down, Input(hg, rs), xb2)
+        if c.post_norms:
+            ops.rmsnorm(xb2, L.post_ffn_norm, eps, xb2)
         x += xb2
-
-    # ---- gemma3 ----------------------------------------------------------------------------------
-    def _block_gemma3(self, il: int, T: int) -> None:
-        """x = x + PostNorm(Attention(PreNorm(x))), q and k head-normed, local (sliding window, RoPE
-        base 10000) or global layers; x = x + PostNorm(FFN_GeGLU(PreNorm(x)))."""
-        c, L, rs = self.config, self.weights.layers[il], self.rs
-        eps = np.float32(c.eps)
-        hd = c.head_dim
-        x, xb, xb2 = rs.x[:T], rs.xb[:T], rs.xb2[:T]
-        q, k, v, att = rs.q[:T], rs.k[:T], rs.v[:T], rs.att_out[:T]
-
-        ops.rmsnorm(x, L.attn_norm, eps, xb)
-        inp = Input(xb, rs)
-        matmul(L.wq, inp, q)
-        matmul(L.wk, inp, k)
-        matmul(L.wv, inp, v)
-        ops.rmsnorm(q.reshape(T * c.n_head, hd), L.q_norm, eps, q.reshape(T * c.n_head, hd))
-        ops.rmsnorm(k.reshape(T * c.n_kv, hd), L.k_norm, eps, k.reshape(T * c.n_kv, hd))
-        self._attention(il, T, q, k, v, att)
-        matmul(L.wo, Input(att, rs), xb2)
-        ops.rmsnorm(xb2, L.post_attn_norm, eps, xb2)
-
-        ops.add_rmsnorm(x, xb2, L.ffn_norm, eps, xb)
-        inp = Input(xb, rs)
-        hg, hu = rs.hg[:T], rs.hu[:T]
-        matmul(L.w_gate, inp, hg)
-        matmul(L.w_up, inp, hu)
-        ops.gelu_mul(hg, hu)
-        matmul(L.w_down, Input(hg, rs), xb2)
-        ops.rmsnorm(xb2, L.post_ffn_norm, eps, xb2)
-        x += xb2
-
-
-def _threads_run_together() -> bool:
-    """Whether numba's threading layer runs each prange iteration on its own thread at once (OpenMP and
-    workqueue do; TBB may run two on one thread, which would deadlock the decode step's barrier)."""
-    try:
-        layer = numba.threading_layer()
-    except ValueError:  # no parallel region has run yet: run one
-        ops.attention(np.zeros((1, 1), np.float32), np.zeros((1, 1), np.float32), np.zeros((1, 1), np.float32),
-                      0, 1, 1, 1, 0, np.float32(1.0), np.zeros((1, 1), np.float32), np.zeros((1, 35), np.float32), 0)
-        layer = numba.threading_layer()
-    return layer in ("omp", "workqueue")
-
-
-def set_threads(n: int) -> None:
-    """Threads for numba's kernels and, where it can be reached, the BLAS numpy links."""
-    n = max(1, min(int(n), numba.config.NUMBA_NUM_THREADS))
-    numba.set_num_threads(n)
-    _set_blas_threads(n)
-
-
-def _set_blas_threads(n: int) -> None:
-    import ctypes
-    try:
-        with open("/proc/self/maps") as f:
-            libs = {line.split()[-1] for line in f if "openblas" in line.lower() and line.split()[-1].startswith("/")}
-    except OSError:
-        return
-    for path in libs:
-        try:
-            lib = ctypes.CDLL(path)
-        except OSError:
-            continue
-        for sym in ("scipy_openblas_set_num_threads64_", "openblas_set_num_threads64_", "openblas_set_num_threads"):
-            fn = getattr(lib, sym, None)
-            if fn is not None:
-                fn(ctypes.c_int(n))
-                break

@@ -17,7 +17,7 @@ from numba import types
 from numba.extending import intrinsic
 
 from ggufq.kernels.dot_common import f16_to_f32, f32_to_f16, fma32  # noqa: F401  (fma32: used by decode too)
-from ggufq.kernels.legacy import f32_as_u32, u32_as_f32
+from ggufq.kernels.numerics import f32_as_u32, u32_as_f32
 
 f32 = np.float32
 

@@ -6,7 +6,8 @@ per tensor. OpenMP workers that spin a little after each call pick the next one 
 bounded (GOMP_SPINCOUNT) so that on a busy machine they soon sleep instead of taking the cores from
 whoever runs: SmolLM2 F16 -> Q4_0 with two other busy processes on the 2 cores took 2.1-2.6 s so bounded,
 2.4-2.7 s with workqueue, and up to 4.9 s with libgomp's default spin.
-The runtime (ggufq.model) makes hundreds of tiny regions per token and sets its own policy.
+The runtime makes hundreds of tiny regions per token and has its own policy (configure_runtime_threads).
+Both policies, the thread count of numba and of BLAS, and the runtime's load-following count live here.
 """
 from __future__ import annotations
 
@@ -26,6 +27,16 @@ def configure_batch_threads(n_threads: int = 0) -> None:
         numba.config.THREADING_LAYER_PRIORITY = ["omp", "workqueue", "tbb"]
     if n_threads > 0:
         numba.set_num_threads(min(n_threads, numba.config.NUMBA_NUM_THREADS))
+
+
+def configure_runtime_threads() -> None:
+    """The runtime's policy, set when ggufq.runtime.model is imported (before libgomp loads): numba's
+    OpenMP workers sleep between parallel regions instead of spinning. A token makes a few hundred short
+    regions; spinning workers win ~20% on an idle machine but collapse as soon as anything else runs
+    (OpenBLAS threads during a batch, another process: decoding 10x slower, measured on this 2-core box
+    with one other busy process). OMP_WAIT_POLICY or GOMP_SPINCOUNT in the environment win."""
+    if "GOMP_SPINCOUNT" not in os.environ:
+        os.environ.setdefault("OMP_WAIT_POLICY", "passive")
 
 
 class LoadAwareThreads:
@@ -81,3 +92,46 @@ class LoadAwareThreads:
         # a core counts as taken from 0.6 of one kept busy by others (the tick counts are coarse)
         self.n = max(1, min(self.limit, os.cpu_count() or 1) - int(others + 0.4))
         return self.n
+
+
+def threads_run_together() -> bool:
+    """Whether numba's threading layer runs each prange iteration on its own thread at once (OpenMP and
+    workqueue do; TBB may run two on one thread, which would deadlock the decode step's barrier)."""
+    import numba
+
+    from ggufq.runtime import ops
+    try:
+        layer = numba.threading_layer()
+    except ValueError:  # no parallel region has run yet: run one
+        import numpy as np
+        ops.attention(np.zeros((1, 1), np.float32), np.zeros((1, 1), np.float32), np.zeros((1, 1), np.float32),
+                      0, 1, 1, 1, 0, np.float32(1.0), np.zeros((1, 1), np.float32), np.zeros((1, 35), np.float32), 0)
+        layer = numba.threading_layer()
+    return layer in ("omp", "workqueue")
+
+
+def set_threads(n: int) -> None:
+    """Threads for numba's kernels and, where it can be reached, the BLAS numpy links."""
+    import numba
+    n = max(1, min(int(n), numba.config.NUMBA_NUM_THREADS))
+    numba.set_num_threads(n)
+    _set_blas_threads(n)
+
+
+def _set_blas_threads(n: int) -> None:
+    import ctypes
+    try:
+        with open("/proc/self/maps") as f:
+            libs = {line.split()[-1] for line in f if "openblas" in line.lower() and line.split()[-1].startswith("/")}
+    except OSError:
+        return
+    for path in libs:
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for sym in ("scipy_openblas_set_num_threads64_", "openblas_set_num_threads64_", "openblas_set_num_threads"):
+            fn = getattr(lib, sym, None)
+            if fn is not None:
+                fn(ctypes.c_int(n))
+                break
