@@ -1,4 +1,4 @@
-"""What every runtime dot-product kernel shares: fp16 conversion, activation quantization, the table.
+"""What every runtime dot-product kernel shares: fp16 conversion and activation quantization.
 
 llama.cpp never multiplies quantized weights by float activations: it first quantizes the activations
 to 8 bits per block (its `vec_dot_type`) and takes integer dot products. We do the same:
@@ -14,16 +14,12 @@ Every kernel of one kind has the same signature, so the runtime calls them all t
                                                      float32 or uint16 [rows, k]); out: float32[T, rows]
     dequant(w, r0, r1, out)                          rows r0..r1 of w as float32 into out[r1 - r0, k]
 
-`DOT[qtype]` holds a format's kernels; `get_dot(qtype)` raises one clear error for the rest.
+A format's kernels are its registry class's `dot` (registry.DotKernels).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable
-
 import numba as nb
 import numpy as np
-from gguf import GGMLQuantizationType
 from llvmlite import ir
 from numba import types
 from numba.extending import intrinsic
@@ -31,19 +27,19 @@ from numba.extending import intrinsic
 # ---- fp16 <-> fp32, one instruction each with F16C ------------------------------------------------
 
 
+def low16(builder, v, ty):
+    """The low 16 bits of an integer value of numba type `ty`, as an LLVM i16."""
+    if ty.bitwidth == 16:
+        return v
+    return builder.trunc(v, ir.IntType(16)) if ty.bitwidth > 16 else builder.zext(v, ir.IntType(16))
+
+
 @intrinsic
 def f16_to_f32(typingctx, h):
     """The low 16 bits of an integer, read as an IEEE half -> float32 (exact)."""
-    if not isinstance(h, types.Integer):
-        return None
-
-    def codegen(context, builder, signature, args):
-        v = args[0]
-        if h.bitwidth != 16:
-            v = builder.trunc(v, ir.IntType(16)) if h.bitwidth > 16 else builder.zext(v, ir.IntType(16))
-        return builder.fpext(builder.bitcast(v, ir.HalfType()), ir.FloatType())
-
-    return types.float32(h), codegen
+    if isinstance(h, types.Integer):
+        return types.float32(h), lambda context, builder, signature, args: builder.fpext(
+            builder.bitcast(low16(builder, args[0], h), ir.HalfType()), ir.FloatType())
 
 
 @intrinsic
@@ -108,23 +104,40 @@ def load_f16(w, r, o):
 # ---- activation quantization ----------------------------------------------------------------------
 
 
+@nb.njit(inline="always")
+def _q8_32_scale(x, t, o):
+    """Block x[t, o:o+32] of a Q8 block of 32: (d, 1/d) from its largest magnitude, 1/d = 0 for a zero block."""
+    amax = np.float32(0.0)
+    for j in range(32):
+        a = abs(x[t, o + j])
+        if a > amax:
+            amax = a
+    return amax / np.float32(127.0), (np.float32(127.0) / amax if amax > 0 else np.float32(0.0))
+
+
+@nb.njit(inline="always")
+def _q8_k_scale(x, t, o):
+    """Block x[t, o:o+256] of Q8_K: the value of largest magnitude (its sign sets the scale's), 0 if none."""
+    amax = np.float32(0.0)
+    mx = np.float32(0.0)
+    for j in range(256):
+        a = abs(x[t, o + j])
+        if a > amax:
+            amax = a
+            mx = x[t, o + j]
+    return mx
+
+
 @nb.njit(cache=True)
 def quantize_q8_32(x, xq, xd, xs):
     """(One thread: used for a handful of tokens.)
     x float32[T, k] -> xq int8[T, k], xd/xs float32[T, k/32]: llama.cpp's quantize_row_q8_1
     (Q8_0 is the same values without s). The scale is stored through fp16, as the block does."""
     T, k = x.shape
-    nb_ = k // 32
     for t in nb.prange(T):
-        for b in range(nb_):
+        for b in range(k // 32):
             o = b * 32
-            amax = np.float32(0.0)
-            for j in range(32):
-                a = abs(x[t, o + j])
-                if a > amax:
-                    amax = a
-            d = amax / np.float32(127.0)
-            idn = np.float32(127.0) / amax if amax > 0 else np.float32(0.0)
+            d, idn = _q8_32_scale(x, t, o)
             s = 0
             for j in range(32):
                 q = np.int32(np.round(x[t, o + j] * idn))
@@ -139,18 +152,11 @@ def quantize_q8_k(x, xq, xd, xs):
     """x float32[T, k] -> xq int8[T, k], xd float32[T, k/256], xs int32[T, k/16] (bsums):
     llama.cpp's quantize_row_q8_K (scale from the signed value of largest magnitude)."""
     T, k = x.shape
-    nb_ = k // 256
     for t in nb.prange(T):
-        for b in range(nb_):
+        for b in range(k // 256):
             o = b * 256
-            amax = np.float32(0.0)
-            mx = np.float32(0.0)
-            for j in range(256):
-                a = abs(x[t, o + j])
-                if a > amax:
-                    amax = a
-                    mx = x[t, o + j]
-            if amax == 0:
+            mx = _q8_k_scale(x, t, o)
+            if mx == 0:
                 xd[t, b] = 0
                 for j in range(256):
                     xq[t, o + j] = 0
@@ -170,48 +176,41 @@ def quantize_q8_k(x, xq, xd, xs):
             xd[t, b] = np.float32(1.0) / iscale
 
 
-@nb.njit(cache=True, parallel=True)
-def fake_quant_q8_32(x, out):
-    """x rounded the way quantize_q8_32 rounds it, back in float32 (for the BLAS batch path)."""
-    T, k = x.shape
-    for t in nb.prange(T):
-        for b in range(k // 32):
-            o = b * 32
-            amax = np.float32(0.0)
-            for j in range(32):
-                a = abs(x[t, o + j])
-                if a > amax:
-                    amax = a
-            d = f16_to_f32(f32_to_f16(amax / np.float32(127.0)))
-            idn = np.float32(127.0) / amax if amax > 0 else np.float32(0.0)
-            for j in range(32):
-                out[t, o + j] = np.round(x[t, o + j] * idn) * d
+@nb.njit(inline="always")
+def _fake_q8_32_block(x, out, t, o):
+    d, idn = _q8_32_scale(x, t, o)
+    d = f16_to_f32(f32_to_f16(d))
+    for j in range(32):
+        out[t, o + j] = np.round(x[t, o + j] * idn) * d
+
+
+@nb.njit(inline="always")
+def _fake_q8_k_block(x, out, t, o):
+    mx = _q8_k_scale(x, t, o)
+    if mx == 0:
+        for j in range(256):
+            out[t, o + j] = 0
+        return
+    iscale = np.float32(-127.0) / mx
+    d = np.float32(1.0) / iscale
+    for j in range(256):
+        q = np.round(iscale * x[t, o + j])
+        if q > 127:
+            q = np.float32(127.0)
+        out[t, o + j] = q * d
 
 
 @nb.njit(cache=True, parallel=True)
-def fake_quant_q8_k(x, out):
+def fake_quant(x, out, qk):
+    """x rounded the way quantize_q8_32 (qk = 32) or quantize_q8_k (qk = 256) rounds it, back in float32:
+    the BLAS batch path multiplies these, so its numbers are the integer kernels' (to float rounding)."""
     T, k = x.shape
     for t in nb.prange(T):
-        for b in range(k // 256):
-            o = b * 256
-            amax = np.float32(0.0)
-            mx = np.float32(0.0)
-            for j in range(256):
-                a = abs(x[t, o + j])
-                if a > amax:
-                    amax = a
-                    mx = x[t, o + j]
-            if amax == 0:
-                for j in range(256):
-                    out[t, o + j] = 0
-                continue
-            iscale = np.float32(-127.0) / mx
-            d = np.float32(1.0) / iscale
-            for j in range(256):
-                q = np.round(iscale * x[t, o + j])
-                if q > 127:
-                    q = np.float32(127.0)
-                out[t, o + j] = q * d
+        for o in range(0, k, qk):
+            if qk == 32:
+                _fake_q8_32_block(x, out, t, o)
+            else:
+                _fake_q8_k_block(x, out, t, o)
 
 
 class Activations:
@@ -252,39 +251,4 @@ class _View:
         self.xf, self.xq, self.xd, self.xs = a.xf[:T], a.xq[:T], a.xd[:T], a.xs[:T]
 
 
-FAKE_QUANT = {"q8_32": fake_quant_q8_32, "q8_k": fake_quant_q8_k}
-
-# ---- the table ------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class DotKernels:
-    qtype: GGMLQuantizationType
-    act: str                 # "f32", "q8_32" or "q8_k": the activation form the kernel takes
-    matmul: Callable         # (w, xf, xq, xd, xs, out[T, rows]) integer/float dots, parallel over rows
-    dequant: Callable        # (w, r0, r1, out[r1 - r0, k]) float32 rows
-    weight_view: Callable    # TensorInfo.data -> the array the kernels take
-    # the same product in the numbers of llama.cpp's AVX2 build on every host, where `matmul` differs
-    # (the float types: matmul's fastmath sums follow the host's vector width); None: matmul is already
-    matmul_llama_cpp: Callable | None = None
-
-
-DOT: dict[GGMLQuantizationType, DotKernels] = {}
-
-
-def register(qtype, act, matmul, dequant, weight_view=lambda a: a, matmul_llama_cpp=None) -> None:
-    qtype = GGMLQuantizationType(qtype)
-    DOT[qtype] = DotKernels(qtype, act, matmul, dequant, weight_view, matmul_llama_cpp)
-    # Hook into the format registry too, when the format class exists.
-    from .registry import FORMATS
-    fmt = FORMATS.get(qtype)
-    if fmt is not None:
-        fmt.dot = DOT[qtype]
-
-
-def get_dot(qtype) -> DotKernels:
-    try:
-        return DOT[GGMLQuantizationType(qtype)]
-    except (KeyError, ValueError):
-        name = getattr(qtype, "name", qtype)
-        raise KeyError(f"tensor type {name} has no runtime kernel") from None
+FAKE_QUANT = {"q8_32": lambda x, out: fake_quant(x, out, 32), "q8_k": lambda x, out: fake_quant(x, out, 256)}

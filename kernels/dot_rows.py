@@ -13,7 +13,7 @@ from __future__ import annotations
 import numba as nb
 from gguf import GGMLQuantizationType as T
 
-from .dot_float import rows_bf16, rows_f16, rows_f32
+from .floats import rows_bf16, rows_f16, rows_f32
 from .dot_simd import (repacked, rowdot_q4_0, rowdot_q4_0_x8, rowdot_q4_1, rowdot_q4_k, rowdot_q4_k_x8, rowdot_q5_0,
                        rowdot_q5_1, rowdot_q5_k, rowdot_q6_k, rowdot_q8_0)
 
@@ -40,6 +40,8 @@ def matvec_rows(kind, bufs, off, rb, r0, r1, k, acts, out):
     a32q, a32d, a32s, akq, akd, aks, xf = acts
     n32 = k // 32
     nk = k // 256
+    # An if-chain, one branch per kernel, each the same loop: the decode step is one compiled function, and
+    # numba can neither call an intrinsic through a table nor cache a function made by a factory.
     if kind == _Q4_0:
         for r in range(r0, r1):
             out[r] = rowdot_q4_0(buf, off + r * rb, a32q, 0, a32d, a32s, 0, n32)

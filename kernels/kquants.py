@@ -1,6 +1,6 @@
 """The K-quants: super-blocks of 256 weights. Q4_K, Q5_K, Q6_K (and Q8_K, the activation format).
 
-Byte-exact with llama.cpp's `ggml-quants.c` (see kernels/legacy.py for the shared numerics). Without an
+Byte-exact with llama.cpp's `ggml-quants.c` (see kernels/numerics.py for the shared numerics). Without an
 importance matrix llama-quantize runs `quantize_row_q{4,5,6}_K_ref` (make_qkx2_quants per 32-block,
 scales rounded against the largest one); with one it runs `quantize_row_q*_K_impl` (make_qkx3_quants on
 weights qw * sqrt(sigma2 + x^2), then make_qp_quants for the 6-bit scales). Q6_K uses make_qx_quants.
@@ -14,14 +14,18 @@ The 6-bit scales and mins of Q4_K/Q5_K are packed by `pack_scales_k4` (get_scale
 """
 from __future__ import annotations
 
+import numba as nb
 import numpy as np
 from gguf import GGMLQuantizationType as T
 from numba import njit, prange
 
-from .numerics import (GROUP_MAX_EPS, dequant_blocks, get_f16, make_qkx_quants, make_qx_quants,
-                       nearest_int, prepare_rows, put_f16)
-from .registry import QuantFormat
-from .kquants_ref import q4_k_dequantize_ref, q4_k_quantize_ref, q5_k_dequantize_ref, q5_k_quantize_ref, q6_k_dequantize_ref, q6_k_quantize_ref, q8_k_dequantize_ref, q8_k_quantize_ref
+from . import kquants_ref
+from .dot_common import load_f16
+from .dot_simd import (repacked, rowdot_q4_k, rowdot_q4_k_tiled, rowdot_q4_k_x8, rowdot_q4_k_x8_gemm, rowdot_q5_k,
+                       rowdot_q5_k_tiled, rowdot_q6_k, rowdot_q6_k_tiled)
+from .numerics import (GROUP_MAX_EPS, BlockFormat, dequant_blocks, get_f16, make_qkx_quants, make_qx_quants,
+                       nearest_int, put_f16)
+from .registry import DotKernels, QuantFormat
 
 QK_K = 256
 
@@ -341,75 +345,10 @@ def quantize_q8_k_nb(rows, out):
             o[ob:ob + 4] = np.array([d], dtype=np.float32).view(np.uint8)
 
 
-@njit(parallel=True, cache=True)
-def dequantize_q4_k_nb(b, y):
-    for i in prange(b.shape[0]):
-        blk = b[i]
-        d = get_f16(blk, 0)
-        mn = get_f16(blk, 2)
-        for jj in range(4):
-            sc, m = get_scale_min_k4(2 * jj, blk, 4)
-            d1 = d * np.float32(sc)
-            m1 = mn * np.float32(m)
-            sc, m = get_scale_min_k4(2 * jj + 1, blk, 4)
-            d2 = d * np.float32(sc)
-            m2 = mn * np.float32(m)
-            for l in range(32):
-                q = np.int64(blk[16 + jj * 32 + l])
-                y[i, jj * 64 + l] = d1 * np.float32(q & 0xF) - m1
-                y[i, jj * 64 + 32 + l] = d2 * np.float32(q >> 4) - m2
-
-
-@njit(parallel=True, cache=True)
-def dequantize_q5_k_nb(b, y):
-    for i in prange(b.shape[0]):
-        blk = b[i]
-        d = get_f16(blk, 0)
-        mn = get_f16(blk, 2)
-        u1 = 1
-        u2 = 2
-        for jj in range(4):
-            sc, m = get_scale_min_k4(2 * jj, blk, 4)
-            d1 = d * np.float32(sc)
-            m1 = mn * np.float32(m)
-            sc, m = get_scale_min_k4(2 * jj + 1, blk, 4)
-            d2 = d * np.float32(sc)
-            m2 = mn * np.float32(m)
-            for l in range(32):
-                q = np.int64(blk[48 + jj * 32 + l])
-                h = np.int64(blk[16 + l])
-                y[i, jj * 64 + l] = d1 * np.float32((q & 0xF) + (16 if h & u1 else 0)) - m1
-                y[i, jj * 64 + 32 + l] = d2 * np.float32((q >> 4) + (16 if h & u2 else 0)) - m2
-            u1 <<= 2
-            u2 <<= 2
-
-
 @njit(cache=True, inline="always")
 def _i8f(v):
     v = np.int64(v)
     return np.float32(v - 256 if v >= 128 else v)
-
-
-@njit(parallel=True, cache=True)
-def dequantize_q6_k_nb(b, y):
-    for i in prange(b.shape[0]):
-        blk = b[i]
-        d = get_f16(blk, 208)
-        for nn in range(2):
-            for l in range(32):
-                is_ = l // 16
-                ql0 = np.int64(blk[nn * 64 + l])
-                ql1 = np.int64(blk[nn * 64 + l + 32])
-                qh = np.int64(blk[128 + nn * 32 + l])
-                q1 = ((ql0 & 0xF) | (((qh >> 0) & 3) << 4)) - 32
-                q2 = ((ql1 & 0xF) | (((qh >> 2) & 3) << 4)) - 32
-                q3 = ((ql0 >> 4) | (((qh >> 4) & 3) << 4)) - 32
-                q4 = ((ql1 >> 4) | (((qh >> 6) & 3) << 4)) - 32
-                so = 192 + nn * 8 + is_
-                y[i, nn * 128 + l] = d * _i8f(blk[so]) * np.float32(q1)
-                y[i, nn * 128 + l + 32] = d * _i8f(blk[so + 2]) * np.float32(q2)
-                y[i, nn * 128 + l + 64] = d * _i8f(blk[so + 4]) * np.float32(q3)
-                y[i, nn * 128 + l + 96] = d * _i8f(blk[so + 6]) * np.float32(q4)
 
 
 @njit(parallel=True, cache=True)
@@ -422,72 +361,201 @@ def dequantize_q8_k_nb(b, y):
 
 
 # ================================================================================================
-# Registry entries
+# Runtime kernels (the decode step's row dots are in dot_simd.py)
 # ================================================================================================
 
-class _KQuant(QuantFormat):
-    _kernel = None
-    _dekernel = None
-    _ref = None
-    _deref = None
-    uses_imatrix = True
+# Runtime kernels for the K-quants Q4_K, Q5_K, Q6_K (super-blocks of 256 weights).
+#
+# Activations are quantized to Q8_K (dot_common.quantize_q8_k: int8 values, a float32 scale per 256, and
+# the sum of every 16 values); per super-block the kernel forms int32 sums per sub-block, weights them by
+# the 6-bit (Q4_K/Q5_K) or 8-bit (Q6_K) sub-block scales, and takes the minimums through the activation
+# sums, in the lanes and order of llama.cpp's AVX2 ggml_vec_dot_q{4,5,6}_K_q8_K or of the repacked and
+# tiled kernels it picks instead (dot_simd.rowdot_q*_k*). Layouts (bytes per super-block):
+#
+#     Q4_K 144: d f16, dmin f16, scales[12] (8 six-bit scales and mins), qs[128]
+#               sub-block j (32 values) = low (j even) or high (j odd) nibbles of qs[32 * (j // 2):][:32]
+#               w = d * sc[j] * q - dmin * m[j]
+#     Q5_K 176: d, dmin, scales[12], qh[32], qs[128]; bit j of qh[l] is the 5th bit of value l of sub-block j
+#     Q6_K 210: ql[128], qh[64], scales int8[16], d f16; w = d * sc[i // 16] * (q - 32), q six bits
 
-    @classmethod
-    def quantize(cls, rows, imatrix=None, out=None):
-        rows, qw, use = prepare_rows(cls, rows, imatrix)
-        out = cls.output_rows(rows.shape[0], rows.shape[1], out)
-        if rows.shape[0]:
-            cls._kernel(rows, qw, use, out)
-        return out
+i32 = np.int32
+f32 = np.float32
+
+
+@nb.njit(inline="always")
+def _scale_min_k4(wf, o, j):
+    """Sub-block j's 6-bit scale and min from the 12 packed bytes at wf[o:o + 12] (a flat array)."""
+    if j < 4:
+        return i32(wf[o + j] & 63), i32(wf[o + j + 4] & 63)
+    sc = (wf[o + j + 4] & 15) | ((wf[o + j - 4] >> 6) << 4)
+    m = (wf[o + j + 4] >> 4) | ((wf[o + j] >> 6) << 4)
+    return i32(sc), i32(m)
+
+
+# From this many tokens on llama.cpp multiplies the (not repacked) K-quants with ggml's tiled kernel
+TILED_MIN_TOKENS = 8
+
+
+# The matmuls of the three formats share their outer loops and differ in the rowdot they call; they are
+# written out for the reason kernels/legacy.py gives (a factory's kernels are not cached across runs).
+
+# ---- Q4_K ----------------------------------------------------------------------------------------
+
+@nb.njit(cache=True, parallel=True)
+def matmul_q4_k(w, xf, xq, xd, xs, out):
+    R, rb = w.shape
+    Tn, nbk = xd.shape
+    k = xq.shape[1]
+    wf, xv, xdv, xsv = w.reshape(-1), xq.reshape(-1), xd.reshape(-1), xs.reshape(-1)
+    if repacked(R):  # tokens by 4 through the gemm kernel, the rest through gemv
+        t4 = Tn - Tn % 4
+        for r in nb.prange(R):
+            for t in range(t4):
+                out[t, r] = rowdot_q4_k_x8_gemm(wf, r * rb, nbk, xv, t * k, xdv, t * nbk, xsv, t * nbk * 16)
+            for t in range(t4, Tn):
+                out[t, r] = rowdot_q4_k_x8(wf, r * rb, nbk, xv, t * k, xdv, t * nbk, xsv, t * nbk * 16)
+        return
+    if Tn >= TILED_MIN_TOKENS:
+        for r in nb.prange(R):
+            for t in range(Tn):
+                out[t, r] = rowdot_q4_k_tiled(wf, r * rb, nbk, xv, t * k, xdv, t * nbk, xsv, t * nbk * 16)
+        return
+    for r in nb.prange(R):
+        for t in range(Tn):
+            out[t, r] = rowdot_q4_k(wf, r * rb, nbk, xv, t * k, xdv, t * nbk, xsv, t * nbk * 16)
+
+
+@nb.njit(cache=True, parallel=True)
+def dequant_q4_k(w, r0, r1, out):
+    for i in nb.prange(r1 - r0):
+        r = r0 + i
+        for b in range(w.shape[1] // 144):
+            o = b * 144
+            d = load_f16(w, r, o)
+            dmin = load_f16(w, r, o + 2)
+            for c in range(4):
+                sc, m = _scale_min_k4(w[r], o + 4, 2 * c)
+                d1, m1 = d * f32(sc), dmin * f32(m)
+                sc, m = _scale_min_k4(w[r], o + 4, 2 * c + 1)
+                d2, m2 = d * f32(sc), dmin * f32(m)
+                y = b * 256 + c * 64
+                for l in range(32):
+                    q = w[r, o + 16 + c * 32 + l]
+                    out[i, y + l] = d1 * f32(q & 15) - m1
+                    out[i, y + 32 + l] = d2 * f32(q >> 4) - m2
+
+
+# ---- Q5_K ----------------------------------------------------------------------------------------
+
+@nb.njit(cache=True, parallel=True)
+def matmul_q5_k(w, xf, xq, xd, xs, out):
+    R, rb = w.shape
+    Tn, nbk = xd.shape
+    k = xq.shape[1]
+    wf, xv, xdv, xsv = w.reshape(-1), xq.reshape(-1), xd.reshape(-1), xs.reshape(-1)
+    if Tn >= TILED_MIN_TOKENS:
+        for r in nb.prange(R):
+            for t in range(Tn):
+                out[t, r] = rowdot_q5_k_tiled(wf, r * rb, nbk, xv, t * k, xdv, t * nbk, xsv, t * nbk * 16)
+        return
+    for r in nb.prange(R):
+        for t in range(Tn):
+            out[t, r] = rowdot_q5_k(wf, r * rb, nbk, xv, t * k, xdv, t * nbk, xsv, t * nbk * 16)
+
+
+@nb.njit(cache=True, parallel=True)
+def dequant_q5_k(w, r0, r1, out):
+    for i in nb.prange(r1 - r0):
+        r = r0 + i
+        for b in range(w.shape[1] // 176):
+            o = b * 176
+            d = load_f16(w, r, o)
+            dmin = load_f16(w, r, o + 2)
+            for c in range(4):
+                sc, m = _scale_min_k4(w[r], o + 4, 2 * c)
+                d1, m1 = d * f32(sc), dmin * f32(m)
+                sc, m = _scale_min_k4(w[r], o + 4, 2 * c + 1)
+                d2, m2 = d * f32(sc), dmin * f32(m)
+                y = b * 256 + c * 64
+                for l in range(32):
+                    q = w[r, o + 48 + c * 32 + l]
+                    h = w[r, o + 16 + l] >> (2 * c)
+                    out[i, y + l] = d1 * f32((q & 15) | ((h & 1) << 4)) - m1
+                    out[i, y + 32 + l] = d2 * f32((q >> 4) | ((h & 2) << 3)) - m2
+
+
+# ---- Q6_K ----------------------------------------------------------------------------------------
+
+@nb.njit(cache=True, parallel=True)
+def matmul_q6_k(w, xf, xq, xd, xs, out):
+    R, rb = w.shape
+    Tn, nbk = xd.shape
+    k = xq.shape[1]
+    wf, xv, xdv, xsv = w.reshape(-1), xq.reshape(-1), xd.reshape(-1), xs.reshape(-1)
+    if Tn >= TILED_MIN_TOKENS:
+        for r in nb.prange(R):
+            for t in range(Tn):
+                out[t, r] = rowdot_q6_k_tiled(wf, r * rb, nbk, xv, t * k, xdv, t * nbk, xsv, t * nbk * 16)
+        return
+    for r in nb.prange(R):
+        for t in range(Tn):
+            out[t, r] = rowdot_q6_k(wf, r * rb, nbk, xv, t * k, xdv, t * nbk, xsv, t * nbk * 16)
+
+
+@nb.njit(cache=True, parallel=True)
+def dequant_q6_k(w, r0, r1, out):
+    wi = w.view(np.int8)
+    for i in nb.prange(r1 - r0):
+        r = r0 + i
+        for b in range(w.shape[1] // 210):
+            o = b * 210
+            d = load_f16(w, r, o + 208)
+            for n in range(2):
+                y = b * 256 + n * 128
+                for l in range(32):
+                    so = o + 192 + n * 8 + l // 16
+                    qa = w[r, o + n * 64 + l]
+                    qb = w[r, o + n * 64 + l + 32]
+                    h = w[r, o + 128 + n * 32 + l]
+                    out[i, y + l] = d * f32(wi[r, so]) * f32(i32((qa & 15) | ((h & 3) << 4)) - 32)
+                    out[i, y + l + 32] = d * f32(wi[r, so + 2]) * f32(i32((qb & 15) | (((h >> 2) & 3) << 4)) - 32)
+                    out[i, y + l + 64] = d * f32(wi[r, so + 4]) * f32(i32((qa >> 4) | (((h >> 4) & 3) << 4)) - 32)
+                    out[i, y + l + 96] = d * f32(wi[r, so + 6]) * f32(i32((qb >> 4) | (((h >> 6) & 3) << 4)) - 32)
+
+
+# ================================================================================================
+# Registry entries
+# ================================================================================================
+# One class per format, the same few lines each (as in legacy.py): the place to read what a format has.
+
+class Q4_K(BlockFormat, QuantFormat, qtype=T.Q4_K):
+    _kernel = staticmethod(quantize_q4_k_nb)
+    dot = DotKernels("q8_k", matmul_q4_k, dequant_q4_k)
+    _ref = staticmethod(kquants_ref.q4_k_quantize_ref)
+    _deref = staticmethod(kquants_ref.q4_k_dequantize_ref)
+
+
+class Q5_K(BlockFormat, QuantFormat, qtype=T.Q5_K):
+    _kernel = staticmethod(quantize_q5_k_nb)
+    dot = DotKernels("q8_k", matmul_q5_k, dequant_q5_k)
+    _ref = staticmethod(kquants_ref.q5_k_quantize_ref)
+    _deref = staticmethod(kquants_ref.q5_k_dequantize_ref)
+
+
+class Q6_K(BlockFormat, QuantFormat, qtype=T.Q6_K):
+    _kernel = staticmethod(quantize_q6_k_nb)
+    dot = DotKernels("q8_k", matmul_q6_k, dequant_q6_k)
+    _ref = staticmethod(kquants_ref.q6_k_quantize_ref)
+    _deref = staticmethod(kquants_ref.q6_k_dequantize_ref)
+
+
+class Q8_K(BlockFormat, QuantFormat, qtype=T.Q8_K):
+    """The activation format of the K-quant dot products (quantize_row_q8_K_ref); no importance matrix."""
+    uses_imatrix = False
+    _kernel = staticmethod(quantize_q8_k_nb)
+    _ref = staticmethod(kquants_ref.q8_k_quantize_ref)
+    _deref = staticmethod(kquants_ref.q8_k_dequantize_ref)
 
     @classmethod
     def dequantize(cls, data):
-        return dequant_blocks(cls, data, cls._dekernel)
-
-    @classmethod
-    def quantize_ref(cls, rows, imatrix=None):
-        rows = np.ascontiguousarray(rows, dtype=np.float32)
-        with np.errstate(all="ignore"):  # the C code divides by zero and overflows in the same places
-            return cls._ref(rows.reshape(-1, rows.shape[-1]), imatrix)
-
-    @classmethod
-    def dequantize_ref(cls, data):
-        with np.errstate(all="ignore"):
-            return cls._deref(data)
-
-
-class Q4_K(_KQuant, qtype=T.Q4_K):
-    _kernel = staticmethod(quantize_q4_k_nb)
-    _dekernel = staticmethod(dequantize_q4_k_nb)
-    _ref = staticmethod(q4_k_quantize_ref)
-    _deref = staticmethod(q4_k_dequantize_ref)
-
-
-class Q5_K(_KQuant, qtype=T.Q5_K):
-    _kernel = staticmethod(quantize_q5_k_nb)
-    _dekernel = staticmethod(dequantize_q5_k_nb)
-    _ref = staticmethod(q5_k_quantize_ref)
-    _deref = staticmethod(q5_k_dequantize_ref)
-
-
-class Q6_K(_KQuant, qtype=T.Q6_K):
-    _kernel = staticmethod(quantize_q6_k_nb)
-    _dekernel = staticmethod(dequantize_q6_k_nb)
-    _ref = staticmethod(q6_k_quantize_ref)
-    _deref = staticmethod(q6_k_dequantize_ref)
-
-
-class Q8_K(_KQuant, qtype=T.Q8_K):
-    """The activation format of the K-quant dot products (quantize_row_q8_K_ref); no importance matrix."""
-    uses_imatrix = False
-    _dekernel = staticmethod(dequantize_q8_k_nb)
-    _ref = staticmethod(q8_k_quantize_ref)
-    _deref = staticmethod(q8_k_dequantize_ref)
-
-    @classmethod
-    def quantize(cls, rows, imatrix=None, out=None):
-        rows, _, _ = prepare_rows(cls, rows, None)
-        out = cls.output_rows(rows.shape[0], rows.shape[1], out)
-        if rows.shape[0]:
-            quantize_q8_k_nb(rows, out)
-        return out
+        return dequant_blocks(cls, data, dequantize_q8_k_nb)

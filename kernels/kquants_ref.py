@@ -237,33 +237,38 @@ def _sb(data, ts):
     return data.reshape(-1, ts), data.shape[:-1], data.shape[-1] // ts
 
 
-def q4_k_dequantize_ref(data):
-    b, lead, nb = _sb(data, 144)
+def _scales_mins(b):
+    """Q4_K/Q5_K super-blocks: d, dmin and the 8 six-bit scales and mins of each."""
     d = np_fp16_to_f32(b[:, 0:2].copy().view("<u2")[:, 0])
     dmin = np_fp16_to_f32(b[:, 2:4].copy().view("<u2")[:, 0])
     sc, m = np_unpack_scales_k4(b[:, 4:16])
-    qs = b[:, 16:].reshape(-1, 4, 32).astype(np.int64)
-    q = np.stack([qs & 0xF, qs >> 4], axis=2).reshape(-1, 8, 32)
+    return d, dmin, sc, m
+
+
+def _scaled(d, dmin, sc, m, q):
+    """x = d * sc * q - dmin * m per 32-block, each product rounded to float32 as the C code does."""
     d1 = (d[:, None] * sc.astype(F32)).astype(F32)
     m1 = (dmin[:, None] * m.astype(F32)).astype(F32)
-    y = ((d1[:, :, None] * q.astype(F32)).astype(F32) - m1[:, :, None]).astype(F32)
-    return y.reshape(*lead, nb * 256)
+    return ((d1[:, :, None] * q.astype(F32)).astype(F32) - m1[:, :, None]).astype(F32)
+
+
+def q4_k_dequantize_ref(data):
+    b, lead, nb = _sb(data, 144)
+    d, dmin, sc, m = _scales_mins(b)
+    qs = b[:, 16:].reshape(-1, 4, 32).astype(np.int64)
+    q = np.stack([qs & 0xF, qs >> 4], axis=2).reshape(-1, 8, 32)
+    return _scaled(d, dmin, sc, m, q).reshape(*lead, nb * 256)
 
 
 def q5_k_dequantize_ref(data):
     b, lead, nb = _sb(data, 176)
-    d = np_fp16_to_f32(b[:, 0:2].copy().view("<u2")[:, 0])
-    dmin = np_fp16_to_f32(b[:, 2:4].copy().view("<u2")[:, 0])
-    sc, m = np_unpack_scales_k4(b[:, 4:16])
+    d, dmin, sc, m = _scales_mins(b)
     qh = b[:, 16:48].astype(np.int64)
     qs = b[:, 48:].reshape(-1, 4, 32).astype(np.int64)
     q = np.stack([qs & 0xF, qs >> 4], axis=2).reshape(-1, 8, 32)
     h = (qh[:, None, :] >> np.arange(8)[None, :, None]) & 1
     q = q + 16 * h
-    d1 = (d[:, None] * sc.astype(F32)).astype(F32)
-    m1 = (dmin[:, None] * m.astype(F32)).astype(F32)
-    y = ((d1[:, :, None] * q.astype(F32)).astype(F32) - m1[:, :, None]).astype(F32)
-    return y.reshape(*lead, nb * 256)
+    return _scaled(d, dmin, sc, m, q).reshape(*lead, nb * 256)
 
 
 def q6_k_dequantize_ref(data):

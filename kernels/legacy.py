@@ -1,13 +1,15 @@
-"""The 32-weight block formats: Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 — and the numerics every quantizer shares.
+"""The 32-weight block formats: Q4_0, Q4_1, Q5_0, Q5_1, Q8_0: quantizers and runtime kernels.
 
 Byte-exact with llama.cpp's `ggml-quants.c`: float32 arithmetic in C's order, no FMA (fastmath off),
 fp16 rounded to nearest even by the same bit trick as `ggml_compute_fp32_to_fp16`, `nearest_int` as the
 float trick it is, and C's float -> integer truncation. Each format has
 
-* a readable numpy reference (`<fmt>_quantize_ref` / `<fmt>_dequantize_ref`), vectorised over blocks but
-  with every sum accumulated sequentially as the C loop does, and
-* a numba kernel (`parallel=True`, `prange` over rows), tested for exact equality with the reference;
-  the `QuantFormat` classmethods call the numba kernels.
+* a readable numpy reference (legacy_ref.py: `<fmt>_quantize_ref` / `<fmt>_dequantize_ref`), vectorised over
+  blocks but with every sum accumulated sequentially as the C loop does,
+* a numba quantizer (`parallel=True`, `prange` over rows), tested for exact equality with the reference,
+* the runtime's kernels: a row dequantizer (also the class's `dequantize`) and the batch matmul against
+  activations quantized to Q8 blocks of 32 (the decode step's row dots are dot_simd.rowdot_*),
+* and its registry class, which carries all of them.
 
 Which path llama-quantize takes: `ggml_quantize_chunk` -> `quantize_q4_0` & co. call the `_ref` quantizer
 when there is no importance matrix and `quantize_row_X_impl` (weighted `make_qx_quants` /
@@ -22,16 +24,17 @@ Block layouts (little-endian):
 """
 from __future__ import annotations
 
+import numba as nb
 import numpy as np
 from gguf import GGMLQuantizationType as T
 from numba import njit, prange
 
-from .registry import QuantFormat
-from .legacy_ref import q4_0_dequantize_ref, q4_0_quantize_ref, q4_1_dequantize_ref, q4_1_quantize_ref, q5_0_dequantize_ref, q5_0_quantize_ref, q5_1_dequantize_ref, q5_1_quantize_ref, q8_0_dequantize_ref, q8_0_quantize_ref
-from .numerics import c_roundf, c_to_int8, c_trunc_int, dequant_blocks, f32_as_u32, get_f16, make_qkx_quants, make_qx_quants, prepare_rows, put_f16, row_sigma2, u32_as_f32
-
-F32 = np.float32
-GROUP_MAX_EPS = np.float32(1e-15)
+from . import legacy_ref
+from .dot_common import load_f16
+from .dot_simd import repacked, rowdot_q4_0, rowdot_q4_0_x8, rowdot_q4_1, rowdot_q5_0, rowdot_q5_1, rowdot_q8_0
+from .numerics import (BlockFormat, c_roundf, c_to_int8, c_trunc_int, f32_as_u32, make_qkx_quants, make_qx_quants,
+                       put_f16, row_sigma2, u32_as_f32)
+from .registry import DotKernels, QuantFormat
 
 # ================================================================================================
 # Numba kernels: one block at a time, prange over rows
@@ -297,135 +300,227 @@ def quantize_q8_0_nb(rows, out):
                 o[ib * 34 + 2 + j] = c_to_int8(c_roundf(x[xo + j] * idv)) & 0xFF
 
 
-@njit(parallel=True, cache=True)
-def dequantize_q4_0_nb(b, y):
-    for i in prange(b.shape[0]):
-        d = get_f16(b[i], 0)
-        for j in range(16):
-            q = np.int64(b[i, 2 + j])
-            y[i, j] = np.float32((q & 0x0F) - 8) * d
-            y[i, j + 16] = np.float32((q >> 4) - 8) * d
+# ================================================================================================
+# Runtime kernels (the decode step's row dots are in dot_simd.py)
+# ================================================================================================
+
+# Runtime kernels for the 32-weight block formats: Q4_0, Q4_1, Q5_0, Q5_1, Q8_0.
+#
+# Weights are read in place (uint8[rows, row_bytes] straight from the mapped file) against activations
+# quantized to Q8 blocks of 32 (dot_common.quantize_q8_32): per block an int32 sum of int8 products, then
+# one float multiply by the two scales, as llama.cpp's ggml_vec_dot_q4_0_q8_0 and friends; the block sums
+# and the loop over a row's blocks are one SIMD intrinsic per format (dot_simd.rowdot_*), with float32
+# vector accumulators; prange over rows. Layouts (bytes per block):
+#
+#     Q4_0 18: d f16, qs[16]          w = d * (nibble - 8); low nibbles are values 0..15, high 16..31
+#     Q4_1 20: d f16, m f16, qs[16]   w = d * nibble + m
+#     Q5_0 22: d f16, qh u32, qs[16]  w = d * ((nibble | bit << 4) - 16); bit j of qh is value j's 5th bit
+#     Q5_1 24: d, m f16, qh, qs[16]   w = d * (nibble | bit << 4) + m
+#     Q8_0 34: d f16, qs int8[32]     w = d * q
+
+i32 = np.int32
+f32 = np.float32
 
 
-@njit(parallel=True, cache=True)
-def dequantize_q4_1_nb(b, y):
-    for i in prange(b.shape[0]):
-        d = get_f16(b[i], 0)
-        m = get_f16(b[i], 2)
-        for j in range(16):
-            q = np.int64(b[i, 4 + j])
-            y[i, j] = np.float32(q & 0x0F) * d + m
-            y[i, j + 16] = np.float32(q >> 4) * d + m
+# ---- dequantization (the BLAS batch path and embeddings) ----------------------------------------
+# ---- Q4_0 ----------------------------------------------------------------------------------------
+
+@nb.njit(cache=True, parallel=True)
+def dequant_q4_0(w, r0, r1, out):
+    for i in nb.prange(r1 - r0):
+        r = r0 + i
+        for b in range(w.shape[1] // 18):
+            o = b * 18
+            d = load_f16(w, r, o)
+            for j in range(16):
+                q = w[r, o + 2 + j]
+                out[i, b * 32 + j] = d * f32(i32(q & 15) - 8)
+                out[i, b * 32 + 16 + j] = d * f32(i32(q >> 4) - 8)
 
 
-@njit(parallel=True, cache=True)
-def dequantize_q5_0_nb(b, y):
-    for i in prange(b.shape[0]):
-        d = get_f16(b[i], 0)
-        qh = (np.int64(b[i, 2]) | (np.int64(b[i, 3]) << 8) | (np.int64(b[i, 4]) << 16)
-              | (np.int64(b[i, 5]) << 24))
-        for j in range(16):
-            q = np.int64(b[i, 6 + j])
-            y[i, j] = np.float32(((q & 0x0F) | (((qh >> j) << 4) & 0x10)) - 16) * d
-            y[i, j + 16] = np.float32(((q >> 4) | ((qh >> (j + 12)) & 0x10)) - 16) * d
+# ---- Q4_1 ----------------------------------------------------------------------------------------
+
+@nb.njit(cache=True, parallel=True)
+def dequant_q4_1(w, r0, r1, out):
+    for i in nb.prange(r1 - r0):
+        r = r0 + i
+        for b in range(w.shape[1] // 20):
+            o = b * 20
+            d = load_f16(w, r, o)
+            m = load_f16(w, r, o + 2)
+            for j in range(16):
+                q = w[r, o + 4 + j]
+                out[i, b * 32 + j] = d * f32(q & 15) + m
+                out[i, b * 32 + 16 + j] = d * f32(q >> 4) + m
 
 
-@njit(parallel=True, cache=True)
-def dequantize_q5_1_nb(b, y):
-    for i in prange(b.shape[0]):
-        d = get_f16(b[i], 0)
-        m = get_f16(b[i], 2)
-        qh = (np.int64(b[i, 4]) | (np.int64(b[i, 5]) << 8) | (np.int64(b[i, 6]) << 16)
-              | (np.int64(b[i, 7]) << 24))
-        for j in range(16):
-            q = np.int64(b[i, 8 + j])
-            y[i, j] = np.float32((q & 0x0F) | (((qh >> j) << 4) & 0x10)) * d + m
-            y[i, j + 16] = np.float32((q >> 4) | ((qh >> (j + 12)) & 0x10)) * d + m
+# ---- Q5_0 / Q5_1 ---------------------------------------------------------------------------------
+
+@nb.njit(inline="always")
+def _qh(w, r, o):
+    return (np.uint32(w[r, o]) | (np.uint32(w[r, o + 1]) << np.uint32(8))
+            | (np.uint32(w[r, o + 2]) << np.uint32(16)) | (np.uint32(w[r, o + 3]) << np.uint32(24)))
 
 
-@njit(parallel=True, cache=True)
-def dequantize_q8_0_nb(b, y):
-    for i in prange(b.shape[0]):
-        d = get_f16(b[i], 0)
-        for j in range(32):
-            q = np.int64(b[i, 2 + j])
-            if q >= 128:
-                q -= 256
-            y[i, j] = np.float32(q) * d
+@nb.njit(inline="always")
+def _q5_dequant_block(w, r, o_qs, h, d, m, off, out, i, yo):
+    for j in range(16):
+        q = w[r, o_qs + j]
+        lo = i32(q & 15) | i32(((h >> np.uint32(j)) & np.uint32(1)) << np.uint32(4))
+        hi = i32(q >> 4) | i32(((h >> np.uint32(j + 16)) & np.uint32(1)) << np.uint32(4))
+        out[i, yo + j] = d * f32(lo - off) + m
+        out[i, yo + 16 + j] = d * f32(hi - off) + m
+
+
+@nb.njit(cache=True, parallel=True)
+def dequant_q5_0(w, r0, r1, out):
+    for i in nb.prange(r1 - r0):
+        r = r0 + i
+        for b in range(w.shape[1] // 22):
+            o = b * 22
+            _q5_dequant_block(w, r, o + 6, _qh(w, r, o + 2), load_f16(w, r, o), f32(0.0), 16, out, i, b * 32)
+
+
+@nb.njit(cache=True, parallel=True)
+def dequant_q5_1(w, r0, r1, out):
+    for i in nb.prange(r1 - r0):
+        r = r0 + i
+        for b in range(w.shape[1] // 24):
+            o = b * 24
+            _q5_dequant_block(w, r, o + 8, _qh(w, r, o + 4), load_f16(w, r, o), load_f16(w, r, o + 2), 0,
+                              out, i, b * 32)
+
+
+# ---- Q8_0 ----------------------------------------------------------------------------------------
+
+@nb.njit(cache=True, parallel=True)
+def dequant_q8_0(w, r0, r1, out):
+    wi = w.view(np.int8)
+    for i in nb.prange(r1 - r0):
+        r = r0 + i
+        for b in range(w.shape[1] // 34):
+            o = b * 34
+            d = load_f16(w, r, o)
+            for j in range(32):
+                out[i, b * 32 + j] = d * f32(wi[r, o + 2 + j])
+
+
+# ---- integer dots: one row per iteration, the block loop inside the rowdot intrinsic --------------
+# The five matmuls differ only in their rowdot. They are written out because a factory's kernels cannot be
+# cached: numba keys a closure's cache entry by its cell contents, and a dispatcher pickles differently in
+# every process, so each run would compile them again (measured: the index grows by one entry per run).
+
+@nb.njit(cache=True, parallel=True)
+def matmul_q4_0(w, xf, xq, xd, xs, out):
+    R, rb = w.shape
+    Tn, nbk = xd.shape
+    k = xq.shape[1]
+    wf = w.reshape(-1)
+    xv = xq.reshape(-1)
+    dv = xd.reshape(-1)
+    sv = xs.reshape(-1)
+    if repacked(R):  # one float accumulation per block
+        for r in nb.prange(R):
+            for t in range(Tn):
+                out[t, r] = rowdot_q4_0_x8(wf, r * rb, xv, t * k, dv, sv, t * nbk, nbk)
+        return
+    for r in nb.prange(R):
+        for t in range(Tn):
+            out[t, r] = rowdot_q4_0(wf, r * rb, xv, t * k, dv, sv, t * nbk, nbk)
+
+
+@nb.njit(cache=True, parallel=True)
+def matmul_q4_1(w, xf, xq, xd, xs, out):
+    R, rb = w.shape
+    Tn, nbk = xd.shape
+    k = xq.shape[1]
+    wf = w.reshape(-1)
+    xv = xq.reshape(-1)
+    dv = xd.reshape(-1)
+    sv = xs.reshape(-1)
+    for r in nb.prange(R):
+        for t in range(Tn):
+            out[t, r] = rowdot_q4_1(wf, r * rb, xv, t * k, dv, sv, t * nbk, nbk)
+
+
+@nb.njit(cache=True, parallel=True)
+def matmul_q5_0(w, xf, xq, xd, xs, out):
+    R, rb = w.shape
+    Tn, nbk = xd.shape
+    k = xq.shape[1]
+    wf = w.reshape(-1)
+    xv = xq.reshape(-1)
+    dv = xd.reshape(-1)
+    sv = xs.reshape(-1)
+    for r in nb.prange(R):
+        for t in range(Tn):
+            out[t, r] = rowdot_q5_0(wf, r * rb, xv, t * k, dv, sv, t * nbk, nbk)
+
+
+@nb.njit(cache=True, parallel=True)
+def matmul_q5_1(w, xf, xq, xd, xs, out):
+    R, rb = w.shape
+    Tn, nbk = xd.shape
+    k = xq.shape[1]
+    wf = w.reshape(-1)
+    xv = xq.reshape(-1)
+    dv = xd.reshape(-1)
+    sv = xs.reshape(-1)
+    for r in nb.prange(R):
+        for t in range(Tn):
+            out[t, r] = rowdot_q5_1(wf, r * rb, xv, t * k, dv, sv, t * nbk, nbk)
+
+
+@nb.njit(cache=True, parallel=True)
+def matmul_q8_0(w, xf, xq, xd, xs, out):
+    R, rb = w.shape
+    Tn, nbk = xd.shape
+    k = xq.shape[1]
+    wf = w.reshape(-1)
+    xv = xq.reshape(-1)
+    dv = xd.reshape(-1)
+    sv = xs.reshape(-1)
+    for r in nb.prange(R):
+        for t in range(Tn):
+            out[t, r] = rowdot_q8_0(wf, r * rb, xv, t * k, dv, sv, t * nbk, nbk)
 
 
 # ================================================================================================
 # Registry entries
 # ================================================================================================
+# One class per format, the same few lines each (as in kquants.py): the place to read what a format has.
 
-class _Legacy(QuantFormat):
-    _kernel = None
-    _dekernel = None
-    _ref = None
-    _deref = None
-    uses_imatrix = True
-
-    @classmethod
-    def quantize(cls, rows, imatrix=None, out=None):
-        rows, qw, use = prepare_rows(cls, rows, imatrix)
-        out = cls.output_rows(rows.shape[0], rows.shape[1], out)
-        if rows.shape[0]:
-            cls._kernel(rows, qw, use, out)
-        return out
-
-    @classmethod
-    def dequantize(cls, data):
-        return dequant_blocks(cls, data, cls._dekernel)
-
-    @classmethod
-    def quantize_ref(cls, rows, imatrix=None):
-        with np.errstate(all="ignore"):  # the C code divides by zero and overflows in the same places
-            return cls._ref(np.ascontiguousarray(rows, dtype=np.float32).reshape(-1, np.shape(rows)[-1]), imatrix)
-
-    @classmethod
-    def dequantize_ref(cls, data):
-        with np.errstate(all="ignore"):
-            return cls._deref(data)
-
-
-class Q4_0(_Legacy, qtype=T.Q4_0):
+class Q4_0(BlockFormat, QuantFormat, qtype=T.Q4_0):
     _kernel = staticmethod(quantize_q4_0_nb)
-    _dekernel = staticmethod(dequantize_q4_0_nb)
-    _ref = staticmethod(q4_0_quantize_ref)
-    _deref = staticmethod(q4_0_dequantize_ref)
+    dot = DotKernels("q8_32", matmul_q4_0, dequant_q4_0)
+    _ref = staticmethod(legacy_ref.q4_0_quantize_ref)
+    _deref = staticmethod(legacy_ref.q4_0_dequantize_ref)
 
 
-class Q4_1(_Legacy, qtype=T.Q4_1):
+class Q4_1(BlockFormat, QuantFormat, qtype=T.Q4_1):
     _kernel = staticmethod(quantize_q4_1_nb)
-    _dekernel = staticmethod(dequantize_q4_1_nb)
-    _ref = staticmethod(q4_1_quantize_ref)
-    _deref = staticmethod(q4_1_dequantize_ref)
+    dot = DotKernels("q8_32", matmul_q4_1, dequant_q4_1)
+    _ref = staticmethod(legacy_ref.q4_1_quantize_ref)
+    _deref = staticmethod(legacy_ref.q4_1_dequantize_ref)
 
 
-class Q5_0(_Legacy, qtype=T.Q5_0):
+class Q5_0(BlockFormat, QuantFormat, qtype=T.Q5_0):
     _kernel = staticmethod(quantize_q5_0_nb)
-    _dekernel = staticmethod(dequantize_q5_0_nb)
-    _ref = staticmethod(q5_0_quantize_ref)
-    _deref = staticmethod(q5_0_dequantize_ref)
+    dot = DotKernels("q8_32", matmul_q5_0, dequant_q5_0)
+    _ref = staticmethod(legacy_ref.q5_0_quantize_ref)
+    _deref = staticmethod(legacy_ref.q5_0_dequantize_ref)
 
 
-class Q5_1(_Legacy, qtype=T.Q5_1):
+class Q5_1(BlockFormat, QuantFormat, qtype=T.Q5_1):
     _kernel = staticmethod(quantize_q5_1_nb)
-    _dekernel = staticmethod(dequantize_q5_1_nb)
-    _ref = staticmethod(q5_1_quantize_ref)
-    _deref = staticmethod(q5_1_dequantize_ref)
+    dot = DotKernels("q8_32", matmul_q5_1, dequant_q5_1)
+    _ref = staticmethod(legacy_ref.q5_1_quantize_ref)
+    _deref = staticmethod(legacy_ref.q5_1_dequantize_ref)
 
 
-class Q8_0(_Legacy, qtype=T.Q8_0):
+class Q8_0(BlockFormat, QuantFormat, qtype=T.Q8_0):
     uses_imatrix = False  # quantize_q8_0 ignores quant_weights
-    _dekernel = staticmethod(dequantize_q8_0_nb)
-    _ref = staticmethod(q8_0_quantize_ref)
-    _deref = staticmethod(q8_0_dequantize_ref)
-
-    @classmethod
-    def quantize(cls, rows, imatrix=None, out=None):
-        rows, _, _ = prepare_rows(cls, rows, None)
-        out = cls.output_rows(rows.shape[0], rows.shape[1], out)
-        if rows.shape[0]:
-            quantize_q8_0_nb(rows, out)
-        return out
+    _kernel = staticmethod(quantize_q8_0_nb)
+    dot = DotKernels("q8_32", matmul_q8_0, dequant_q8_0)
+    _ref = staticmethod(legacy_ref.q8_0_quantize_ref)
+    _deref = staticmethod(legacy_ref.q8_0_dequantize_ref)

@@ -7,19 +7,37 @@ from .numerics import F32
 from .numerics_ref import _blocks, _out, _pack_nibbles, _pack_qh, _weighted_blocks, np_absmax_signed, np_c_roundf, np_c_to_int8, np_c_trunc_int, np_first_max, np_first_min, np_fp16_bits, np_fp16_to_f32, np_make_qkx_quants, np_make_qx_quants, np_safe_recip
 
 
+def _signed_levels(x, n: int):
+    """quantize_row_q4_0_ref / q5_0_ref: d = (the value of largest magnitude) / -n, levels
+    min(2n - 1, (int8)(x / d + n + 0.5)); returns (d, levels as bytes)."""
+    mx, _ = np_absmax_signed(x)
+    d = (mx / F32(-n)).astype(F32)
+    idv = np_safe_recip(d)
+    with np.errstate(invalid="ignore", over="ignore"):
+        v = ((x * idv[:, None]).astype(F32) + F32(n + 0.5)).astype(F32)
+    return d, np.minimum(2 * n - 1, np_c_to_int8(v)) & 0xFF
+
+
 def q4_0_quantize_ref(rows, imatrix=None):
     x, nrows = _blocks(rows, 32)
     if imatrix is not None:
         w = _weighted_blocks(rows.reshape(nrows, -1), imatrix, 32)
         d, L = np_make_qx_quants(8, x, 1, w)
         return _out([np_fp16_bits(d)[:, None], _pack_nibbles(L.astype(np.int64))], nrows)
-    mx, _ = np_absmax_signed(x)
-    d = (mx / F32(-8)).astype(F32)
+    d, xi = _signed_levels(x, 8)
+    return _out([np_fp16_bits(d)[:, None], _pack_nibbles(xi)], nrows)
+
+
+def _min_max_levels(x, nmax: int):
+    """quantize_row_q4_1_ref / q5_1_ref: the block's min and d = (max - min) / nmax; the levels before
+    their rounding, (x - min) / d + 0.5. Returns (d, min, levels)."""
+    mn = np_first_min(x)
+    mx = np_first_max(x)
+    d = ((mx - mn) / F32(nmax)).astype(F32)
     idv = np_safe_recip(d)
     with np.errstate(invalid="ignore", over="ignore"):
-        v = ((x * idv[:, None]).astype(F32) + F32(8.5)).astype(F32)
-    xi = np.minimum(15, np_c_to_int8(v)) & 0xFF
-    return _out([np_fp16_bits(d)[:, None], _pack_nibbles(xi)], nrows)
+        v = (((x - mn[:, None]).astype(F32) * idv[:, None]).astype(F32) + F32(0.5)).astype(F32)
+    return d, mn, v
 
 
 def q4_1_quantize_ref(rows, imatrix=None):
@@ -28,12 +46,7 @@ def q4_1_quantize_ref(rows, imatrix=None):
         w = _weighted_blocks(rows.reshape(nrows, -1), imatrix, 32)
         d, the_min, L = np_make_qkx_quants(15, x, w, -0.9, 0.05, 36)
         return _out([np_fp16_bits(d)[:, None], np_fp16_bits(-the_min)[:, None], _pack_nibbles(L)], nrows)
-    mn = np_first_min(x)
-    mx = np_first_max(x)
-    d = ((mx - mn) / F32(15)).astype(F32)
-    idv = np_safe_recip(d)
-    with np.errstate(invalid="ignore", over="ignore"):
-        v = (((x - mn[:, None]).astype(F32) * idv[:, None]).astype(F32) + F32(0.5)).astype(F32)
+    d, mn, v = _min_max_levels(x, 15)
     xi = np.minimum(15, np_c_to_int8(v)) & 0xFF
     return _out([np_fp16_bits(d)[:, None], np_fp16_bits(mn)[:, None], _pack_nibbles(xi)], nrows)
 
@@ -45,12 +58,7 @@ def q5_0_quantize_ref(rows, imatrix=None):
         d, L = np_make_qx_quants(16, x, 1, w)
         xi = L.astype(np.int64) & 0xFF
     else:
-        mx, _ = np_absmax_signed(x)
-        d = (mx / F32(-16)).astype(F32)
-        idv = np_safe_recip(d)
-        with np.errstate(invalid="ignore", over="ignore"):
-            v = ((x * idv[:, None]).astype(F32) + F32(16.5)).astype(F32)
-        xi = np.minimum(31, np_c_to_int8(v)) & 0xFF
+        d, xi = _signed_levels(x, 16)
     return _out([np_fp16_bits(d)[:, None], _pack_qh(xi), _pack_nibbles(xi & 0x0F)], nrows)
 
 
@@ -62,12 +70,7 @@ def q5_1_quantize_ref(rows, imatrix=None):
         m = (-the_min).astype(F32)
         xi = L.astype(np.int64)
     else:
-        m = np_first_min(x)
-        mx = np_first_max(x)
-        d = ((mx - m) / F32(31)).astype(F32)
-        idv = np_safe_recip(d)
-        with np.errstate(invalid="ignore", over="ignore"):
-            v = (((x - m[:, None]).astype(F32) * idv[:, None]).astype(F32) + F32(0.5)).astype(F32)
+        d, m, v = _min_max_levels(x, 31)
         xi = np_c_trunc_int(v) & 0xFF  # (uint8_t)(x0 + 0.5f)
     return _out([np_fp16_bits(d)[:, None], np_fp16_bits(m)[:, None], _pack_qh(xi), _pack_nibbles(xi & 0x0F)],
                 nrows)

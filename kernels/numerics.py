@@ -359,3 +359,36 @@ def dequant_blocks(cls, data, kernel):
     if b.shape[0]:
         kernel(b, y)
     return y.reshape(*lead, nb * cls.block_size)
+
+
+class BlockFormat:
+    """What the quantized formats' registry classes share (mixed in before registry.QuantFormat):
+    `_kernel` the numba quantizer, `_kernel(rows, qw, use_qw, out)`, or `_kernel(rows, out)` when the format
+    ignores the importance matrix (uses_imatrix False, as llama.cpp's Q8_0 and Q8_K do); `_ref` and `_deref`
+    the numpy references."""
+    _kernel = None
+    _ref = None
+    _deref = None
+    uses_imatrix = True
+
+    @classmethod
+    def quantize(cls, rows, imatrix=None, out=None):
+        rows, qw, use = prepare_rows(cls, rows, imatrix if cls.uses_imatrix else None)
+        out = cls.output_rows(rows.shape[0], rows.shape[1], out)
+        if rows.shape[0]:
+            if cls.uses_imatrix:
+                cls._kernel(rows, qw, use, out)
+            else:
+                cls._kernel(rows, out)
+        return out
+
+    @classmethod
+    def quantize_ref(cls, rows, imatrix=None):
+        rows = np.ascontiguousarray(rows, dtype=np.float32)
+        with np.errstate(all="ignore"):  # the C code divides by zero and overflows in the same places
+            return cls._ref(rows.reshape(-1, rows.shape[-1]), imatrix)
+
+    @classmethod
+    def dequantize_ref(cls, data):
+        with np.errstate(all="ignore"):
+            return cls._deref(data)

@@ -1,16 +1,44 @@
 """One registry of tensor formats, keyed by GGML type id.
 
-Every format is one subclass of `QuantFormat`, declared with `qtype=`; its block geometry comes from the
-gguf package's GGML_QUANT_SIZES, never retyped. The converter, the recipes, the reader's size checks and
+Every format is one subclass of `QuantFormat`, declared with `qtype=` in its family's module of kernels/;
+its block geometry comes from the gguf package's GGML_QUANT_SIZES, never retyped. The class carries all
+that the rest reads: quantize (fast) and quantize_ref (readable), dequantize and dequantize_ref, and for
+the runtime `dot` (DotKernels: the activation form it multiplies, the batch matmul, the row dequantizer,
+the view of the file's bytes the kernels take). The converter, the recipes, the reader's size checks and
 the runtime all look formats up here (`FORMATS[qtype]` or `get_format`), so adding a format means adding
-one class, not editing if-chains.
+one class, not editing if-chains. (The decode step's row dots are still chosen in dot_rows.matvec_rows.)
 """
 from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
 
 FORMATS: dict[GGMLQuantizationType, type["QuantFormat"]] = {}
+
+
+def _same(a):
+    return a
+
+
+@dataclass(frozen=True)
+class DotKernels:
+    """A format's runtime kernels.
+
+    act: "f32", "q8_32" or "q8_k", the activation form the kernel takes (dot_common.Activations)
+    matmul(w, xf, xq, xd, xs, out[T, rows]): integer or float dots, parallel over rows
+    dequant(w, r0, r1, out[r1 - r0, k]): float32 rows (the BLAS batch path, embeddings, dequantize)
+    weight_view(TensorInfo.data) -> the array the kernels take
+    matmul_llama_cpp: the same product in the numbers of llama.cpp's AVX2 build on every host, where
+    `matmul` differs (the float types: matmul's fastmath sums follow the host's vector width); None: the same
+    """
+    act: str
+    matmul: Callable
+    dequant: Callable
+    weight_view: Callable = _same
+    matmul_llama_cpp: Callable | None = None
 
 
 class QuantFormat:
@@ -25,6 +53,7 @@ class QuantFormat:
     block_size: int
     type_size: int
     name: str
+    dot: DotKernels | None = None      # None: the runtime cannot multiply this format
 
     def __init_subclass__(cls, qtype: GGMLQuantizationType | None = None, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -55,7 +84,16 @@ class QuantFormat:
 
     @classmethod
     def dequantize(cls, data: np.ndarray) -> np.ndarray:
-        raise NotImplementedError(f"dequantizing {cls.name} is not supported")
+        """By default the runtime's row dequantizer, each block taken as a row of its own."""
+        if cls.dot is None:
+            raise NotImplementedError(f"dequantizing {cls.name} is not supported")
+        data = np.ascontiguousarray(data, dtype=np.uint8)
+        lead, nb = data.shape[:-1], data.shape[-1] // cls.type_size
+        blocks = data.reshape(-1, cls.type_size)
+        y = np.empty((blocks.shape[0], cls.block_size), dtype=np.float32)
+        if blocks.shape[0]:
+            cls.dot.dequant(cls.dot.weight_view(blocks), 0, blocks.shape[0], y)
+        return y.reshape(*lead, nb * cls.block_size)
 
 
 def quantizable_types() -> list[GGMLQuantizationType]:
@@ -71,3 +109,12 @@ def get_format(qtype) -> type[QuantFormat]:
     except (KeyError, ValueError):
         name = getattr(qtype, "name", qtype)
         raise KeyError(f"tensor type {name} is not supported") from None
+
+
+def runtime_format(qtype) -> type[QuantFormat] | None:
+    """The format of a tensor type if the runtime can multiply it, else None."""
+    try:
+        fmt = FORMATS.get(GGMLQuantizationType(qtype))
+    except ValueError:
+        return None
+    return fmt if fmt is not None and fmt.dot is not None else None

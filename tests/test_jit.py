@@ -16,6 +16,10 @@ def twice(x):
 @numba.njit(cache=True)
 def never_called(x):
     return x
+
+@numba.njit(cache=True, inline="always")
+def inlined(x):
+    return x
 '''
 
 
@@ -38,9 +42,14 @@ def test_uncompiled_until_the_cache_has_this_cpu(tmp_path, capsys):
         # a fresh process (a new module object) finds the cache: the function no one called is not news
         mod = load(src)
         assert jit.uncompiled([mod]) == []
+        mod.never_called(1)
         src.write_text(MODULE.replace("2 * x", "3 * x"))  # an edited source makes the index stale
         mod = load(src)
-        assert "jit_probe_module.twice" in jit.uncompiled([mod])
+        assert sorted(jit.uncompiled([mod])) == ["jit_probe_module.never_called", "jit_probe_module.twice"]
+        assert mod.twice(1) == 3
+        # once the common path is compiled again, the rare one's stale entry is not news either
+        mod = load(src)
+        assert jit.uncompiled([mod]) == []
     finally:
         sys.modules.pop("jit_probe_module", None)
 

@@ -13,9 +13,9 @@ import pytest
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType as T, quants
 
 from ggufq.files.gguf_reader import GGUFFile
-from ggufq.kernels.dot_common import DOT, FAKE_QUANT, Activations, quantize_q8_32, quantize_q8_k
+from ggufq.kernels.dot_common import FAKE_QUANT, Activations, quantize_q8_32, quantize_q8_k
+from ggufq.kernels.registry import get_format, runtime_format
 from ggufq.runtime.model import BLAS_MIN_TOKENS, Input, RunState, matmul
-from ggufq.runtime.weights import Linear
 
 from .conftest import GEMMA, SMOL
 
@@ -28,7 +28,7 @@ def make_weights(qtype, rows, k, rng):
     """(the array the kernel takes, float32 dequantization by gguf-py)"""
     if qtype in (T.F32, T.F16):
         w = rng.standard_normal((rows, k)).astype(np.float32 if qtype == T.F32 else np.float16)
-        return DOT[qtype].weight_view(w), w.astype(np.float32)
+        return get_format(qtype).dot.weight_view(w), w.astype(np.float32)
     if qtype == T.BF16:
         raw = quants.quantize(rng.standard_normal((rows, k)).astype(np.float32), T.BF16)
         return raw.view(np.uint16).reshape(rows, k), quants.dequantize(raw, T.BF16).reshape(rows, k)
@@ -53,7 +53,7 @@ def rounded(kind, x):
 
 
 def check_matmul(qtype, w, deq, x):
-    kern = DOT[qtype]
+    kern = get_format(qtype).dot
     T_, k = x.shape
     acts = Activations(kern.act, T_, k).set(x)
     out = np.zeros((T_, w.shape[0]), np.float32)
@@ -76,7 +76,7 @@ def test_kernels_random(qtype):
     rows, k = 37, 512  # a row count that is not a multiple of 4
     w, deq = make_weights(qtype, rows, k, rng)
     got = np.zeros((5, k), np.float32)
-    DOT[qtype].dequant(w, 30, 35, got)
+    get_format(qtype).dot.dequant(w, 30, 35, got)
     np.testing.assert_array_equal(got, deq[30:35])
     for T_ in (1, 3):
         x = rng.standard_normal((T_, k)).astype(np.float32)
@@ -94,7 +94,7 @@ def test_kernels_real_tensors(path, names):
     for name in names:
         ti = g.tensors[name]
         rows = min(ti.shape[1], 300)
-        kern = DOT[ti.qtype]
+        kern = get_format(ti.qtype).dot
         w = kern.weight_view(ti.data)[:rows]
         deq = quants.dequantize(np.ascontiguousarray(ti.data[:rows]), ti.qtype).reshape(rows, -1)
         x = rng.standard_normal((2, ti.shape[0])).astype(np.float32)
@@ -141,9 +141,10 @@ def test_activation_quantizers():
 
 
 def test_every_runtime_format_is_registered():
-    assert set(FORMATS) <= set(DOT)
-    from ggufq.kernels.registry import FORMATS as REG
+    """The runtime's formats are the registry classes with kernels, each with the activation form its
+    family multiplies; the activation-only Q8_K and an unknown id have none."""
+    acts = {T.F32: "f32", T.F16: "f32", T.BF16: "f32", T.Q4_K: "q8_k", T.Q5_K: "q8_k", T.Q6_K: "q8_k"}
     for q in FORMATS:
-        if q in REG:
-            assert REG[q].dot is DOT[q]
-    assert isinstance(Linear, type)
+        fmt = runtime_format(q)
+        assert fmt is get_format(q) and fmt.dot.act == acts.get(q, "q8_32"), q.name
+    assert runtime_format(T.Q8_K) is None and runtime_format(T.Q2_K) is None and runtime_format(999) is None

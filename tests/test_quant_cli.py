@@ -12,10 +12,7 @@ from ggufq.cli import main
 from ggufq.files.gguf_reader import GGUFFile
 from ggufq.quantize.recipes import ModelFacts, Options, plan, tensor_order, use_more_bits
 
-ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT / "tests" / "data"
-SMOL = ROOT / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"
-GEMMA = ROOT / "models" / "gemma-3-270m-q4_k_m.gguf"
+from .conftest import DATA, GEMMA, SMOL
 
 
 def tiny_model(path: Path, n_layer: int = 8, ne0: int = 256, nan: str | None = None, tied: bool = False,

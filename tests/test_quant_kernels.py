@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from gguf import GGMLQuantizationType as GT
-from numba import njit
+from numba import vectorize
 
 from ggufq.errors import GGUFQError
 from ggufq.kernels import get_format
@@ -88,28 +88,10 @@ def test_numba_equals_numpy_reference_with_imatrix(qtype):
         assert not np.array_equal(q, fmt.quantize(rows)) or qtype == GT.Q8_0
 
 
-@njit(cache=True)
-def _fp16_bits_nb(x):
-    out = np.empty(x.shape[0], dtype=np.uint16)
-    for i in range(x.shape[0]):
-        out[i] = numerics.fp32_to_fp16(x[i])
-    return out
-
-
-@njit(cache=True)
-def _fp16_back_nb(h):
-    out = np.empty(h.shape[0], dtype=np.float32)
-    for i in range(h.shape[0]):
-        out[i] = numerics.fp16_to_fp32(h[i])
-    return out
-
-
-@njit(cache=True)
-def _nearest_int_nb(x):
-    out = np.empty(x.shape[0], dtype=np.int64)
-    for i in range(x.shape[0]):
-        out[i] = numerics.nearest_int(x[i])
-    return out
+# the numba scalar helpers, applied elementwise (compiled in the test process, not cached)
+_fp16_bits_nb = vectorize(["uint16(float32)"])(lambda v: numerics.fp32_to_fp16(v))
+_fp16_back_nb = vectorize(["float32(uint16)"])(lambda h: numerics.fp16_to_fp32(h))
+_nearest_int_nb = vectorize(["int64(float32)"])(lambda v: numerics.nearest_int(v))
 
 
 def test_fp16_rounding_and_nearest_int():

@@ -16,12 +16,9 @@ import pytest
 from ggufq.cli import main
 from ggufq.files.gguf_reader import GGUFFile
 
-ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT / "tests" / "data"
-MODELS = {
-    "smol": ROOT / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf",
-    "gemma": ROOT / "models" / "gemma-3-270m-q4_k_m.gguf",
-}
+from .conftest import DATA, GEMMA, SMOL
+
+MODELS = {"smol": Path(SMOL), "gemma": Path(GEMMA)}
 IMATRIX = DATA / "quant_smol_imatrix.gguf"
 
 

@@ -16,8 +16,9 @@ from ggufq.convert.vocab_to_hf import write_hf_tokenizer
 from ggufq.kernels.floats import f32_to_bf16_bits
 from ggufq.files.safetensors import TensorSpec, write_safetensors
 
-ROOT = Path(__file__).resolve().parent.parent
-QWEN2_VOCAB = ROOT / "models" / "vocab" / "ggml-vocab-qwen2.gguf"
+from .conftest import MODELS
+
+QWEN2_VOCAB = MODELS / "vocab" / "ggml-vocab-qwen2.gguf"
 
 TINY = {"hidden_size": 64, "intermediate_size": 160, "num_hidden_layers": 2, "num_attention_heads": 4,
         "num_key_value_heads": 2, "head_dim": 16}

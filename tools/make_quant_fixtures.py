@@ -110,6 +110,17 @@ def make_imatrix(bin_dir: Path, f16: Path, work: Path) -> None:
     print("wrote", IMATRIX_FILE.relative_to(ROOT))
 
 
+def pure_digests(q, f16, work, short, types, flags) -> dict:
+    """llama-quantize FLAGS F16 OUT TYPE for each type: digests of the SUBSET tensors."""
+    out_map = {}
+    for t in types:
+        out = work / f"{short}.{'.'.join(f.strip('-') for f in flags if f.startswith('--'))}.{t}.gguf"
+        run([q, *flags, str(f16), str(out), t, "2"])
+        out_map[t] = describe(out, SUBSET[short], whole=False)["tensors"]
+        out.unlink()
+    return out_map
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--llama-bin", default=os.environ.get("LLAMA_CPP_DIR",
@@ -134,12 +145,7 @@ def main() -> int:
                       {"command": f"llama-quantize F16.gguf {t}.gguf {t} 2 (F16.gguf from quant_{short}_F16.json)",
                        **describe(out)}, readme)
                 out.unlink()
-            pure = {}
-            for t in PURE_TYPES:
-                out = work / f"{short}.pure.{t}.gguf"
-                run([q, "--pure", str(f16), str(out), t, "2"])
-                pure[t] = describe(out, SUBSET[short], whole=False)["tensors"]
-                out.unlink()
+            pure = pure_digests(q, f16, work, short, PURE_TYPES, ["--pure"])
             plans = {}
             for t in PLAN_TYPES:
                 out = work / f"{short}.plan.{t}.gguf"
@@ -168,12 +174,7 @@ def main() -> int:
                           {"command": f"llama-quantize --imatrix tests/data/{IMATRIX_FILE.name} F16.gguf {t}.gguf {t} 2",
                            **describe(out, whole=False)}, readme)
                     out.unlink()
-                pure = {}
-                for t in IMATRIX_PURE:
-                    out = work / f"{short}.imatrix.pure.{t}.gguf"
-                    run([q, "--pure", "--imatrix", im, str(f16), str(out), t, "2"])
-                    pure[t] = describe(out, SUBSET[short], whole=False)["tensors"]
-                    out.unlink()
+                pure = pure_digests(q, f16, work, short, IMATRIX_PURE, ["--pure", "--imatrix", im])
                 write(f"quant_{short}_imatrix_pure.json",
                       {"command": f"llama-quantize --pure --imatrix tests/data/{IMATRIX_FILE.name} F16.gguf OUT.gguf "
                                   f"TYPE 2 for TYPE in {' '.join(IMATRIX_PURE)}; tensors {' '.join(SUBSET[short])}",

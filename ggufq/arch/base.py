@@ -42,6 +42,14 @@ class TextArch:
     hf_architectures: tuple[str, ...] = ()
     gguf_arch: str = ""
     tensors: dict[str, str | None] = DENSE_TENSORS
+    # the runtime: RoPE on the two halves of each head (llama.cpp's LLAMA_ROPE_TYPE_NEOX) rather than on
+    # adjacent pairs; anything else the family's block does differently is set by runtime_config
+    neox_rope: bool = False
+
+    @classmethod
+    def runtime_config(cls, g, c) -> None:
+        """Adjust the runtime's Config `c` (ggufq/runtime/config.py) for this family, from the GGUF `g`.
+        The dense llama block needs nothing more; biases and q/k head norms are used when present."""
 
     # transformers' config-class defaults for the keys the converter reads: llama.cpp's converter loads
     # config.json through AutoConfig, so an absent key takes the class default there.

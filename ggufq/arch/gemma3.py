@@ -1,6 +1,8 @@
 """Gemma 3 text (Gemma3ForCausalLM): llama.cpp's Gemma3Model."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from ggufq.arch.base import DENSE_TENSORS, TextArch
@@ -20,6 +22,26 @@ class Gemma3(TextArch):
     gguf_arch = "gemma3"
     hf_model_type = "gemma3_text"
     tensors = GEMMA3_TENSORS
+    neox_rope = True
+
+    @classmethod
+    def runtime_config(cls, g, c) -> None:
+        """Embeddings scaled by sqrt(n_embd), q scaled before attention, norms after each sub-layer, GeGLU,
+        logits soft-capped, local (sliding-window) layers with their own RoPE base between global ones."""
+        c.embd_scale = math.sqrt(c.n_embd)
+        c.scale_q = c.post_norms = c.gelu = True
+        c.logit_softcap = float(g.arch_get("final_logit_softcapping", 0.0) or 0.0)
+        if c.n_layer == 62:  # Gemma 3 27B scales by the model width per head (as llama.cpp)
+            c.attn_scale = 1.0 / math.sqrt(c.n_embd / c.n_head)
+        window = int(g.arch_get("attention.sliding_window", 0) or 0)
+        if window > 0:
+            c.sliding_window = window
+            c.rope_base_swa = float(g.arch_get("rope.freq_base_swa", 10000.0))
+            pattern = g.arch_get("attention.sliding_window_pattern", 6)
+            if isinstance(pattern, int):
+                c.swa_layers = tuple(pattern == 0 or il % pattern < pattern - 1 for il in range(c.n_layer))
+            else:
+                c.swa_layers = tuple(bool(v) for v in pattern)[:c.n_layer]
     config_defaults = {"vocab_size": 262208, "max_position_embeddings": 131072, "hidden_size": 2304,
                        "intermediate_size": 9216, "num_attention_heads": 8, "num_key_value_heads": 4,
                        "head_dim": 256, "rms_norm_eps": 1e-6, "rope_theta": 1_000_000.0,

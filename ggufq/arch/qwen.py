@@ -25,12 +25,14 @@ _QWEN_DEFAULTS = {"vocab_size": 151936, "max_position_embeddings": 32768, "hidde
 class Qwen2(TextArch):
     hf_architectures = ("Qwen2ForCausalLM",)
     gguf_arch = "qwen2"
+    neox_rope = True
     hf_model_type = "qwen2"
     tensors = QWEN2_TENSORS
     config_defaults = _QWEN_DEFAULTS
 
 
-class Qwen3(TextArch):
+class Qwen3(Qwen2):
+    """Qwen2 without the q/k/v biases, with an RMS norm of each q and k head (in the tensor table)."""
     hf_architectures = ("Qwen3ForCausalLM",)
     gguf_arch = "qwen3"
     hf_model_type = "qwen3"

@@ -9,8 +9,6 @@ from ggufq.errors import GGUFQError
 from ggufq.files.gguf_reader import GGUFFile
 
 
-ARCHITECTURES = ("llama", "qwen2", "qwen3", "gemma3")
-NEOX_ROPE = {"qwen2", "qwen3", "gemma3"}   # llama.cpp's llama_model_rope_type: the others are "normal"
 
 
 @dataclass
@@ -30,6 +28,7 @@ class Config:
     rope_freq_scale: float   # 1 / linear scaling factor
     neox: bool
     attn_scale: float
+    # what a family changes (set by its ggufq/arch class's runtime_config)
     sliding_window: int = 0          # gemma3: window of the local layers
     swa_layers: tuple = ()           # gemma3: which layers are local
     rope_base_swa: float = 10000.0
@@ -41,10 +40,12 @@ class Config:
 
     @classmethod
     def from_gguf(cls, g: GGUFFile) -> "Config":
+        from ggufq.arch import ARCHES
         arch = g.arch
-        if arch not in ARCHITECTURES:
+        family = next((a for a in ARCHES if a.gguf_arch == arch), None)
+        if family is None:
             raise GGUFQError(f"{g.path}: architecture {arch!r} is not supported by the runtime "
-                             f"(supported: {', '.join(sorted(ARCHITECTURES))})")
+                             f"(supported: {', '.join(sorted(a.gguf_arch for a in ARCHES))})")
 
         def req(suffix):
             v = g.arch_get(suffix)
@@ -76,24 +77,10 @@ class Config:
                 n_rot=int(g.arch_get("rope.dimension_count", head_dim)),
                 rope_base=float(g.arch_get("rope.freq_base", 10000.0)),
                 rope_freq_scale=1.0 / factor if scaling == "linear" and factor else 1.0,
-                neox=arch in NEOX_ROPE, attn_scale=1.0 / math.sqrt(head_dim))
+                neox=family.neox_rope, attn_scale=1.0 / math.sqrt(head_dim))
         if n_head % c.n_kv:
             raise GGUFQError(f"{g.path}: {n_head} heads is not a multiple of {c.n_kv} KV heads")
-        if arch == "gemma3":
-            c.embd_scale = math.sqrt(n_embd)
-            c.scale_q = c.post_norms = c.gelu = True
-            c.logit_softcap = float(g.arch_get("final_logit_softcapping", 0.0) or 0.0)
-            if n_layer == 62:  # Gemma 3 27B scales by the model width per head (as llama.cpp)
-                c.attn_scale = 1.0 / math.sqrt(n_embd / n_head)
-            window = int(g.arch_get("attention.sliding_window", 0) or 0)
-            if window > 0:
-                c.sliding_window = window
-                c.rope_base_swa = float(g.arch_get("rope.freq_base_swa", 10000.0))
-                pattern = g.arch_get("attention.sliding_window_pattern", 6)
-                if isinstance(pattern, int):
-                    c.swa_layers = tuple(pattern == 0 or il % pattern < pattern - 1 for il in range(n_layer))
-                else:
-                    c.swa_layers = tuple(bool(v) for v in pattern)[:n_layer]
+        family.runtime_config(g, c)
         return c
 
     def is_swa(self, il: int) -> bool:

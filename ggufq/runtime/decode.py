@@ -65,6 +65,14 @@ def _matvec(tid, nt, buf, meta, k, a, out):
 
 
 @nb.njit(inline="always")
+def _product(tid, nt, counter, nbar, buf, meta, k, a, out):
+    """out = W . x by every thread, between two barriers (x quantized into `a` by thread 0 before)."""
+    nbar = barrier(counter, nt, nbar)
+    _matvec(tid, nt, buf, meta, k, a, out)
+    return barrier(counter, nt, nbar)
+
+
+@nb.njit(inline="always")
 def _store_kv(cache, pos, row):
     """cache[pos, :] = row (fp16 bits, rounded to nearest even as numpy's float16 is, or float32)."""
     for j in range(row.shape[0]):
@@ -119,9 +127,7 @@ def decode_step(nt, counter, pos, shape, flags, sw, rope, bufs):
             nbar = barrier(counter, nt, nbar)
             if tid == 0:
                 _quantize(att_out, aq)
-            nbar = barrier(counter, nt, nbar)
-            _matvec(tid, nt, buf, lw[il, WO], nq, aq, xb2)
-            nbar = barrier(counter, nt, nbar)
+            nbar = _product(tid, nt, counter, nbar, buf, lw[il, WO], nq, aq, xb2)
             # ---- feed-forward: x = x + [PostNorm](FFN(RMSNorm(x))) ----
             if tid == 0:
                 if flags.post_norms:
@@ -138,9 +144,7 @@ def decode_step(nt, counter, pos, shape, flags, sw, rope, bufs):
                 else:
                     ops.silu_mul(hg, hu)
                 _quantize(hg, af)
-            nbar = barrier(counter, nt, nbar)
-            _matvec(tid, nt, buf, lw[il, WDOWN], n_ff, af, xb2)
-            nbar = barrier(counter, nt, nbar)
+            nbar = _product(tid, nt, counter, nbar, buf, lw[il, WDOWN], n_ff, af, xb2)
             if tid == 0:
                 if flags.post_norms:
                     ops.rmsnorm(xb2, norms[il, 3], eps, xb2)

@@ -18,11 +18,12 @@ _announced: set[str] = set()
 
 
 def uncompiled(modules) -> list[str]:
-    """Names of the cached numba functions in `modules` that will be compiled when used: those whose
-    cache index is stale or holds other CPUs only, and every function of a module none of whose functions
-    has an entry for this CPU (a fresh install, a cleared cache, a moved or new module). A function with no
-    index at all in a module whose others have one is one that no command has called here yet (some paths
-    are rare), not counted."""
+    """Names of the cached numba functions in `modules` that will be compiled when used: every function of
+    a module none of whose functions has a fresh entry for this CPU (a fresh install, a cleared cache, a
+    new CPU, an edited, moved or new module). In a module with fresh entries, a function without one
+    (no index, or one left stale by an edit) is one no command has called here since (some paths are
+    rare: the warm-up runs the common ones), not counted. Functions that are always inlined are never
+    compiled on their own and not counted either."""
     import os
     try:
         from numba.core.caching import Cache
@@ -31,12 +32,12 @@ def uncompiled(modules) -> list[str]:
         return []
     missing, magic = [], None
     for mod in modules:
-        names, stale, fresh = [], [], 0
+        names, fresh = [], 0
         for name, obj in vars(mod).items():
             if not isinstance(obj, CPUDispatcher) or obj.__module__ != mod.__name__:
                 continue
             cache = getattr(obj, "_cache", None)
-            if not isinstance(cache, Cache):
+            if not isinstance(cache, Cache) or obj.targetoptions.get("inline") == "always":
                 continue
             names.append(f"{mod.__name__}.{name}")
             try:
@@ -48,11 +49,9 @@ def uncompiled(modules) -> list[str]:
                 index = cf._load_index()
             except Exception:  # numba's internals moved: say nothing rather than something wrong
                 return []
-            if any(key[1] == magic for key in index):
-                fresh += 1
-            else:
-                stale.append(names[-1])
-        missing += stale if fresh else names
+            fresh += any(key[1] == magic for key in index)
+        if not fresh:
+            missing += names
     return missing
 
 
@@ -78,8 +77,8 @@ def silence() -> None:
 def runtime_modules():
     from ggufq.runtime import decode, ops
     from ggufq.quantize import imatrix
-    from ggufq.kernels import dot_common, dot_float, dot_kquants, dot_legacy, dot_rows, dot_simd, numerics
-    return [ops, decode, imatrix, dot_common, dot_float, dot_kquants, dot_legacy, dot_rows, dot_simd, numerics]
+    from ggufq.kernels import dot_common, dot_rows, dot_simd, floats, kquants, legacy, numerics
+    return [ops, decode, imatrix, dot_common, floats, kquants, legacy, dot_rows, dot_simd, numerics]
 
 
 def quantizer_modules():

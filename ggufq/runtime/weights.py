@@ -8,8 +8,7 @@ import numpy as np
 
 from ggufq.errors import GGUFQError
 from ggufq.files.gguf_reader import GGUFFile
-from ggufq.kernels.dot_common import DOT
-from ggufq.kernels.registry import GGMLQuantizationType
+from ggufq.kernels.registry import GGMLQuantizationType, runtime_format
 from ggufq.runtime.config import Config
 
 TILE_FLOATS = 1 << 20       # dequantized weight tile for the BLAS path: 4 MiB
@@ -23,7 +22,8 @@ class Linear:
         ti = g.tensors.get(name)
         if ti is None:
             raise GGUFQError(f"{g.path}: missing tensor {name}")
-        dot = DOT.get(ti.qtype)
+        fmt = runtime_format(ti.qtype)
+        dot = fmt.dot if fmt is not None else None
         if dot is None:
             raise GGUFQError(f"{g.path}: tensor {name} has type {ti.qtype.name}, which the runtime does not support")
         if len(ti.shape) != 2 or (k is not None and ti.shape[0] != k) or (rows is not None and ti.shape[1] != rows):
@@ -44,7 +44,8 @@ def _vector(g: GGUFFile, name: str, n: int, required: bool = True) -> np.ndarray
         return None
     if ti.n_elements != n:
         raise GGUFQError(f"{g.path}: tensor {name} has {ti.n_elements} values, expected {n}")
-    dot = DOT.get(ti.qtype)
+    fmt = runtime_format(ti.qtype)
+    dot = fmt.dot if fmt is not None else None
     if dot is None or ti.qtype not in (GGMLQuantizationType.F32, GGMLQuantizationType.F16, GGMLQuantizationType.BF16):
         raise GGUFQError(f"{g.path}: tensor {name} has type {ti.qtype.name}, which the runtime does not support")
     out = np.zeros((1, n), np.float32)
@@ -104,10 +105,10 @@ class Weights:
                 q_norm=opt("attn_q_norm.weight", hd), k_norm=opt("attn_k_norm.weight", hd),
                 post_attn_norm=opt("post_attention_norm.weight", d), post_ffn_norm=opt("post_ffw_norm.weight", d),
             ))
-        if c.arch == "gemma3":
+        if c.post_norms:
             for i, L in enumerate(self.layers):
                 if L.q_norm is None or L.k_norm is None or L.post_attn_norm is None or L.post_ffn_norm is None:
-                    raise GGUFQError(f"{g.path}: gemma3 layer {i} lacks its q/k or post norms")
+                    raise GGUFQError(f"{g.path}: {c.arch} layer {i} lacks its q/k or post norms")
 
     def linears(self):
         yield self.token_embd

@@ -36,11 +36,11 @@ def make_sampler(model, **sampling) -> Sampler:
 @dataclass
 class Stats:
     """Counts and times of the last generation (for the timings line on stderr)."""
-    n_prompt: int = 0
+    n_prompt: int = 0          # the prompt: tokens and seconds
     t_prompt: float = 0.0
-    n_gen: int = 0
+    n_gen: int = 0             # the answer: tokens and seconds, and why it stopped
     t_gen: float = 0.0
-    stop: str = ""  # "eog", "length", "context" or "interrupted"
+    stop: str = ""             # "eog", "length", "context" or "interrupted"
 
     def line(self) -> str:
         def rate(n, t):
@@ -111,14 +111,7 @@ def generate(model, prompt: str, max_tokens: int = 128, *, add_special: bool = T
             from ggufq.errors import GGUFQError
             raise GGUFQError("the prompt is empty")
     logits = eval_prompt(model, ids, sampler, stats)
-    dec = tok.stream_decoder()
-    for t in generate_ids(model, logits, sampler, max_tokens, stats):
-        text = dec.push(t)
-        if text:
-            yield text
-    tail = dec.flush()
-    if tail:
-        yield tail
+    yield from _text_of(tok, generate_ids(model, logits, sampler, max_tokens, stats))
 
 
 class ChatSession:
@@ -242,8 +235,13 @@ def chat(model, messages: list[dict], max_tokens: int = -1, **sampling) -> Itera
     ids = tok.encode(text, add_special=not (bos_text and text.startswith(bos_text)), parse_special=True)
     sampler = make_sampler(model, **sampling)
     logits = eval_prompt(model, ids, sampler)
+    yield from _text_of(tok, generate_ids(model, logits, sampler, max_tokens))
+
+
+def _text_of(tok, ids):
+    """The text of a stream of ids, piece by piece, as whole UTF-8 characters."""
     dec = tok.stream_decoder()
-    for t in generate_ids(model, logits, sampler, max_tokens):
+    for t in ids:
         piece = dec.push(t)
         if piece:
             yield piece
