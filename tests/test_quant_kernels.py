@@ -166,3 +166,19 @@ def test_round_trip_rmse_table(capsys):
     # more bits, less error
     assert results[GT.Q8_0] < results[GT.Q6_K] < results[GT.Q5_K] < results[GT.Q4_K] < results[GT.Q4_0]
     assert results[GT.Q5_1] < results[GT.Q4_1]
+
+
+def test_q8_1_dequantizes_as_its_reference():
+    """Q8_1, a read-only format (kernels/q8_1.py): the numba dequantizer equals the numpy reference, and a
+    hand-made block gives d * q."""
+    rng = np.random.default_rng(81)
+    fmt = get_format(GT.Q8_1)
+    blocks = rng.integers(0, 256, (64, 36), dtype=np.uint8)
+    blocks[:, 0:2] = np.float16(0.25).view(np.uint8)  # finite scales (random bits may be NaN)
+    np.testing.assert_array_equal(fmt.dequantize(blocks.reshape(2, -1)), fmt.dequantize_ref(blocks.reshape(2, -1)))
+    one = np.zeros(36, np.uint8)
+    one[0:2] = np.float16(0.5).view(np.uint8)
+    one[4:] = np.arange(-16, 16, dtype=np.int8).view(np.uint8)
+    np.testing.assert_array_equal(fmt.dequantize(one), 0.5 * np.arange(-16, 16, dtype=np.float32))
+    from ggufq.kernels.registry import quantizable_types
+    assert GT.Q8_1 not in quantizable_types()  # read only: quantize, convert and the recipes refuse it
