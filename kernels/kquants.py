@@ -117,9 +117,19 @@ def make_qp_quants(n, nmax, x, L, qw):
     return sumlx / suml2 if suml2 > np.float32(0.0) else np.float32(0.0)
 
 
+@njit(inline="always")
+def _superblock_scratch():
+    """One row's buffers for _qk_superblock: L, Laux, weights, scales, mins, Ls, Lm, sw."""
+    return (np.empty(256, dtype=np.uint8), np.empty(32, dtype=np.float32), np.empty(32, dtype=np.float32),
+            np.empty(8, dtype=np.float32), np.empty(8, dtype=np.float32), np.empty(8, dtype=np.uint8),
+            np.empty(8, dtype=np.uint8), np.empty(8, dtype=np.float32))
+
+
 @njit(cache=True)
-def _qk_superblock(x, xo, qw, use_qw, nmax, out, o, L, Laux, weights, scales, mins, Ls, Lm, sw):
-    """Shared by Q4_K (nmax 15) and Q5_K (nmax 31): choose L[0:256] and write d, dmin, scales[12] at o."""
+def _qk_superblock(x, xo, qw, use_qw, nmax, out, o, scratch):
+    """Shared by Q4_K (nmax 15) and Q5_K (nmax 31): choose L[0:256] and write d, dmin, scales[12] at o.
+    scratch = (L, Laux, weights, scales, mins, Ls, Lm, sw), the row's buffers (_superblock_scratch)."""
+    L, Laux, weights, scales, mins, Ls, Lm, sw = scratch
     if not use_qw:
         # quantize_row_q{4,5}_K_ref
         max_scale = np.float32(0.0)
@@ -133,10 +143,10 @@ def _qk_superblock(x, xo, qw, use_qw, nmax, out, o, L, Laux, weights, scales, mi
                 weights[l] = av_x + abs(x[xo + 32 * j + l])
             if nmax == 15:
                 s, m = make_qkx_quants(32, 15, x, xo + 32 * j, weights, 0, L, 32 * j, Laux,
-                                       np.float32(-1.0), np.float32(0.1), 20, False)
+                                       (np.float32(-1.0), np.float32(0.1), 20), False)
             else:
                 s, m = make_qkx_quants(32, 31, x, xo + 32 * j, weights, 0, L, 32 * j, Laux,
-                                       np.float32(-0.5), np.float32(0.1), 15, False)
+                                       (np.float32(-0.5), np.float32(0.1), 15), False)
             scales[j] = s
             mins[j] = m
             if s > max_scale:
@@ -168,7 +178,7 @@ def _qk_superblock(x, xo, qw, use_qw, nmax, out, o, L, Laux, weights, scales, mi
                 sumw += weights[l]
             sw[j] = sumw
             s, m = make_qkx_quants(32, nmax, x, xo + 32 * j, weights, 0, L, 32 * j, Laux,
-                                   np.float32(-0.9), np.float32(0.05), 36, False)
+                                   (np.float32(-0.9), np.float32(0.05), 36), False)
             scales[j] = s
             mins[j] = m
         d_block = make_qp_quants(8, 63, scales, Ls, sw)
@@ -204,17 +214,11 @@ def quantize_q4_k_nb(rows, qw, use_qw, out):
     for r in prange(n):
         x = rows[r]
         o = out[r]
-        L = np.empty(256, dtype=np.uint8)
-        Laux = np.empty(32, dtype=np.float32)
-        weights = np.empty(32, dtype=np.float32)
-        scales = np.empty(8, dtype=np.float32)
-        mins = np.empty(8, dtype=np.float32)
-        Ls = np.empty(8, dtype=np.uint8)
-        Lm = np.empty(8, dtype=np.uint8)
-        sw = np.empty(8, dtype=np.float32)
+        scratch = _superblock_scratch()
+        L = scratch[0]
         for i in range(nb):
             ob = i * 144
-            _qk_superblock(x, i * 256, qw, use_qw, 15, o, ob, L, Laux, weights, scales, mins, Ls, Lm, sw)
+            _qk_superblock(x, i * 256, qw, use_qw, 15, o, ob, scratch)
             for jj in range(4):
                 for l in range(32):
                     o[ob + 16 + jj * 32 + l] = (L[jj * 64 + l] | (L[jj * 64 + l + 32] << 4)) & 0xFF
@@ -227,17 +231,11 @@ def quantize_q5_k_nb(rows, qw, use_qw, out):
     for r in prange(n):
         x = rows[r]
         o = out[r]
-        L = np.empty(256, dtype=np.uint8)
-        Laux = np.empty(32, dtype=np.float32)
-        weights = np.empty(32, dtype=np.float32)
-        scales = np.empty(8, dtype=np.float32)
-        mins = np.empty(8, dtype=np.float32)
-        Ls = np.empty(8, dtype=np.uint8)
-        Lm = np.empty(8, dtype=np.uint8)
-        sw = np.empty(8, dtype=np.float32)
+        scratch = _superblock_scratch()
+        L = scratch[0]
         for i in range(nb):
             ob = i * 176
-            _qk_superblock(x, i * 256, qw, use_qw, 31, o, ob, L, Laux, weights, scales, mins, Ls, Lm, sw)
+            _qk_superblock(x, i * 256, qw, use_qw, 31, o, ob, scratch)
             for j in range(32):
                 o[ob + 16 + j] = 0
             m1 = 1

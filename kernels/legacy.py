@@ -181,7 +181,7 @@ def quantize_q4_1_nb(rows, qw, use_qw, out):
             Laux = np.empty(32, dtype=np.float32)
             for ib in range(nb):
                 d, the_min = make_qkx_quants(32, 15, x, ib * 32, w, ib * 32, Lu, 0, Laux,
-                                             np.float32(-0.9), np.float32(0.05), 36, False)
+                                             (np.float32(-0.9), np.float32(0.05), 36), False)
                 put_f16(o, ib * 20, d)
                 put_f16(o, ib * 20 + 2, -the_min)
                 for j in range(32):
@@ -258,7 +258,7 @@ def quantize_q5_1_nb(rows, qw, use_qw, out):
             xo = ib * 32
             if use_qw:
                 d, the_min = make_qkx_quants(32, 31, x, xo, w, xo, Lu, 0, Laux,
-                                             np.float32(-0.9), np.float32(0.05), 36, False)
+                                             (np.float32(-0.9), np.float32(0.05), 36), False)
                 m = -the_min
                 for j in range(32):
                     L[j] = Lu[j]

@@ -211,13 +211,14 @@ def make_qx_quants(n, nmax, x, xo, L, lo, rmse_type, qw, qwo, use_qw, w):
 
 
 @njit(cache=True, inline="always")
-def make_qkx_quants(n, nmax, x, xo, weights, wo, L, lo, Laux, rmin, rdelta, nstep, use_mad):
+def make_qkx_quants(n, nmax, x, xo, weights, wo, L, lo, Laux, search, use_mad):
     """make_qkx2_quants / make_qkx3_quants with explicit weights (they are the same code then).
-    Laux: float32 scratch of n.
+    Laux: float32 scratch of n; search = (rmin, rdelta, nstep), the scale search's start, step and count.
 
     The levels are computed in float (clamped_level: ~30% faster; the search is bound by the latency
     of its float sums, 21 or 37 passes over each block).
     Returns (scale, the_min) where the_min = -min >= 0."""
+    rmin, rdelta, nstep = search
     mn = x[xo]
     mx = x[xo]
     sum_w = weights[wo]

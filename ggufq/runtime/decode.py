@@ -122,8 +122,8 @@ def decode_step(nt, counter, pos, shape, flags, sw, rope, bufs):
             scale = f32(1.0) if flags.scale_q else f32(attn_scale)
             chunk = ops.fa_chunk(kc.shape[1], windows[il], pos, 1, nt)
             for h in range(n_head * tid // nt, n_head * (tid + 1) // nt):
-                ops.attend_head(q, kc[il], vc[il], 0, h, pos, n_head, n_kv, hd, windows[il], scale, att_out, att[h],
-                                chunk)
+                ops.attend_head(q, kc[il], vc[il], 0, h, pos, (n_head, n_kv, hd), windows[il], scale, att_out,
+                                att[h], chunk)
             nbar = barrier(counter, nt, nbar)
             if tid == 0:
                 _quantize(att_out, aq)

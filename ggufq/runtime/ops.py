@@ -224,8 +224,8 @@ def attention(q, kc, vc, pos0, n_head, n_kv, hd, window, scale, out, att, chunk)
     attention (attend_head). att: scratch [T * n_head, >= 3 * hd + 32]; chunk: fa_chunk's."""
     T = q.shape[0]
     for idx in nb.prange(T * n_head):
-        attend_head(q, kc, vc, idx // n_head, idx % n_head, pos0, n_head, n_kv, hd, window, scale, out, att[idx],
-                    chunk)
+        attend_head(q, kc, vc, idx // n_head, idx % n_head, pos0, (n_head, n_kv, hd), window, scale, out,
+                    att[idx], chunk)
 
 
 @nb.njit(cache=True)
@@ -245,13 +245,15 @@ def fa_chunk(n_ctx, window, pos, T, nth):
 
 
 @nb.njit(cache=True)
-def attend_head(q, kc, vc, t, h, pos0, n_head, n_kv, hd, window, scale, out, w, chunk):
+def attend_head(q, kc, vc, t, h, pos0, heads, window, scale, out, w, chunk):
     """One query head h of token t (position pos0 + t), with the numbers of ggml's CPU flash attention
     (ggml_compute_forward_flash_attn_ext_f16_one_chunk: what llama.cpp runs for batches under 64 rows):
     the query rounded to the cache's type (fp16 for an fp16 cache), then _attend_range over the keys.
+    heads = (n_head, n_kv, hd).
     chunk > 0 (fa_chunk): the split-KV form, ranges of `chunk` keys merged as
     ggml_flash_attn_ext_reduce_partials does. w: scratch of 3 * hd + 32 floats.
     Its own function so that the batched attention and the compiled decode step share its numbers."""
+    n_head, n_kv, hd = heads
     ko = (h // (n_head // n_kv)) * hd
     qo = h * hd
     p = pos0 + t
