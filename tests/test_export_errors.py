@@ -6,7 +6,6 @@ import shutil
 
 import numpy as np
 import pytest
-from gguf import GGUFWriter
 
 from ggufq.convert import gguf_to_hf as export_mod
 from ggufq.cli import main
@@ -14,46 +13,7 @@ from ggufq.errors import GGUFQError
 from ggufq.files.safetensors import open_safetensors
 
 from .conftest import SMOL
-
-
-def tiny_gguf(path, arch="llama", pre="gpt-2", tokens=("a", "b", "ab", "<s>"), n_embd=32, n_head=4,
-              extra=None):
-    """A 1-block llama-shaped GGUF with a 4-token byte-level BPE vocabulary, F32 weights; `extra(w)` may
-    add keys and tensors."""
-    rng = np.random.default_rng(0)
-    n_ff, n_vocab = 64, len(tokens) or 4
-    w = GGUFWriter(str(path), arch)
-    w.add_block_count(1)
-    w.add_context_length(128)
-    w.add_embedding_length(n_embd)
-    w.add_feed_forward_length(n_ff)
-    w.add_head_count(n_head)
-    w.add_head_count_kv(n_head // 2)
-    w.add_layer_norm_rms_eps(1e-5)
-    w.add_rope_freq_base(10000.0)
-    if tokens:
-        w.add_tokenizer_model("gpt2")
-        w.add_tokenizer_pre(pre)
-        w.add_token_list(list(tokens))
-        w.add_token_types([1, 1, 1, 3])
-        w.add_token_merges(["a b"])
-        w.add_bos_token_id(3)
-        w.add_add_bos_token(False)
-    shapes = {"token_embd.weight": (n_vocab, n_embd), "output_norm.weight": (n_embd,),
-              "blk.0.attn_norm.weight": (n_embd,), "blk.0.ffn_norm.weight": (n_embd,),
-              "blk.0.attn_q.weight": (n_embd, n_embd), "blk.0.attn_k.weight": (n_embd // 2, n_embd),
-              "blk.0.attn_v.weight": (n_embd // 2, n_embd), "blk.0.attn_output.weight": (n_embd, n_embd),
-              "blk.0.ffn_gate.weight": (n_ff, n_embd), "blk.0.ffn_up.weight": (n_ff, n_embd),
-              "blk.0.ffn_down.weight": (n_embd, n_ff)}
-    if extra:
-        extra(w)
-    for name, shape in shapes.items():
-        w.add_tensor(name, rng.standard_normal(shape).astype(np.float32))
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
-    return path
+from .tiny_models import gguf_file, tiny_gguf
 
 
 def _fails(capsys, args, out, expect):
@@ -152,20 +112,16 @@ def test_dtypes(tmp_path, dtype):
 
 def test_f16_overflow_is_refused(tmp_path, capsys):
     g = tmp_path / "big.gguf"
-    w = GGUFWriter(str(g), "llama")
-    for k, v in (("block_count", 1), ("embedding_length", 32), ("feed_forward_length", 64),
-                 ("attention.head_count", 4)):
-        w.add_uint32(f"llama.{k}", v)
-    w.add_tokenizer_model("gpt2")
-    w.add_tokenizer_pre("gpt-2")
-    w.add_token_list(["a", "b"])
-    emb = np.ones((2, 32), np.float32)
-    emb[1, 3] = 1e6
-    w.add_tensor("token_embd.weight", emb)
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
+    with gguf_file(g, "llama") as w:
+        for k, v in (("block_count", 1), ("embedding_length", 32), ("feed_forward_length", 64),
+                     ("attention.head_count", 4)):
+            w.add_uint32(f"llama.{k}", v)
+        w.add_tokenizer_model("gpt2")
+        w.add_tokenizer_pre("gpt-2")
+        w.add_token_list(["a", "b"])
+        emb = np.ones((2, 32), np.float32)
+        emb[1, 3] = 1e6
+        w.add_tensor("token_embd.weight", emb)
     _fails(capsys, ["export", str(g), str(tmp_path / "out"), "--dtype", "f16", "--quiet"], tmp_path / "out",
            "beyond float16's range")
     assert main(["export", str(g), str(tmp_path / "out"), "--dtype", "bf16", "--quiet"]) == 0

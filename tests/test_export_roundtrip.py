@@ -18,7 +18,7 @@ from ggufq.files.safetensors import TensorSpec, open_safetensors, write_safetens
 from kernels.floats import f32_to_bf16_bits
 
 from .conftest import DATA
-from .tiny_models import make_tiny
+from .tiny_models import gguf_file, make_tiny
 
 CONFIG_KEYS = ["architectures", "model_type", "hidden_size", "intermediate_size", "num_hidden_layers",
                "num_attention_heads", "num_key_value_heads", "max_position_embeddings", "rope_theta",
@@ -73,7 +73,7 @@ def llama3_rope_freqs(theta, head_dim, factor, low, high, old_ctx):
 
 @pytest.mark.parametrize("factor, ctx", [(32.0, 8192), (8.0, 8192), (16.0, 4096)])
 def test_llama3_rope_freqs_become_rope_scaling(tmp_path, factor, ctx):
-    from .test_export_errors import tiny_gguf
+    from .tiny_models import tiny_gguf
 
     def extra(w):
         w.add_rope_freq_base(500000.0)
@@ -87,7 +87,7 @@ def test_llama3_rope_freqs_become_rope_scaling(tmp_path, factor, ctx):
 
 
 def test_yarn_and_linear_keys_become_rope_scaling(tmp_path):
-    from .test_export_errors import tiny_gguf
+    from .tiny_models import tiny_gguf
 
     def yarn(w):
         w.add_rope_scaling_type(gguf.RopeScalingType.YARN)
@@ -106,7 +106,8 @@ def test_yarn_and_linear_keys_become_rope_scaling(tmp_path):
 
 def test_unknown_rope_freqs_refused(tmp_path, capsys):
     from ggufq.cli import main
-    from .test_export_errors import _fails, tiny_gguf
+    from .test_export_errors import _fails
+    from .tiny_models import tiny_gguf
     g = tiny_gguf(tmp_path / "x.gguf", n_embd=256, extra=lambda w: w.add_tensor(
         "rope_freqs.weight", np.linspace(1, 3, 32, dtype=np.float32)))
     _fails(capsys, ["export", str(g), str(tmp_path / "out")], tmp_path / "out", "rope_freqs.weight matches no")
@@ -134,20 +135,17 @@ def make_tiny_llama3(out_dir: Path) -> Path:
     types = [2, 3, 3] + [6] * 256 + [1] * len(words)
     scores = [0.0, 0.0, 0.0] + [0.0] * 256 + [-float(i) for i in range(len(words))]
     vocab_gguf = out_dir.parent / f".{out_dir.name}-vocab.gguf"
-    w = gguf.GGUFWriter(str(vocab_gguf), "llama")
-    w.add_tokenizer_model("llama")
-    w.add_tokenizer_pre("default")
-    w.add_token_list(tokens)
-    w.add_token_scores(scores)
-    w.add_token_types(types)
-    w.add_unk_token_id(0)
-    w.add_bos_token_id(1)
-    w.add_eos_token_id(2)
-    w.add_add_bos_token(True)
-    w.add_add_eos_token(False)
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.close()
+    with gguf_file(vocab_gguf, "llama") as w:  # a vocabulary, no tensors
+        w.add_tokenizer_model("llama")
+        w.add_tokenizer_pre("default")
+        w.add_token_list(tokens)
+        w.add_token_scores(scores)
+        w.add_token_types(types)
+        w.add_unk_token_id(0)
+        w.add_bos_token_id(1)
+        w.add_eos_token_id(2)
+        w.add_add_bos_token(True)
+        w.add_add_eos_token(False)
     with GGUFFile(vocab_gguf) as g:
         write_hf_tokenizer(g, out_dir)
     vocab_gguf.unlink()

@@ -6,44 +6,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from gguf import GGMLQuantizationType as GT, GGUFWriter
+from gguf import GGMLQuantizationType as GT
 
 from ggufq.cli import main
 from ggufq.files.gguf_reader import GGUFFile
 from ggufq.quantize.recipes import ModelFacts, Options, plan, tensor_order, use_more_bits
 
 from .conftest import DATA, GEMMA, SMOL
-
-
-def tiny_model(path: Path, n_layer: int = 8, ne0: int = 256, nan: str | None = None, tied: bool = False,
-               dtype=np.float16) -> Path:
-    """A small llama-shaped GGUF: token_embd, per layer attn_q/k/v/output, ffn_up/gate/down, norms."""
-    rng = np.random.default_rng(0)
-    w = GGUFWriter(path, "llama")
-    w.add_block_count(n_layer)
-    w.add_head_count(4)
-    w.add_head_count_kv(2)
-    w.add_file_type(1)
-
-    def t(name, shape):
-        a = (rng.normal(0, 0.05, shape)).astype(np.float32)
-        if name == nan:
-            a.reshape(-1)[7] = np.nan
-        w.add_tensor(name, a.astype(dtype) if len(shape) > 1 else a)
-    t("token_embd.weight", (64, ne0))
-    if not tied:
-        t("output.weight", (64, ne0))
-    t("output_norm.weight", (ne0,))
-    for i in range(n_layer):
-        for n in ("attn_q", "attn_k", "attn_v", "attn_output", "ffn_up", "ffn_gate"):
-            t(f"blk.{i}.{n}.weight", (32, ne0))
-        t(f"blk.{i}.ffn_down.weight", (ne0, 512))
-        t(f"blk.{i}.attn_norm.weight", (ne0,))
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
-    return path
+from .tiny_models import tiny_model
 
 
 def types_of(path: Path) -> dict[str, str]:

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from gguf import GGMLQuantizationType as T, GGUFWriter, quants
+from gguf import GGMLQuantizationType as T
 
 from ggufq.errors import GGUFQError
 from ggufq.runtime.model import Model
 
 from .conftest import GEMMA, SMOL
+from .tiny_models import gguf_file, write_tiny
 from .runtime_reference import reference_logits
 
 PROMPT = "The capital of France is Paris. The capital of Germany is Berlin, and the capital"
@@ -59,62 +60,6 @@ def test_real_model_matches_reference(path):
     np.testing.assert_array_equal(again, m.eval(tokens[-5:]))
     dev, corr, agree = stats(again[None], ref[-1:])
     assert dev < 0.6 and corr > 0.995, (dev, corr)
-
-
-def write_tiny(path, arch: str, seed: int = 0, types=None) -> None:
-    """A random 2-layer model of `arch` (qwen2: q/k/v biases, untied head; qwen3: q/k norms, tied)."""
-    rng = np.random.default_rng(seed)
-    d, ff, H, Hkv, hd, V = 64, 96, 4, 2, 32 if arch == "qwen3" else 16, 300
-    types = types or {}
-    w = GGUFWriter(str(path), arch)
-    w.add_block_count(2)
-    w.add_context_length(64)
-    w.add_embedding_length(d)
-    w.add_feed_forward_length(ff)
-    w.add_head_count(H)
-    w.add_head_count_kv(Hkv)
-    if arch == "qwen3":
-        w.add_key_length(hd)
-        w.add_value_length(hd)
-    w.add_rope_freq_base(1000000.0)
-    w.add_layer_norm_rms_eps(1e-6)
-
-    def add(name, shape, qtype=T.F32, scale=0.2):
-        a = (rng.standard_normal(shape) * scale).astype(np.float32)
-        qtype = types.get(name.split(".")[-2], qtype) if len(shape) == 2 else qtype
-        if qtype == T.F32:
-            w.add_tensor(name, a)
-        elif qtype == T.F16:
-            w.add_tensor(name, a.astype(np.float16))
-        else:
-            w.add_tensor(name, quants.quantize(a, qtype), raw_dtype=qtype)
-
-    add("token_embd.weight", (V, d), T.Q8_0, 1.0)
-    add("output_norm.weight", (d,), scale=0.1)
-    if arch == "qwen2":
-        add("output.weight", (V, d), T.Q4_1)
-    for i in range(2):
-        p = f"blk.{i}."
-        add(p + "attn_norm.weight", (d,))
-        add(p + "attn_q.weight", (H * hd, d), T.Q5_0)
-        add(p + "attn_k.weight", (Hkv * hd, d), T.Q8_0)
-        add(p + "attn_v.weight", (Hkv * hd, d), T.F16)
-        add(p + "attn_output.weight", (d, H * hd), T.Q4_0)
-        add(p + "ffn_norm.weight", (d,))
-        add(p + "ffn_gate.weight", (ff, d), T.Q5_1)
-        add(p + "ffn_up.weight", (ff, d), T.BF16)
-        add(p + "ffn_down.weight", (d, ff), T.Q8_0)
-        if arch == "qwen2":
-            add(p + "attn_q.bias", (H * hd,))
-            add(p + "attn_k.bias", (Hkv * hd,))
-            add(p + "attn_v.bias", (Hkv * hd,))
-        else:
-            add(p + "attn_q_norm.weight", (hd,))
-            add(p + "attn_k_norm.weight", (hd,))
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
 
 
 @pytest.mark.parametrize("arch", ["qwen2", "qwen3"])
@@ -192,22 +137,14 @@ def test_unsupported_type_arch_and_key(tmp_path):
         Model.load(bad_type)
 
     arch = tmp_path / "arch.gguf"
-    w = GGUFWriter(str(arch), "mamba")
-    w.add_block_count(1)
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
+    with gguf_file(arch, "mamba") as w:
+        w.add_block_count(1)
     with pytest.raises(GGUFQError, match="architecture 'mamba' is not supported"):
         Model.load(arch)
 
     key = tmp_path / "key.gguf"
-    w = GGUFWriter(str(key), "llama")
-    w.add_block_count(1)
-    w.add_tensor("token_embd.weight", np.zeros((8, 32), np.float32))
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
+    with gguf_file(key, "llama") as w:
+        w.add_block_count(1)
+        w.add_tensor("token_embd.weight", np.zeros((8, 32), np.float32))
     with pytest.raises(GGUFQError, match="missing metadata key llama.embedding_length"):
         Model.load(key)
