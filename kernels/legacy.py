@@ -368,8 +368,13 @@ def _q5_dequant_block(w, r, o_qs, h, d, m, off, out, i, yo):
         q = w[r, o_qs + j]
         lo = i32(q & 15) | i32(((h >> np.uint32(j)) & np.uint32(1)) << np.uint32(4))
         hi = i32(q >> 4) | i32(((h >> np.uint32(j + 16)) & np.uint32(1)) << np.uint32(4))
-        out[i, yo + j] = d * f32(lo - off) + m
-        out[i, yo + 16 + j] = d * f32(hi - off) + m
+        a = d * f32(lo - off)
+        b = d * f32(hi - off)
+        if off == 0:  # Q5_1: w = d * q + m. Q5_0 has no minimum: adding 0 would turn its -0.0 into +0.0
+            a += m
+            b += m
+        out[i, yo + j] = a
+        out[i, yo + 16 + j] = b
 
 
 @nb.njit(cache=True, parallel=True)

@@ -182,3 +182,20 @@ def test_q8_1_dequantizes_as_its_reference():
     np.testing.assert_array_equal(fmt.dequantize(one), 0.5 * np.arange(-16, 16, dtype=np.float32))
     from ggufq.kernels.registry import quantizable_types
     assert GT.Q8_1 not in quantizable_types()  # read only: quantize, convert and the recipes refuse it
+
+
+@pytest.mark.parametrize("qtype", [GT.Q4_0, GT.Q4_1, GT.Q5_0, GT.Q5_1, GT.Q8_0, GT.Q4_K, GT.Q5_K, GT.Q6_K],
+                         ids=lambda q: q.name)
+def test_dequantize_is_ggmls_bit_for_bit(qtype):
+    """dequantize (the runtime's row dequantizer) gives gguf's floats bit for bit, the sign of every zero
+    included: a requantize to F16 or an export to BF16 writes those bits (Q5_0's -0.0 once came out +0.0)."""
+    from gguf import quants
+    rng = np.random.default_rng(int(qtype))
+    x = rng.standard_normal((8, 512)).astype(np.float32)
+    x[0, :64] = 0.0
+    x[1] = -np.abs(x[1])
+    fmt = get_format(qtype)
+    raw = fmt.quantize(x)
+    ours = fmt.dequantize(raw)
+    ref = quants.dequantize(raw, qtype).reshape(ours.shape).astype(np.float32)
+    np.testing.assert_array_equal(ours.view(np.uint32), ref.view(np.uint32))
