@@ -4,7 +4,8 @@
 
 llama.cpp quantizes activations to it for the Q4_1/Q5_1 dots (ggufq's own copy of that is
 dot_common.quantize_q8_32); a GGUF may still hold a tensor of it, so it can be dequantized (inspect,
-export). No quantizer and no runtime kernel: llama-quantize offers no Q8_1 type.
+export). No quantizer and no runtime kernel: llama-quantize offers no Q8_1 type. (36 bytes as ggml's
+block_q8_1; gguf-py's table says 40: ggufq/files/ggml_types.py corrects it.)
 """
 from __future__ import annotations
 

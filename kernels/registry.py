@@ -1,9 +1,9 @@
 """One registry of tensor formats, keyed by GGML type id.
 
 Every format is one subclass of `QuantFormat`, declared with `qtype=` in its family's module of kernels/;
-its block geometry comes from the gguf package's GGML_QUANT_SIZES, never retyped. The class carries all
-that the rest reads: quantize (fast) and quantize_ref (readable), dequantize and dequantize_ref, and for
-the runtime `dot` (DotKernels: the activation form it multiplies, the batch matmul, the row dequantizer,
+its block geometry comes from gguf's GGML_QUANT_SIZES (through ggufq/files/ggml_types.py), never retyped.
+The class carries all that the rest reads: quantize (fast) and quantize_ref (readable), dequantize and
+dequantize_ref, and for the runtime `dot` (DotKernels: the activation form it multiplies, the batch matmul, the row dequantizer,
 the view of the file's bytes the kernels take). The converter, the recipes, the reader's size checks and
 the runtime all look formats up here (`FORMATS[qtype]` or `get_format`), so adding a format means adding
 one class, not editing if-chains. (The decode step's row dots are still chosen in dot_rows.matvec_rows.)
@@ -14,7 +14,9 @@ from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
-from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
+from gguf import GGMLQuantizationType
+
+from ggufq.files.ggml_types import block_geometry
 
 FORMATS: dict[GGMLQuantizationType, type["QuantFormat"]] = {}
 
@@ -60,7 +62,7 @@ class QuantFormat:
         if qtype is None:
             return
         cls.qtype = GGMLQuantizationType(qtype)
-        cls.block_size, cls.type_size = GGML_QUANT_SIZES[cls.qtype]
+        cls.block_size, cls.type_size = block_geometry(cls.qtype)
         cls.name = cls.qtype.name
         FORMATS[cls.qtype] = cls
 

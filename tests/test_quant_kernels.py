@@ -174,10 +174,10 @@ def test_q8_1_dequantizes_as_its_reference():
     rng = np.random.default_rng(81)
     fmt = get_format(GT.Q8_1)
     blocks = rng.integers(0, 256, (64, 36), dtype=np.uint8)
-    blocks[:, 0:2] = np.float16(0.25).view(np.uint8)  # finite scales (random bits may be NaN)
+    blocks[:, 0:2] = np.array([0.25], np.float16).view(np.uint8)  # finite scales (random bits may be NaN)
     np.testing.assert_array_equal(fmt.dequantize(blocks.reshape(2, -1)), fmt.dequantize_ref(blocks.reshape(2, -1)))
     one = np.zeros(36, np.uint8)
-    one[0:2] = np.float16(0.5).view(np.uint8)
+    one[0:2] = np.array([0.5], np.float16).view(np.uint8)
     one[4:] = np.arange(-16, 16, dtype=np.int8).view(np.uint8)
     np.testing.assert_array_equal(fmt.dequantize(one), 0.5 * np.arange(-16, 16, dtype=np.float32))
     from ggufq.kernels.registry import quantizable_types

@@ -16,8 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, GGUFValueType
+from gguf import GGMLQuantizationType, GGUFValueType
 
+from ggufq.files.ggml_types import block_geometry
 from ggufq.errors import GGUFFormatError
 
 GGUF_MAGIC = b"GGUF"
@@ -224,7 +225,7 @@ class GGUFFile:
         for name, shape, raw_type, offset in infos:
             try:
                 qtype = GGMLQuantizationType(raw_type)
-                block, tsize = GGML_QUANT_SIZES[qtype]
+                block, tsize = block_geometry(qtype)
             except (ValueError, KeyError):
                 raise GGUFFormatError(f"{self.path}: tensor {name} has unknown type id {raw_type}") from None
             if any(d <= 0 or d >= 1 << 40 for d in shape):
@@ -320,5 +321,5 @@ class GGUFFile:
                   GGMLQuantizationType.I32: np.int32, GGMLQuantizationType.I64: np.int64,
                   GGMLQuantizationType.F64: np.float64}[qtype]
             return raw.view(dt).reshape(np_shape)
-        block, tsize = GGML_QUANT_SIZES[qtype]
+        block, tsize = block_geometry(qtype)
         return raw.reshape(*np_shape[:-1], shape[0] // block * tsize)

@@ -15,9 +15,10 @@ import re
 from dataclasses import dataclass, field
 
 import numpy as np
-from gguf import GGML_QUANT_SIZES, GGMLQuantizationType as GT, LlamaFileType as FT
+from gguf import GGMLQuantizationType as GT, LlamaFileType as FT
 
 from ggufq.errors import GGUFQError
+from ggufq.files.ggml_types import block_geometry
 
 # llama-quantize's type names -> (file type written to general.file_type, default tensor type)
 FILE_TYPES: dict[str, tuple[FT, GT]] = {
@@ -70,12 +71,12 @@ def is_quantized(t: GT) -> bool:
 
 
 def block_size(t: GT) -> int:
-    return GGML_QUANT_SIZES[t][0]
+    return block_geometry(t)[0]
 
 
 def tensor_nbytes(qtype, shape) -> int:
     """Bytes of a tensor of `shape` (any order) stored as `qtype`."""
-    block, tsize = GGML_QUANT_SIZES[qtype]
+    block, tsize = block_geometry(qtype)
     n = 1
     for d in shape:
         n *= d
