@@ -42,18 +42,21 @@ def _sync(path: Path) -> None:
         os.close(fd)
 
 
-def _prepare(path: Path) -> None:
+def _prepare(path: Path, what: str = "cannot write") -> None:
+    """Make the output's missing folders (convert, imatrix, compare and export do; quantize does not, as
+    llama-quantize does not: it passes make_folders=False)."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise GGUFQError(f"cannot write {path}: {e.strerror or e}") from None
+        raise GGUFQError(f"{path}: {what}: {e.strerror or e}") from None
 
 
 @contextmanager
-def atomic_output(path):
+def atomic_output(path, make_folders: bool = True):
     """Yields a temporary path beside `path`; renames it onto `path` if the block succeeds."""
     path = Path(path)
-    _prepare(path)
+    if make_folders:
+        _prepare(path)
     tmp = temp_path(path)
     try:
         yield tmp
@@ -123,7 +126,7 @@ def atomic_folder(out):
     """Yields a temporary folder beside `out`; when the block succeeds it becomes `out` (an existing `out`
     is moved aside first and removed only then); on any exception it is removed."""
     out = Path(out)
-    _prepare(out)
+    _prepare(out, "cannot create")
     try:
         tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.ggufq-{os.getpid()}.", suffix=".tmp", dir=out.parent))
     except OSError as e:

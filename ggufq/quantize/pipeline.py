@@ -223,7 +223,7 @@ def quantize_file(job: QuantizeJob, say=print) -> dict:
         announce("quantizer", quantizer_modules())
 
         from ggufq.files.atomic import atomic_output
-        with atomic_output(out_path) as tmp:
+        with atomic_output(out_path, make_folders=False) as tmp:
             w = _header(tmp, g, choices, opts, imatrix, job, dynamic)
             try:
                 try:
