@@ -11,6 +11,7 @@ from numba.extending import intrinsic
 from .dot_common import f16_to_f32, f32_to_f16, fma32, low16
 from .numerics import f32_as_u32, u32_as_f32
 
+from .dot_rows import row_kernel
 from .registry import DotKernels, QuantFormat
 
 
@@ -53,7 +54,7 @@ def bf16_to_f32(typingctx, h):
 
 # One row times one token, the float sums in whatever order fastmath lets LLVM vectorize them, in two
 # callers that run the same loop and so get the same numbers: the batch matmuls (parallel over rows) and
-# rows_* (a range of rows, for the decode step's kernels.dot_rows). The loop is written out in each:
+# rows_* (a range of rows, the decode step's row kernels: kernels/dot_rows.py). The loop is written out in each:
 # a numba `inline="always"` helper loses the vectorization (measured: 3.7 GB/s instead of 18.5), as
 # does indexing w at a computed offset (numba's negative-index wraparound), hence the row slice; and a
 # call per row costs more than the row (numba refcounts its array arguments). Three types written out
@@ -73,10 +74,10 @@ def matmul_f32(w, xf, xq, xd, xs, out):
             out[t, r] = acc
 
 
-@nb.njit(cache=True, fastmath=True)
-def rows_f32(w, wo, rs, r0, r1, x, out):
-    """out[r] = row r . x for r in r0..r1; w: float32 weights (flat), row r from element wo + r * rs; x: float32[k]."""
-    k = x.shape[0]
+@row_kernel(fastmath=True)
+def rows_f32(bufs, off, rb, r0, r1, k, acts, out):
+    """out[r] = row r . x for r in r0..r1 (kernels/dot_rows.py); float32 from byte off, rb bytes a row."""
+    w, wo, rs, x = bufs[2], off // 4, rb // 4, acts[6]
     for r in range(r0, r1):
         wr = w[wo + r * rs:wo + r * rs + k]
         acc = f32(0.0)
@@ -98,10 +99,10 @@ def matmul_f16(w, xf, xq, xd, xs, out):
             out[t, r] = acc
 
 
-@nb.njit(cache=True, fastmath=True)
-def rows_f16(w, wo, rs, r0, r1, x, out):
-    """out[r] = row r . x for r in r0..r1; w: fp16 weights as uint16 bits (flat), row r from element wo + r * rs; x: float32[k]."""
-    k = x.shape[0]
+@row_kernel(fastmath=True)
+def rows_f16(bufs, off, rb, r0, r1, k, acts, out):
+    """out[r] = row r . x for r in r0..r1 (kernels/dot_rows.py); fp16 bits from byte off, rb bytes a row."""
+    w, wo, rs, x = bufs[1], off // 2, rb // 2, acts[6]
     for r in range(r0, r1):
         wr = w[wo + r * rs:wo + r * rs + k]
         acc = f32(0.0)
@@ -123,10 +124,10 @@ def matmul_bf16(w, xf, xq, xd, xs, out):
             out[t, r] = acc
 
 
-@nb.njit(cache=True, fastmath=True)
-def rows_bf16(w, wo, rs, r0, r1, x, out):
-    """out[r] = row r . x for r in r0..r1; w: bf16 weights as uint16 bits (flat), row r from element wo + r * rs; x: float32[k]."""
-    k = x.shape[0]
+@row_kernel(fastmath=True)
+def rows_bf16(bufs, off, rb, r0, r1, k, acts, out):
+    """out[r] = row r . x for r in r0..r1 (kernels/dot_rows.py); bf16 bits from byte off, rb bytes a row."""
+    w, wo, rs, x = bufs[1], off // 2, rb // 2, acts[6]
     for r in range(r0, r1):
         wr = w[wo + r * rs:wo + r * rs + k]
         acc = f32(0.0)
@@ -235,7 +236,7 @@ def _as_u16(a):
 
 class F32(QuantFormat, qtype=T.F32):
     dtype = np.float32
-    dot = DotKernels("f32", matmul_f32, dequant_f32, matmul_llama_cpp=_lanes(0))
+    dot = DotKernels("f32", matmul_f32, dequant_f32, matmul_llama_cpp=_lanes(0), rows=rows_f32)
 
     @classmethod
     def quantize(cls, rows, imatrix=None, out=None):
@@ -248,7 +249,7 @@ class F32(QuantFormat, qtype=T.F32):
 
 class F16(QuantFormat, qtype=T.F16):
     dtype = np.float16
-    dot = DotKernels("f32", matmul_f16, dequant_f16, _as_u16, matmul_llama_cpp=_lanes(1))
+    dot = DotKernels("f32", matmul_f16, dequant_f16, _as_u16, matmul_llama_cpp=_lanes(1), rows=rows_f16)
 
     @classmethod
     def quantize(cls, rows, imatrix=None, out=None):
@@ -261,7 +262,7 @@ class F16(QuantFormat, qtype=T.F16):
 
 class BF16(QuantFormat, qtype=T.BF16):
     dtype = np.uint16
-    dot = DotKernels("f32", matmul_bf16, dequant_bf16, _as_u16, matmul_llama_cpp=_lanes(2))
+    dot = DotKernels("f32", matmul_bf16, dequant_bf16, _as_u16, matmul_llama_cpp=_lanes(2), rows=rows_bf16)
 
     @classmethod
     def quantize(cls, rows, imatrix=None, out=None):

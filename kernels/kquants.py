@@ -25,6 +25,7 @@ from .dot_simd import (repacked, rowdot_q4_k, rowdot_q4_k_tiled, rowdot_q4_k_x8,
                        rowdot_q5_k_tiled, rowdot_q6_k, rowdot_q6_k_tiled)
 from .numerics import (GROUP_MAX_EPS, BlockFormat, dequant_blocks, get_f16, make_qkx_quants, make_qx_quants,
                        nearest_int, put_f16)
+from .dot_rows import row_kernel
 from .registry import DotKernels, QuantFormat
 
 QK_K = 256
@@ -521,6 +522,32 @@ def dequant_q6_k(w, r0, r1, out):
                     out[i, y + l + 96] = d * f32(wi[r, so + 6]) * f32(i32((qb >> 4) | (((h >> 6) & 3) << 4)) - 32)
 
 
+# ---- the decode step's row kernels (kernels/dot_rows.py): rows r0..r1, the weight at byte `off` -----
+
+@row_kernel
+def rows_q4_k(bufs, off, rb, r0, r1, k, acts, out):
+    for r in range(r0, r1):
+        out[r] = rowdot_q4_k(bufs[0], off + r * rb, k // 256, acts[3], 0, acts[4], 0, acts[5], 0)
+
+
+@row_kernel
+def rows_q4_k_x8(bufs, off, rb, r0, r1, k, acts, out):
+    for r in range(r0, r1):
+        out[r] = rowdot_q4_k_x8(bufs[0], off + r * rb, k // 256, acts[3], 0, acts[4], 0, acts[5], 0)
+
+
+@row_kernel
+def rows_q5_k(bufs, off, rb, r0, r1, k, acts, out):
+    for r in range(r0, r1):
+        out[r] = rowdot_q5_k(bufs[0], off + r * rb, k // 256, acts[3], 0, acts[4], 0, acts[5], 0)
+
+
+@row_kernel
+def rows_q6_k(bufs, off, rb, r0, r1, k, acts, out):
+    for r in range(r0, r1):
+        out[r] = rowdot_q6_k(bufs[0], off + r * rb, k // 256, acts[3], 0, acts[4], 0, acts[5], 0)
+
+
 # ================================================================================================
 # Registry entries
 # ================================================================================================
@@ -528,21 +555,21 @@ def dequant_q6_k(w, r0, r1, out):
 
 class Q4_K(BlockFormat, QuantFormat, qtype=T.Q4_K):
     _kernel = staticmethod(quantize_q4_k_nb)
-    dot = DotKernels("q8_k", matmul_q4_k, dequant_q4_k)
+    dot = DotKernels("q8_k", matmul_q4_k, dequant_q4_k, rows=rows_q4_k, rows_repacked=rows_q4_k_x8)
     _ref = staticmethod(kquants_ref.q4_k_quantize_ref)
     _deref = staticmethod(kquants_ref.q4_k_dequantize_ref)
 
 
 class Q5_K(BlockFormat, QuantFormat, qtype=T.Q5_K):
     _kernel = staticmethod(quantize_q5_k_nb)
-    dot = DotKernels("q8_k", matmul_q5_k, dequant_q5_k)
+    dot = DotKernels("q8_k", matmul_q5_k, dequant_q5_k, rows=rows_q5_k)
     _ref = staticmethod(kquants_ref.q5_k_quantize_ref)
     _deref = staticmethod(kquants_ref.q5_k_dequantize_ref)
 
 
 class Q6_K(BlockFormat, QuantFormat, qtype=T.Q6_K):
     _kernel = staticmethod(quantize_q6_k_nb)
-    dot = DotKernels("q8_k", matmul_q6_k, dequant_q6_k)
+    dot = DotKernels("q8_k", matmul_q6_k, dequant_q6_k, rows=rows_q6_k)
     _ref = staticmethod(kquants_ref.q6_k_quantize_ref)
     _deref = staticmethod(kquants_ref.q6_k_dequantize_ref)
 

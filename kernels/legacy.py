@@ -8,7 +8,7 @@ float trick it is, and C's float -> integer truncation. Each format has
   blocks but with every sum accumulated sequentially as the C loop does,
 * a numba quantizer (`parallel=True`, `prange` over rows), tested for exact equality with the reference,
 * the runtime's kernels: a row dequantizer (also the class's `dequantize`) and the batch matmul against
-  activations quantized to Q8 blocks of 32 (the decode step's row dots are dot_simd.rowdot_*),
+  activations quantized to Q8 blocks of 32 (the decode step's row kernels rows_* call the same dot_simd.rowdot_*),
 * and its registry class, which carries all of them.
 
 Which path llama-quantize takes: `ggml_quantize_chunk` -> `quantize_q4_0` & co. call the `_ref` quantizer
@@ -34,6 +34,7 @@ from .dot_common import load_f16
 from .dot_simd import repacked, rowdot_q4_0, rowdot_q4_0_x8, rowdot_q4_1, rowdot_q5_0, rowdot_q5_1, rowdot_q8_0
 from .numerics import (BlockFormat, c_roundf, c_to_int8, c_trunc_int, f32_as_u32, make_qkx_quants, make_qx_quants,
                        put_f16, row_sigma2, u32_as_f32)
+from .dot_rows import row_kernel
 from .registry import DotKernels, QuantFormat
 
 # ================================================================================================
@@ -490,6 +491,44 @@ def matmul_q8_0(w, xf, xq, xd, xs, out):
             out[t, r] = rowdot_q8_0(wf, r * rb, xv, t * k, dv, sv, t * nbk, nbk)
 
 
+# ---- the decode step's row kernels (kernels/dot_rows.py): rows r0..r1, the weight at byte `off` -----
+
+@row_kernel
+def rows_q4_0(bufs, off, rb, r0, r1, k, acts, out):
+    for r in range(r0, r1):
+        out[r] = rowdot_q4_0(bufs[0], off + r * rb, acts[0], 0, acts[1], acts[2], 0, k // 32)
+
+
+@row_kernel
+def rows_q4_0_x8(bufs, off, rb, r0, r1, k, acts, out):
+    for r in range(r0, r1):
+        out[r] = rowdot_q4_0_x8(bufs[0], off + r * rb, acts[0], 0, acts[1], acts[2], 0, k // 32)
+
+
+@row_kernel
+def rows_q4_1(bufs, off, rb, r0, r1, k, acts, out):
+    for r in range(r0, r1):
+        out[r] = rowdot_q4_1(bufs[0], off + r * rb, acts[0], 0, acts[1], acts[2], 0, k // 32)
+
+
+@row_kernel
+def rows_q5_0(bufs, off, rb, r0, r1, k, acts, out):
+    for r in range(r0, r1):
+        out[r] = rowdot_q5_0(bufs[0], off + r * rb, acts[0], 0, acts[1], acts[2], 0, k // 32)
+
+
+@row_kernel
+def rows_q5_1(bufs, off, rb, r0, r1, k, acts, out):
+    for r in range(r0, r1):
+        out[r] = rowdot_q5_1(bufs[0], off + r * rb, acts[0], 0, acts[1], acts[2], 0, k // 32)
+
+
+@row_kernel
+def rows_q8_0(bufs, off, rb, r0, r1, k, acts, out):
+    for r in range(r0, r1):
+        out[r] = rowdot_q8_0(bufs[0], off + r * rb, acts[0], 0, acts[1], acts[2], 0, k // 32)
+
+
 # ================================================================================================
 # Registry entries
 # ================================================================================================
@@ -497,28 +536,28 @@ def matmul_q8_0(w, xf, xq, xd, xs, out):
 
 class Q4_0(BlockFormat, QuantFormat, qtype=T.Q4_0):
     _kernel = staticmethod(quantize_q4_0_nb)
-    dot = DotKernels("q8_32", matmul_q4_0, dequant_q4_0)
+    dot = DotKernels("q8_32", matmul_q4_0, dequant_q4_0, rows=rows_q4_0, rows_repacked=rows_q4_0_x8)
     _ref = staticmethod(legacy_ref.q4_0_quantize_ref)
     _deref = staticmethod(legacy_ref.q4_0_dequantize_ref)
 
 
 class Q4_1(BlockFormat, QuantFormat, qtype=T.Q4_1):
     _kernel = staticmethod(quantize_q4_1_nb)
-    dot = DotKernels("q8_32", matmul_q4_1, dequant_q4_1)
+    dot = DotKernels("q8_32", matmul_q4_1, dequant_q4_1, rows=rows_q4_1)
     _ref = staticmethod(legacy_ref.q4_1_quantize_ref)
     _deref = staticmethod(legacy_ref.q4_1_dequantize_ref)
 
 
 class Q5_0(BlockFormat, QuantFormat, qtype=T.Q5_0):
     _kernel = staticmethod(quantize_q5_0_nb)
-    dot = DotKernels("q8_32", matmul_q5_0, dequant_q5_0)
+    dot = DotKernels("q8_32", matmul_q5_0, dequant_q5_0, rows=rows_q5_0)
     _ref = staticmethod(legacy_ref.q5_0_quantize_ref)
     _deref = staticmethod(legacy_ref.q5_0_dequantize_ref)
 
 
 class Q5_1(BlockFormat, QuantFormat, qtype=T.Q5_1):
     _kernel = staticmethod(quantize_q5_1_nb)
-    dot = DotKernels("q8_32", matmul_q5_1, dequant_q5_1)
+    dot = DotKernels("q8_32", matmul_q5_1, dequant_q5_1, rows=rows_q5_1)
     _ref = staticmethod(legacy_ref.q5_1_quantize_ref)
     _deref = staticmethod(legacy_ref.q5_1_dequantize_ref)
 
@@ -526,6 +565,6 @@ class Q5_1(BlockFormat, QuantFormat, qtype=T.Q5_1):
 class Q8_0(BlockFormat, QuantFormat, qtype=T.Q8_0):
     uses_imatrix = False  # quantize_q8_0 ignores quant_weights
     _kernel = staticmethod(quantize_q8_0_nb)
-    dot = DotKernels("q8_32", matmul_q8_0, dequant_q8_0)
+    dot = DotKernels("q8_32", matmul_q8_0, dequant_q8_0, rows=rows_q8_0)
     _ref = staticmethod(legacy_ref.q8_0_quantize_ref)
     _deref = staticmethod(legacy_ref.q8_0_dequantize_ref)

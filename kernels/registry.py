@@ -6,7 +6,7 @@ The class carries all that the rest reads: quantize (fast) and quantize_ref (rea
 dequantize_ref, and for the runtime `dot` (DotKernels: the activation form it multiplies, the batch matmul, the row dequantizer,
 the view of the file's bytes the kernels take). The converter, the recipes, the reader's size checks and
 the runtime all look formats up here (`FORMATS[qtype]` or `get_format`), so adding a format means adding
-one class, not editing if-chains. (The decode step's row dots are still chosen in dot_rows.matvec_rows.)
+one class, not editing if-chains; the decode step indexes a table built from it (kernels/dot_rows.py).
 """
 from __future__ import annotations
 
@@ -35,12 +35,16 @@ class DotKernels:
     weight_view(TensorInfo.data) -> the array the kernels take
     matmul_llama_cpp: the same product in the numbers of llama.cpp's AVX2 build on every host, where
     `matmul` differs (the float types: matmul's fastmath sums follow the host's vector width); None: the same
+    rows: the decode step's row kernel (kernels/dot_rows.py), None: a file with this format decodes through
+    the batch path; rows_repacked: the kernel for matrices llama.cpp's AVX2 build repacks (dot_simd.repacked)
     """
     act: str
     matmul: Callable
     dequant: Callable
     weight_view: Callable = _same
     matmul_llama_cpp: Callable | None = None
+    rows: Callable | None = None
+    rows_repacked: Callable | None = None
 
 
 class QuantFormat:

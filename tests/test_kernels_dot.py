@@ -148,3 +148,37 @@ def test_every_runtime_format_is_registered():
         fmt = runtime_format(q)
         assert fmt is get_format(q) and fmt.dot.act == acts.get(q, "q8_32"), q.name
     assert runtime_format(T.Q8_K) is None and runtime_format(T.Q2_K) is None and runtime_format(999) is None
+
+
+@pytest.mark.parametrize("qtype", FORMATS, ids=lambda q: q.name)
+def test_decode_row_kernels_equal_the_matmul(qtype):
+    """The decode step's row kernel of every format, found through the registry's table (kind = its
+    index), gives the batch matmul's numbers bit for bit on a weight inside a read-only file buffer, for
+    a range of rows, with row counts that llama.cpp's AVX2 build repacks (a multiple of 8) and not."""
+    from ggufq.kernels.dot_rows import has_row_kernel, row_kind, row_table
+    from ggufq.runtime.decode import ROW_KERNELS, matvec_rows
+    assert has_row_kernel(qtype) and ROW_KERNELS == row_table()
+    rng = np.random.default_rng(100 + int(qtype))
+    k = 512
+    x = rng.standard_normal((1, k)).astype(np.float32)
+    q32 = (np.zeros((1, k), np.int8), np.zeros((1, k // 32), np.float32), np.zeros((1, k // 32), np.float32))
+    qk = (np.zeros((1, k), np.int8), np.zeros((1, k // 256), np.float32), np.zeros((1, k // 16), np.int32))
+    quantize_q8_32(x, *q32)
+    quantize_q8_k(x, *qk)
+    acts = tuple(a.reshape(-1) for a in q32 + qk) + (x.reshape(-1),)
+    dot = get_format(qtype).dot
+    for rows in (40, 37):
+        w, deq = make_weights(qtype, rows, k, rng)
+        want = check_matmul(qtype, w, deq, x)[0]
+        raw = np.ascontiguousarray(w).view(np.uint8).reshape(rows, -1)
+        off = 64
+        file = np.zeros(off + raw.size + 4, np.uint8)
+        file[off:off + raw.size] = raw.reshape(-1)
+        file.flags.writeable = False
+        bufs = (file, file[:file.size // 2 * 2].view(np.uint16), file[:file.size // 4 * 4].view(np.float32))
+        kind = row_kind(qtype, rows)
+        assert ROW_KERNELS[kind] in (dot.rows, dot.rows_repacked)
+        out = np.full(rows, np.nan, np.float32)
+        matvec_rows(kind, bufs, off, raw.shape[1], 0, 3, k, acts, out)
+        matvec_rows(kind, bufs, off, raw.shape[1], 3, rows, k, acts, out)
+        np.testing.assert_array_equal(out, want, err_msg=f"{qtype.name}, {rows} rows")

@@ -8,7 +8,7 @@ the attention heads), thread 0 does the small element-wise work, and the threads
 barrier between stages, as ggml's graph compute does. It reads top to bottom like Model._block, calls the same compiled kernels (so the logits are bit-identical to the batch
 path with one token), and covers the llama, qwen2, qwen3 and gemma3 families.
 
-Used for a one-token eval when every matrix has a row kernel in kernels.dot_rows, activations are
+Used for a one-token eval when every matrix's format has a row kernel (kernels/dot_rows.py), activations are
 quantized (not exact mode), and the threading layer runs every prange iteration on its own thread.
 """
 from __future__ import annotations
@@ -17,11 +17,30 @@ from collections import namedtuple
 
 import numba as nb
 import numpy as np
+from numba import literal_unroll
 
 from ggufq.runtime import ops
 from ggufq.runtime.barrier import barrier
 from ggufq.kernels.dot_common import quantize_q8_32, quantize_q8_k
-from ggufq.kernels.dot_rows import ROW_TYPES, matvec_rows, row_kind
+from ggufq.kernels.dot_rows import has_row_kernel, row_kind, row_table
+
+# The registry's row kernels, fixed when this module is compiled. numba's cache does not see the tuple, so a
+# step cached before a format was added would miss its kernel: _drop_stale_step compiles it again then.
+# (The table is a global, not an argument: typing a tuple of functions costs ~0.3 ms a call, a token's time.)
+ROW_KERNELS = row_table()
+
+
+@nb.njit(cache=True)
+def _kinds_compiled_in():
+    return len(ROW_KERNELS)
+
+
+def _drop_stale_step() -> None:
+    """Empty the step's cache if it was compiled with another table of row kernels (it compiles on its next
+    call), before the first call of this process loads it."""
+    if _kinds_compiled_in() != len(ROW_KERNELS):
+        for f in (matvec_rows, decode_step, _kinds_compiled_in):
+            f._cache.flush()
 
 f32 = np.float32
 
@@ -34,8 +53,8 @@ Shape = namedtuple("Shape", "n_layer n_head n_kv hd n_rot d n_ff")
 # gemma3), norms after attention and after the FFN (gemma3), q scaled before attention rather than in the
 # softmax (gemma3), GeGLU rather than SwiGLU (gemma3); neox: RoPE on the two halves of a head
 Flags = namedtuple("Flags", "neox bias qk_norm post_norms scale_q gelu")
-# lw int64[n_layer, 7, 4]: per matrix (offset in buf, kernel kind, rows, row bytes), WQ..WDOWN (the kind is
-# dot_rows.row_kind: the GGML type, or a repacked Q4_0 / Q4_K); ow the same for the output matrix.
+# lw int64[n_layer, 7, 4]: per matrix (offset in buf, kind: the index of its row kernel in ROW_KERNELS, rows,
+# row bytes), WQ..WDOWN; ow the same for the output matrix.
 # norms float32[n_layer, 4, d]: attention, FFN, post-attention and post-FFN norms; qk_norm [n_layer, 2, hd];
 # bias [n_layer, 3, n_head*hd]; windows: the sliding window of each layer (0: global); swa: local layers
 StepWeights = namedtuple("StepWeights", "buf lw ow norms qk_norm bias out_norm windows swa eps attn_scale")
@@ -54,10 +73,21 @@ def _quantize(x, a):
         quantize_q8_k(x, a[3], a[4], a[5])
 
 
+@nb.njit(cache=True)
+def matvec_rows(kind, buf, off, rb, r0, r1, k, acts, out):
+    """out[r] = W[r] . x for r in r0..r1 by the row kernel at index `kind` of ROW_KERNELS (one function:
+    the table unrolled here once, not at each of the step's products, keeps the compile short)."""
+    i = 0
+    for rows in literal_unroll(ROW_KERNELS):
+        if i == kind:
+            rows(buf, off, rb, r0, r1, k, acts, out)
+        i += 1
+
+
 @nb.njit(inline="always")
 def _matvec(tid, nt, buf, meta, k, a, out):
-    """This thread's share of out[0, :] = W . x; meta = (offset, type, rows, row bytes); buf = the file's
-    bytes as (uint8, uint16, float32)."""
+    """This thread's share of out[0, :] = W . x; meta = (offset, kind, rows, row bytes): the kind indexes
+    the registry's row kernels (ROW_KERNELS); buf = the file as (uint8, uint16, float32)."""
     R = meta[2]
     acts = (a[0].reshape(-1), a[1].reshape(-1), a[2].reshape(-1), a[3].reshape(-1), a[4].reshape(-1),
             a[5].reshape(-1), a[6].reshape(-1))
@@ -204,6 +234,7 @@ class DecodeStep:
                             rs.hg[:1], rs.hu[:1], rs.logits, *acts, rs.kc_k, rs.vc_k, rs.att)
         self.counter = np.zeros(1, np.int64)
         self.rs = rs
+        _drop_stale_step()
 
     @staticmethod
     def _act_buffers(rs, k):
@@ -220,7 +251,7 @@ class DecodeStep:
         """Every matrix the step multiplies has a row kernel (the embedding is only looked up). The
         families are the runtime's own: Config refuses any other architecture."""
         w = model.weights
-        return all(m.qtype in ROW_TYPES for m in w.linears() if m is not w.token_embd or m is w.output)
+        return all(has_row_kernel(m.qtype) for m in w.linears() if m is not w.token_embd or m is w.output)
 
     def run(self, pos: int, n_threads: int) -> np.ndarray:
         decode_step(n_threads, self.counter, pos, self.shape, self.flags, self.weights, self.rope, self.bufs)
