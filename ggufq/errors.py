@@ -7,3 +7,8 @@ class GGUFQError(Exception):
 
 class GGUFFormatError(GGUFQError):
     """A GGUF file that is truncated, malformed or hostile."""
+
+
+class ChatTemplateError(GGUFQError):
+    """A chat template that is refused, fails, or goes past a limit of its render: the file's fault, so
+    a chat ends there (no turn of it can be rendered)."""

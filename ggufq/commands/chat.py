@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import sys
 
-from ggufq.errors import GGUFQError
+from ggufq.errors import ChatTemplateError, GGUFQError
 from ggufq.commands._args import count_or_all
 from ggufq.commands._sampling_args import add_sampling_args, sampling_kwargs
 
@@ -121,6 +121,8 @@ def run(args) -> int:
             answer.close()  # the partial answer stays in the conversation, the cache in step with it
             out.write("\n")
             print("[answer interrupted]", file=sys.stderr)
+        except ChatTemplateError:  # the file's template: no turn can be rendered, the chat ends here
+            raise
         except GGUFQError as e:  # this message alone does not fit the context: say so, go on
             print(f"ggufq chat: {e}", file=sys.stderr)
             continue

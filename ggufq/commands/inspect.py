@@ -7,6 +7,7 @@ import sys
 import numpy as np
 
 from ggufq.files.gguf_reader import GGUFFile
+from ggufq.text.chat_template import template_findings
 
 _BIG_ARRAYS = ("tokenizer.ggml.tokens", "tokenizer.ggml.scores", "tokenizer.ggml.token_type",
                "tokenizer.ggml.merges")
@@ -29,6 +30,7 @@ def summarize(g: GGUFFile) -> dict:
         "special": {k.split(".")[-1]: _plain(kv.value) for k, kv in g.kv.items()
                     if k.startswith("tokenizer.ggml.") and (k.endswith("_id") or k.startswith("tokenizer.ggml.add_"))},
         "chat_template": "tokenizer.chat_template" in g.kv,
+        "chat_template_flags": template_findings(g.get("tokenizer.chat_template") or ""),
     }
     tensors = [{"name": t.name, "type": t.qtype.name, "shape": list(t.shape), "bytes": t.nbytes}
                for t in g.tensors.values()]
@@ -71,6 +73,8 @@ def run(args) -> int:
       f"chat template {'present' if t['chat_template'] else 'absent'}\n")
     for k, v in t["special"].items():
         w(f"  {k:<44} {v}\n")
+    for flag in t["chat_template_flags"]:
+        w(f"  chat template flagged: {flag}\n")
     w(f"{'tensor':<36} {'type':<6} {'shape':<20} {'bytes':>12}\n")
     for r in s["tensors"]:
         w(f"{r['name']:<36} {r['type']:<6} {str(r['shape']):<20} {r['bytes']:>12}\n")

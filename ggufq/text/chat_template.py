@@ -10,7 +10,8 @@ settings and variables transformers uses (trim_blocks, lstrip_blocks, loopcontro
 template's syntax tree is checked: any reach for a Python internal (an attribute or key starting with an
 underscore, `|attr('__...')`, known escape hatches like `cycler.__init__`) refuses the whole template with
 a GGUFQError. At render time the sandbox stops whatever the static check cannot see, and that too becomes
-a GGUFQError.
+a GGUFQError. Every render is bounded in time, loop iterations, call depth, output size and memory
+(text/template_limits.py): a breach is one GGUFQError naming the file and the limit.
 
 A file without a template gets a fallback, announced on stderr: Gemma's turn format for the gemma
 architectures, ChatML otherwise.
@@ -21,7 +22,8 @@ import json
 import sys
 from datetime import datetime
 
-from ggufq.errors import GGUFQError
+from ggufq.errors import ChatTemplateError, GGUFQError
+from ggufq.text.template_limits import Limits, RenderGuard, TemplateLimit, bound_template, bounded_loop, memory_cap
 
 CHATML_TEMPLATE = (
     "{% for message in messages %}"
@@ -79,6 +81,25 @@ def _environment():
     import jinja2.ext
     from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+    class BoundedSandbox(ImmutableSandboxedEnvironment):
+        """The sandbox with a RenderGuard (set per render) counting calls and checking the operators
+        that can build large values."""
+        # intercepted operators are also never folded into constants when the template is compiled, so
+        # '%' is here too: its result is only bounded by the memory cap, which holds inside the render
+        intercepted_binops = frozenset({"*", "**", "+", "%"})
+        guard = RenderGuard(Limits())
+
+        def call_binop(self, context, operator, left, right):
+            self.guard.binop(operator, left, right)
+            return super().call_binop(context, operator, left, right)
+
+        def call(__self, __context, __obj, *args, **kwargs):  # noqa: N805 (jinja2's own signature)
+            __self.guard.enter()
+            try:
+                return super().call(__context, __obj, *args, **kwargs)
+            finally:
+                __self.guard.leave()
+
     def raise_exception(message):
         raise jinja2.exceptions.TemplateError(message)
 
@@ -88,11 +109,13 @@ def _environment():
     def strftime_now(fmt):
         return datetime.now().strftime(fmt)
 
-    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True,
-                                        extensions=[jinja2.ext.loopcontrols, _generation_extension()])
+    env = BoundedSandbox(trim_blocks=True, lstrip_blocks=True,
+                         extensions=[jinja2.ext.loopcontrols, _generation_extension()])
     env.filters["tojson"] = tojson
     env.globals["raise_exception"] = raise_exception
     env.globals["strftime_now"] = strftime_now
+    env.globals["ggufq_bounded_loop"] = lambda iterable: bounded_loop(env.guard, iterable)
+    env.globals["ggufq_bounded_concat"] = lambda parts: env.guard.concat(parts)
     return env
 
 
@@ -125,14 +148,18 @@ def check_template(source: str, env=None) -> None:
     try:
         ast = env.parse(source)
     except jinja2.TemplateSyntaxError as e:
-        raise GGUFQError(f"chat template: syntax error at line {e.lineno}: {e.message}") from None
+        raise ChatTemplateError(f"chat template: syntax error at line {e.lineno}: {e.message}") from None
 
     def refuse(what: str, node):
-        raise GGUFQError(f"chat template refused: it reaches for Python internals ({what}, line {node.lineno}); "
+        raise ChatTemplateError(f"chat template refused: it reaches for Python internals ({what}, line {node.lineno}); "
                          "nothing was rendered")
 
-    for node in ast.find_all((nodes.Getattr, nodes.Getitem, nodes.Filter, nodes.Const, nodes.Call)):
-        if isinstance(node, nodes.Getattr):
+    for node in ast.find_all((nodes.Getattr, nodes.Getitem, nodes.Filter, nodes.Const, nodes.Call, nodes.Name)):
+        if isinstance(node, nodes.Name):
+            if node.name.startswith("ggufq_"):  # the render's own bounds (template_limits): not to be replaced
+                raise ChatTemplateError(f"chat template refused: it names {node.name} (line {node.lineno}), which "
+                                 "ggufq reserves for its limits; nothing was rendered")
+        elif isinstance(node, nodes.Getattr):
             if node.attr.startswith("_"):
                 refuse(f".{node.attr}", node)
             if isinstance(node.node, nodes.Name) and node.node.name in _ESCAPE_HATCHES \
@@ -151,18 +178,75 @@ def check_template(source: str, env=None) -> None:
                 refuse(repr(node.value), node)
 
 
+def template_findings(source: str) -> list[str]:
+    """What `ggufq inspect` flags in a file's template, without running it: a reach for what the sandbox
+    forbids (the refusal check_template would give), and loops or calls that may not end: recursive loops,
+    macros that call themselves, loops nested three deep, ranges over 10,000 items. A render would stop
+    at its limits anyway (template_limits); a template made in good faith has none of these."""
+    import jinja2
+    from jinja2 import nodes
+    try:
+        check_template(source)
+    except GGUFQError as e:
+        return [str(e).removeprefix("chat template ").removeprefix("refused: ")]
+    ast = _environment().parse(source)
+    found = []
+    for loop in ast.find_all(nodes.For):
+        if loop.recursive:
+            found.append(f"a recursive loop (line {loop.lineno})")
+        depth = 1 + sum(1 for _ in _enclosing_loops(ast, loop))
+        if depth == 3:
+            found.append(f"loops nested {depth} deep (line {loop.lineno})")
+    for macro in ast.find_all(nodes.Macro):
+        if any(isinstance(c.node, nodes.Name) and c.node.name == macro.name for c in macro.find_all(nodes.Call)):
+            found.append(f"macro {macro.name} calls itself (line {macro.lineno})")
+    for call in ast.find_all(nodes.Call):
+        if isinstance(call.node, nodes.Name) and call.node.name == "range":
+            try:
+                n = max(int(a.as_const()) for a in call.args[:2]) if call.args else 0
+            except (nodes.Impossible, TypeError, ValueError, jinja2.TemplateError):
+                continue
+            if n > 10_000:
+                found.append(f"range over {n:,} items (line {call.lineno})")
+    return found
+
+
+def _enclosing_loops(tree, target):
+    """The For nodes that contain `target`."""
+    from jinja2 import nodes
+    for loop in tree.find_all(nodes.For):
+        if loop is not target and any(n is target for n in loop.find_all(nodes.For)):
+            yield loop
+
+
 class ChatTemplate:
     """A compiled, checked chat template and the special-token texts it is rendered with."""
 
     def __init__(self, source: str, special_tokens: dict[str, str] | None = None, name: str = "file",
-                 stop: tuple[str, ...] = ()):
+                 stop: tuple[str, ...] = (), origin: str = "", limits: Limits | None = None):
         self.source = source
         self.name = name
         self.stop = stop  # texts that end an answer besides an end-of-generation token
         self.special_tokens = dict(special_tokens or {})
+        self.origin = origin  # the file the template came from, for messages
+        self.limits = limits or Limits()
         self._env = _environment()
-        check_template(source, self._env)
-        self._template = self._env.from_string(source)
+        try:
+            check_template(source, self._env)
+        except GGUFQError as e:
+            raise ChatTemplateError(f"{self.origin}: {e}" if self.origin else str(e)) from None
+        try:  # compiling evaluates the constant parts (filters of constants): under the memory cap too
+            with memory_cap(self.limits.memory):
+                self._template = self._env.from_string(bound_template(self._env.parse(source)))
+        except MemoryError:
+            raise ChatTemplateError(f"{self._where}: compiling it needed more than {self.limits.memory >> 20} MiB "
+                             "(a limit of ggufq's, against hostile files)") from None
+        except Exception as e:
+            raise ChatTemplateError(f"{self._where} cannot be compiled: {type(e).__name__}: {e}") from None
+
+    @property
+    def _where(self) -> str:
+        return f"{self.origin}: chat template" if self.origin else "chat template"
 
     @classmethod
     def plain(cls) -> "ChatTemplate":
@@ -180,7 +264,7 @@ class ChatTemplate:
                     special[key] = tokenizer.tokens[tid]
         source = g.get("tokenizer.chat_template")
         if source:
-            return cls(source, special, name="file")
+            return cls(source, special, name="file", origin=str(getattr(g, "path", "")))
         arch = g.get("general.architecture", "") or ""
         name = "gemma" if arch.startswith("gemma") else "chatml"
         if not quiet:
@@ -195,10 +279,28 @@ class ChatTemplate:
         from jinja2.sandbox import SecurityError
 
         variables = {**self.special_tokens, **kwargs}
+        where = self._where
+        guard = self._env.guard = RenderGuard(self.limits)
+        parts, size = [], 0
         try:
-            return self._template.render(messages=messages, tools=tools, documents=documents,
-                                         add_generation_prompt=add_generation_prompt, **variables)
+            with memory_cap(self.limits.memory):
+                for part in self._template.generate(messages=messages, tools=tools, documents=documents,
+                                                    add_generation_prompt=add_generation_prompt, **variables):
+                    size += len(part)
+                    guard.size(size, "the rendered prompt")
+                    parts.append(part)
+            return "".join(parts)
+        except TemplateLimit as e:
+            raise ChatTemplateError(f"{where} stopped: {e} (a limit of ggufq's, against hostile files)") from None
+        except MemoryError:
+            parts.clear()
+            raise ChatTemplateError(f"{where} stopped: it needed more than {self.limits.memory >> 20} MiB "
+                             "(a limit of ggufq's, against hostile files)") from None
+        except RecursionError:
+            raise ChatTemplateError(f"{where} stopped: it recursed too deep") from None
         except SecurityError as e:
-            raise GGUFQError(f"chat template refused by the sandbox: {e}") from None
+            raise ChatTemplateError(f"{where} refused by the sandbox: {e}") from None
         except jinja2.TemplateError as e:
-            raise GGUFQError(f"chat template: {e}") from None
+            raise ChatTemplateError(f"{where}: {e}") from None
+        except Exception as e:  # the template's own errors (a division by zero, a wrong type): its fault
+            raise ChatTemplateError(f"{where} failed: {type(e).__name__}: {e}") from None

@@ -120,9 +120,11 @@ class ChatSession:
     def __init__(self, model, system: str | None = None, template=None, max_tokens: int = -1, notice=None,
                  **sampling):
         from ggufq.text.chat_template import ChatTemplate
+        from ggufq.text.template_limits import Limits
         self.model = model
         self.tok = model.tokenizer
         self.template = template or ChatTemplate.from_gguf(model.gguf, self.tok)
+        self.template.limits = Limits.for_context(model.n_ctx)
         self.messages: list[dict] = [{"role": "system", "content": system}] if system else []
         self.max_tokens = max_tokens
         # told once, the first time old turns are dropped to make room (the command prints it on stderr)
@@ -228,8 +230,10 @@ def chat(model, messages: list[dict], max_tokens: int = -1, **sampling) -> Itera
     """The assistant's answer to a conversation (a list of {"role", "content"}), streamed as text pieces.
     A fresh sequence each call; for several turns with the cache kept, use ChatSession."""
     from ggufq.text.chat_template import ChatTemplate
+    from ggufq.text.template_limits import Limits
     tok = model.tokenizer
     template = ChatTemplate.from_gguf(model.gguf, tok)
+    template.limits = Limits.for_context(model.n_ctx)
     text = template.render(messages, add_generation_prompt=True)
     bos_text = tok.tokens[tok.bos_id] if tok.bos_id is not None else None
     ids = tok.encode(text, add_special=not (bos_text and text.startswith(bos_text)), parse_special=True)
