@@ -6,7 +6,8 @@ format declares its row kernel in its own module with @row_kernel and names it i
 (DotKernels.rows, and rows_repacked where llama.cpp's AVX2 build runs the matrix repacked). All have one
 signature: `row_table()` gathers them from the registry into one tuple, which the compiled step unrolls
 (numba's literal_unroll: one direct call per entry) to call the one at a matrix's `kind` (`row_kind`), with
-no if-chain to edit when a format is added. The row kernels call the same row dots as the matmuls, so the numbers are the same.
+no if-chain to edit when a format is added. The row kernels call the same row dots as the matmuls, so the
+numbers are the same.
 
 Arguments of a row kernel (bufs, off, rb, r0, r1, k, acts, out):
   bufs  the mapped file as (uint8, uint16, float32) views, read-only; the float types read the last two

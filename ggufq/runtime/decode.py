@@ -5,8 +5,9 @@ token that is a few hundred parallel regions, and each one wakes the sleeping wo
 machine, as much as a small matrix product takes). Here the token's forward is one numba function:
 `for tid in prange(n_threads)`, every thread takes its share of the rows of each matrix product (and of
 the attention heads), thread 0 does the small element-wise work, and the threads meet at a spinning
-barrier between stages, as ggml's graph compute does. It reads top to bottom like Model._block, calls the same compiled kernels (so the logits are bit-identical to the batch
-path with one token), and covers the llama, qwen2, qwen3 and gemma3 families.
+barrier between stages, as ggml's graph compute does. It reads top to bottom like Model._block, calls the
+same compiled kernels (so the logits are bit-identical to the batch path with one token), and covers the
+llama, qwen2, qwen3 and gemma3 families.
 
 Used for a one-token eval when every matrix's format has a row kernel (kernels/dot_rows.py), activations are
 quantized (not exact mode), and the threading layer runs every prange iteration on its own thread.
