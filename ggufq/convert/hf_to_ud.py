@@ -16,12 +16,13 @@ Memory: the runtime maps the F16 file; pages are read as the forward pass touche
 """
 from __future__ import annotations
 
+import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 from ggufq.errors import GGUFQError
+from ggufq.files.atomic import scratch_folder
 
 UD_OUTTYPE = "ud-q4_k_xl"
 
@@ -46,7 +47,8 @@ def convert_dynamic(folder, outfile, imatrix: str | None = None, calib: str | No
     text = read_text(calib)
     t0 = time.perf_counter()
     outfile.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=f".{outfile.name}.", dir=outfile.parent) as tmp:
+    tmp = scratch_folder(outfile)
+    try:
         f16 = Path(tmp) / "model-f16.gguf"
         log(f"convert: {folder} -> a temporary F16 file ({tmp})")
         convert(folder, f16, "f16", progress=progress)
@@ -61,4 +63,6 @@ def convert_dynamic(folder, outfile, imatrix: str | None = None, calib: str | No
                           calib_ctx=calib_ctx, target_bpw=target_bpw, target_size=target_size, threads=threads,
                           imatrix_name=imatrix_name)
         summary = quantize_file(job)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return {**summary, "seconds": time.perf_counter() - t0}

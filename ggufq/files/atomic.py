@@ -9,12 +9,16 @@ a new one.
     with atomic_outputs([a, b, c]) as tmps:         # several files, each complete before any is renamed
     with atomic_folder("hf_dir") as tmp:            # a folder (ggufq export)
 
-Temporary names are `.<name>.ggufq-<pid>.tmp` in the destination's folder: the same file system (so the
-rename is atomic), hidden, and recognisable as ours.
+Temporary names are `.<name>.ggufq-<pid>.tmp` in the destination's folder (`.<name>.ggufq-<pid>.<x>.tmp`
+for folders): the same file system (so the rename is atomic), hidden, and recognisable as ours. A process
+killed outright (SIGKILL, a power cut) cannot remove its own: the next write of the same output removes
+those whose process is gone (remove_stale). SIGINT and SIGTERM are exceptions in ggufq (cli.main), so they
+leave nothing.
 """
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import tempfile
 from contextlib import contextmanager
@@ -25,6 +29,43 @@ from ggufq.errors import GGUFQError
 
 def temp_path(path: Path) -> Path:
     return path.with_name(f".{path.name}.ggufq-{os.getpid()}.tmp")
+
+
+def scratch_folder(path: Path) -> Path:
+    """A temporary folder beside `path` for intermediate files (convert's F16 and imatrix for a dynamic
+    quant), named like the temporaries, so that a killed run's folder is removed by the next one."""
+    path = Path(path)
+    remove_stale(path)
+    return Path(tempfile.mkdtemp(prefix=f".{path.name}.ggufq-{os.getpid()}.", suffix=".tmp", dir=path.parent))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # it exists, owned by another user
+        return True
+    return True
+
+
+def remove_stale(path: Path) -> None:
+    """Remove the temporaries of earlier writes of `path` whose process no longer runs (a live process's,
+    or one whose pid was reused, are left alone)."""
+    path = Path(path)
+    pattern = re.compile(re.escape(f".{path.name}.ggufq-") + r"(\d+)(\.[^/]*)?\.(tmp|old)$")
+    try:
+        entries = list(path.parent.iterdir())
+    except OSError:
+        return
+    for entry in entries:
+        m = pattern.match(entry.name)
+        if not m or int(m.group(1)) == os.getpid() or _alive(int(m.group(1))):
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
 
 
 def _sync(path: Path) -> None:
@@ -57,6 +98,7 @@ def atomic_output(path, make_folders: bool = True):
     path = Path(path)
     if make_folders:
         _prepare(path)
+    remove_stale(path)
     tmp = temp_path(path)
     try:
         yield tmp
@@ -73,6 +115,7 @@ def atomic_outputs(paths):
     paths = [Path(p) for p in paths]
     for p in paths:
         _prepare(p)
+        remove_stale(p)
     tmps = [temp_path(p) for p in paths]
     try:
         yield tmps
@@ -92,6 +135,7 @@ class AtomicFile:
     def __init__(self, path):
         self.path = Path(path)
         _prepare(self.path)
+        remove_stale(self.path)
         self.tmp = temp_path(self.path)
         try:
             self.f = open(self.tmp, "wb")
@@ -127,6 +171,7 @@ def atomic_folder(out):
     is moved aside first and removed only then); on any exception it is removed."""
     out = Path(out)
     _prepare(out, "cannot create")
+    remove_stale(out)
     try:
         tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.ggufq-{os.getpid()}.", suffix=".tmp", dir=out.parent))
     except OSError as e:
