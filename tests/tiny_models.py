@@ -101,11 +101,11 @@ def gguf_file(path, arch: str):
 
 
 def tiny_gguf(path, arch="llama", pre="gpt-2", tokens=("a", "b", "ab", "<s>"), n_embd=32, n_head=4,
-              extra=None):
+              extra=None, embd_rows=None):
     """A 1-block llama-shaped GGUF with a 4-token byte-level BPE vocabulary, F32 weights; `extra(w)` may
-    add keys and tensors."""
+    add keys and tensors; embd_rows: the embedding's rows, if not one per token."""
     rng = np.random.default_rng(0)
-    n_ff, n_vocab = 64, len(tokens) or 4
+    n_ff, n_vocab = 64, embd_rows or len(tokens) or 4
     with gguf_file(str(path), arch) as w:
         w.add_block_count(1)
         w.add_context_length(128)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
+
 from ggufq.errors import GGUFQError
 from ggufq.files.gguf_reader import GGUFFile
 
@@ -53,20 +55,34 @@ class Config:
                 raise GGUFQError(f"{g.path}: missing metadata key {arch}.{suffix}")
             return v
 
-        n_layer, n_embd = int(req("block_count")), int(req("embedding_length"))
-        n_head = int(req("attention.head_count"))
-        n_kv = g.arch_get("attention.head_count_kv", n_head)
-        for name, v in (("attention.head_count", n_head), ("attention.head_count_kv", n_kv),
-                        ("feed_forward_length", g.arch_get("feed_forward_length"))):
-            if not isinstance(v, int):
-                raise GGUFQError(f"{g.path}: {arch}.{name} = {v!r}: per-layer values are not supported")
-        head_dim = int(g.arch_get("attention.key_length", n_embd // n_head))
+        def count(suffix, value=None, low=1, high=1 << 20):
+            """A size from the header, checked before anything is divided by it or allocated with it."""
+            v = req(suffix) if value is None else value
+            if not isinstance(v, (int, np.integer)) or isinstance(v, bool):
+                raise GGUFQError(f"{g.path}: {arch}.{suffix} = {v!r}: per-layer values are not supported"
+                                 if isinstance(v, (list, np.ndarray)) else f"{g.path}: {arch}.{suffix} = {v!r} "
+                                 "is not an integer")
+            if not low <= int(v) <= high:
+                raise GGUFQError(f"{g.path}: {arch}.{suffix} = {int(v)} is out of range ({low} to {high})")
+            return int(v)
+
+        n_layer, n_embd = count("block_count", high=4096), count("embedding_length", high=1 << 17)
+        n_head = count("attention.head_count", high=4096)
+        n_kv = count("attention.head_count_kv", g.arch_get("attention.head_count_kv", n_head), high=n_head)
+        count("feed_forward_length", high=1 << 20)
+        count("context_length", high=1 << 24)
+        head_dim = count("attention.key_length", g.arch_get("attention.key_length", max(n_embd // n_head, 1)),
+                         high=1 << 12)
         if int(g.arch_get("attention.value_length", head_dim)) != head_dim:
             raise GGUFQError(f"{g.path}: {arch}.attention.value_length differs from key_length: not supported")
         emb = g.tensors.get("token_embd.weight")
         if emb is None:
             raise GGUFQError(f"{g.path}: missing tensor token_embd.weight")
         n_vocab = int(emb.shape[1])
+        tokens = g.get("tokenizer.ggml.tokens")
+        if tokens is not None and len(tokens) != n_vocab:  # ids past either end would index out of range
+            raise GGUFQError(f"{g.path}: the vocabulary has {len(tokens)} tokens but token_embd.weight has "
+                             f"{n_vocab} rows")
         scaling = g.arch_get("rope.scaling.type", "none" if g.arch_get("rope.scaling.factor") is None else "linear")
         if scaling not in ("none", "linear"):
             raise GGUFQError(f"{g.path}: {arch}.rope.scaling.type {scaling!r} is not supported (none, linear)")
@@ -80,6 +96,13 @@ class Config:
                 neox=family.neox_rope, attn_scale=1.0 / math.sqrt(head_dim))
         if n_head % c.n_kv:
             raise GGUFQError(f"{g.path}: {n_head} heads is not a multiple of {c.n_kv} KV heads")
+        count("rope.dimension_count", c.n_rot, low=2, high=head_dim)
+        if c.n_rot % 2:
+            raise GGUFQError(f"{g.path}: {arch}.rope.dimension_count = {c.n_rot} is odd")
+        if not (0.0 < c.eps < 1.0) or not (0.0 < c.rope_base < float("inf")):
+            raise GGUFQError(f"{g.path}: {arch}: rms epsilon {c.eps} or RoPE base {c.rope_base} out of range")
+        if f"blk.{n_layer - 1}.attn_norm.weight" not in g.tensors:
+            raise GGUFQError(f"{g.path}: {arch}.block_count = {n_layer}, but the file has no layer {n_layer - 1}")
         family.runtime_config(g, c)
         return c
 
