@@ -51,6 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="ggufq", description=__doc__.splitlines()[0])
     from ggufq import __version__
     parser.add_argument("--version", action="version", version=f"ggufq {__version__}")
+    parser.add_argument("--debug", action="store_true",
+                        help="show the traceback of an error (for developers; also GGUFQ_DEBUG=1)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
     for name, help_, module in _available():
         p = sub.add_parser(name, help=help_, description=help_)
@@ -71,10 +73,20 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _terminate)
+    debug = args.debug or os.environ.get("GGUFQ_DEBUG") == "1"
     try:
         return int(args._run(args) or 0)
     except GGUFQError as e:
+        if debug:
+            raise
         print(f"ggufq {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except (MemoryError, RecursionError, OSError, ValueError, ArithmeticError, LookupError, TypeError) as e:
+        if debug:
+            raise
+        # a case no check foresaw: still one line, and what to do about it
+        print(f"ggufq {args.command}: internal error: {type(e).__name__}: {e} (a bug in ggufq: please report "
+              "it; --debug shows where)", file=sys.stderr)
         return 2
     except KeyboardInterrupt as e:
         terminated = isinstance(e, Terminated)

@@ -177,7 +177,8 @@ def failure_of(step, fn) -> str | None:
         return f"{step}: {type(e).__name__}: {e}"
     if isinstance(got, tuple):  # a command: (status, stderr)
         rc, err = got
-        if rc not in (0, 2) or "Traceback" in err or (rc == 2 and len(err.strip().splitlines()) != 1):
+        if rc not in (0, 2) or "Traceback" in err or "internal error" in err \
+                or (rc == 2 and len(err.strip().splitlines()) != 1):
             return f"{step}: exit {rc}, stderr {err[-300:]!r}"
     return None
 
@@ -301,3 +302,15 @@ def test_vocabulary_and_embedding_rows_must_agree(tmp_path):
         path = tiny_gguf(tmp_path / f"rows{rows}.gguf", embd_rows=rows)
         rc, err = command(["run", "-m", str(path), "-p", "ab", "-n", "2"])
         assert rc == 2 and err.strip().endswith(f"the vocabulary has 4 tokens but token_embd.weight has {rows} rows")
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    bad = tmp_path / "bad.gguf"
+    bad.write_bytes(b"GGUF" + bytes(40))
+    import subprocess
+    import sys
+    plain = subprocess.run([sys.executable, "-m", "ggufq", "inspect", str(bad)], capture_output=True, text=True)
+    debug = subprocess.run([sys.executable, "-m", "ggufq", "--debug", "inspect", str(bad)], capture_output=True,
+                           text=True)
+    assert plain.returncode == 2 and len(plain.stderr.strip().splitlines()) == 1
+    assert debug.returncode != 0 and "Traceback" in debug.stderr and "GGUFFormatError" in debug.stderr
