@@ -34,6 +34,8 @@ FILE_TYPES: dict[str, tuple[FT, GT]] = {
     "Q5_K_S": (FT.MOSTLY_Q5_K_S, GT.Q5_K),
     "Q5_K_M": (FT.MOSTLY_Q5_K_M, GT.Q5_K),
     "Q6_K": (FT.MOSTLY_Q6_K, GT.Q6_K),
+    "IQ4_NL": (FT.MOSTLY_IQ4_NL, GT.IQ4_NL),
+    "IQ4_XS": (FT.MOSTLY_IQ4_XS, GT.IQ4_XS),
     "F16": (FT.MOSTLY_F16, GT.F16),
     "BF16": (FT.MOSTLY_BF16, GT.BF16),
     "F32": (FT.ALL_F32, GT.F32),
@@ -139,6 +141,10 @@ class ModelFacts:
     n_head_kv: int = 0
 
     @property
+    def n_gqa(self) -> int:  # llama_hparams::n_gqa
+        return self.n_head // self.n_head_kv if self.n_head_kv else 0
+
+    @property
     def is_70b(self) -> bool:  # llm_type 70B: llama with 80 layers and grouped-query attention
         return self.arch == "llama" and self.n_layer == 80 and self.n_head != self.n_head_kv
 
@@ -224,8 +230,11 @@ def _mix_type(st: _State, new_type: GT, name: str, shape, opts: Options, facts: 
         return GT.Q6_K if new_type != GT.Q8_0 else new_type
     if cat == TOKEN_EMBD:
         return opts.token_embedding_type if opts.token_embedding_type is not None else new_type
+    iq4 = ft in (FT.MOSTLY_IQ4_NL, FT.MOSTLY_IQ4_XS)
     if is_attn_v_like(cat):
-        if ft in (FT.MOSTLY_Q4_K_M, FT.MOSTLY_Q5_K_M) and use_more_bits(st.i_attention_wv, st.n_attention_wv):
+        if iq4 and facts.n_gqa >= 4:
+            new_type = GT.Q5_K
+        elif ft in (FT.MOSTLY_Q4_K_M, FT.MOSTLY_Q5_K_M) and use_more_bits(st.i_attention_wv, st.n_attention_wv):
             new_type = GT.Q6_K
         elif ft == FT.MOSTLY_Q4_K_S and st.i_attention_wv < 4:
             new_type = GT.Q5_K
@@ -245,6 +254,8 @@ def _mix_type(st: _State, new_type: GT, name: str, shape, opts: Options, facts: 
                             GT.Q5_K if use_more_bits(i_layer, n_layer) else GT.Q4_K)
             elif use_more_bits(i_layer, n_layer):
                 new_type = GT.Q6_K
+        elif iq4 and i_layer < n_layer // 8 and not opts.has_imatrix:
+            new_type = GT.Q5_K
         elif ft == FT.MOSTLY_Q5_K_M and use_more_bits(i_layer, n_layer):
             new_type = GT.Q6_K
         elif ft == FT.MOSTLY_Q4_K_S and facts.arch != "falcon" and i_layer < n_layer // 8:
@@ -254,7 +265,7 @@ def _mix_type(st: _State, new_type: GT, name: str, shape, opts: Options, facts: 
         st.i_ffn_down += 1
         return new_type
     if cat == ATTN_OUTPUT:
-        if facts.arch != "falcon" and facts.n_expert == 8 and ft in (FT.MOSTLY_Q4_K_S, FT.MOSTLY_Q4_K_M):
+        if facts.arch != "falcon" and facts.n_expert == 8 and (iq4 or ft in (FT.MOSTLY_Q4_K_S, FT.MOSTLY_Q4_K_M)):
             return GT.Q5_K
         return new_type
     if cat == FFN_GATE:

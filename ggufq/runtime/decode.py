@@ -38,7 +38,7 @@ def _kinds_compiled_in():
 
 def _drop_stale_step() -> None:
     """Empty the step's cache if it was compiled with another table of row kernels (it compiles on its next
-    call), before the first call of this process loads it."""
+    call), before the first call of this process loads it: run when this module is imported."""
     if _kinds_compiled_in() != len(ROW_KERNELS):
         for f in (matvec_rows, decode_step, _kinds_compiled_in):
             f._cache.flush()
@@ -235,7 +235,6 @@ class DecodeStep:
                             rs.hg[:1], rs.hu[:1], rs.logits, *acts, rs.kc_k, rs.vc_k, rs.att)
         self.counter = np.zeros(1, np.int64)
         self.rs = rs
-        _drop_stale_step()
 
     @staticmethod
     def _act_buffers(rs, k):
@@ -257,3 +256,6 @@ class DecodeStep:
     def run(self, pos: int, n_threads: int) -> np.ndarray:
         decode_step(n_threads, self.counter, pos, self.shape, self.flags, self.weights, self.rope, self.bufs)
         return self.rs.logits
+
+
+_drop_stale_step()

@@ -1,0 +1,264 @@
+"""The non-linear 4-bit formats, IQ4_NL and IQ4_XS: weights stored as indices into llama.cpp's 16-level grid
+`kvalues_iq4nl`, with one fp16 scale per 32 (IQ4_NL: 18 bytes a block) or an fp16 super-scale and 6-bit
+scales per 32 of 256 (IQ4_XS: 136 bytes, 4.25 bits a weight). IQ4_NL is the fallback of IQ4_XS for rows
+that are not a multiple of 256.
+
+Quantizers: llama.cpp's quantize_row_iq4_nl_impl (ntry 7, as llama-quantize calls it with and without an
+importance matrix), byte for byte; the readable reference is kernels/iquants_ref.py. Runtime: the weights
+dequantized a row at a time and dotted with the float activations (act "f32"), in the batch matmul and
+in the decode step's row kernel alike (so both give the same numbers). llama.cpp dots these formats with
+quantized activations; the figures agree within its rounding (tests/test_iquants.py), not bit for bit.
+"""
+from __future__ import annotations
+
+import numba as nb
+import numpy as np
+from gguf import GGMLQuantizationType as T
+
+from . import iquants_ref
+from .dot_rows import row_kernel
+from .numerics import GROUP_MAX_EPS, BlockFormat, fp16_to_fp32, nearest_int, put_f16
+from .registry import DotKernels, QuantFormat
+
+KVALUES = iquants_ref.KVALUES_IQ4NL
+_KV = KVALUES.astype(np.float32)
+
+
+@nb.njit(cache=True, inline="always")
+def _best_index(v, x):
+    """best_index_int8(16, kvalues_iq4nl, x); v: the levels as float32."""
+    if x <= v[0]:
+        return 0
+    if x >= v[15]:
+        return 15
+    ml, mu = 0, 15
+    while mu - ml > 1:
+        mav = (ml + mu) // 2
+        if x < v[mav]:
+            mu = mav
+        else:
+            ml = mav
+    return mu - 1 if x - v[mu - 1] < v[mu] - x else mu
+
+
+@nb.njit(cache=True)
+def _superblock(x, xo, n, qw, use_qw, v, L, weight, scales):
+    """quantize_row_iq4_nl_impl(n, 32, x[xo:xo+n], ntry = 7): fills L[n] and, for n > 32, scales[n/32]
+    with the 6-bit block scales (offset by 32); returns the fp16 bits of d."""
+    f = np.float32
+    sigma2 = f(0.0)
+    for j in range(n):
+        sigma2 += x[xo + j] * x[xo + j]
+    sigma2 *= f(2.0) / f(n)
+    max_scale = f(0.0)
+    amax_scale = f(0.0)
+    for ib in range(n // 32):
+        b = xo + ib * 32
+        for j in range(32):
+            if use_qw:
+                weight[j] = qw[b - xo + j] * np.sqrt(sigma2 + x[b + j] * x[b + j])
+            else:
+                weight[j] = x[b + j] * x[b + j]
+        amax = f(0.0)
+        mx = f(0.0)
+        for j in range(32):
+            ax = abs(x[b + j])
+            if ax > amax:
+                amax = ax
+                mx = x[b + j]
+        if amax < GROUP_MAX_EPS:
+            scales[ib] = f(0.0)
+            continue
+        d = -mx / v[0]
+        idv = f(1.0) / d
+        sumqx = f(0.0)
+        sumq2 = f(0.0)
+        for j in range(32):
+            l = _best_index(v, idv * x[b + j])
+            L[ib * 32 + j] = l
+            wq = weight[j] * v[l]
+            sumqx += wq * x[b + j]
+            sumq2 += wq * v[l]
+        d = sumqx / sumq2 if sumq2 > f(0.0) else f(0.0)
+        best = d * sumqx
+        for itry in range(-7, 8):
+            idv = f(itry - 127) / mx
+            sumqx = f(0.0)
+            sumq2 = f(0.0)
+            for j in range(32):
+                q = v[_best_index(v, idv * x[b + j])]
+                wq = weight[j] * q
+                sumqx += wq * x[b + j]
+                sumq2 += wq * q
+            if sumq2 > f(0.0) and sumqx * sumqx > best * sumq2:
+                d = sumqx / sumq2
+                best = d * sumqx
+        scales[ib] = d
+        if abs(d) > amax_scale:
+            amax_scale = abs(d)
+            max_scale = d
+    if n > 32:
+        d = -max_scale / f(32.0)
+        idv = f(1.0) / d if d != f(0.0) else f(0.0)
+        for ib in range(n // 32):
+            l = max(-32, min(31, nearest_int(idv * scales[ib])))
+            dl = d * f(l)
+            idl = f(1.0) / dl if dl != f(0.0) else f(0.0)
+            for j in range(32):
+                L[ib * 32 + j] = _best_index(v, idl * x[xo + ib * 32 + j])
+            scales[ib] = f(l + 32)
+        return d
+    idv = f(1.0) / scales[0] if scales[0] != f(0.0) else f(0.0)
+    for j in range(32):
+        L[j] = _best_index(v, idv * x[xo + j])
+    return scales[0]
+
+
+@nb.njit(cache=True, inline="always")
+def _pack(o, at, L, n):
+    for i in range(n // 32):
+        for j in range(16):
+            o[at + 16 * i + j] = L[32 * i + j] | (L[32 * i + 16 + j] << 4)
+
+
+@nb.njit(parallel=True, cache=True)
+def quantize_iq4_nl_nb(rows, qw, use_qw, out):
+    n, k = rows.shape
+    v = _KV
+    for r in nb.prange(n):
+        L = np.zeros(32, np.int64)
+        weight = np.empty(32, np.float32)
+        scales = np.empty(1, np.float32)
+        for ib in range(k // 32):
+            d = _superblock(rows[r], ib * 32, 32, qw[ib * 32:] if use_qw else qw, use_qw, v, L, weight, scales)
+            put_f16(out[r], ib * 18, d)
+            _pack(out[r], ib * 18 + 2, L, 32)
+
+
+@nb.njit(parallel=True, cache=True)
+def quantize_iq4_xs_nb(rows, qw, use_qw, out):
+    n, k = rows.shape
+    v = _KV
+    for r in nb.prange(n):
+        L = np.zeros(256, np.int64)
+        weight = np.empty(32, np.float32)
+        scales = np.empty(8, np.float32)
+        for ib in range(k // 256):
+            o = ib * 136
+            d = _superblock(rows[r], ib * 256, 256, qw[ib * 256:] if use_qw else qw, use_qw, v, L, weight, scales)
+            put_f16(out[r], o, d)
+            sh = 0
+            for i in range(4):
+                lo = np.int64(scales[2 * i])
+                hi = np.int64(scales[2 * i + 1])
+                out[r][o + 4 + i] = (lo & 0xF) | ((hi & 0xF) << 4)
+                sh |= ((lo >> 4) << (4 * i)) | ((hi >> 4) << (4 * i + 2))
+            out[r][o + 2] = sh & 0xFF
+            out[r][o + 3] = sh >> 8
+            _pack(out[r], o + 8, L, 256)
+
+
+# ---- runtime: rows dequantized, dotted with float activations ----------------------------------------
+
+@nb.njit(cache=True, inline="always")
+def _dequant_row_iq4_nl(w, off, k, v, y):
+    for b in range(k // 32):
+        o = off + b * 18
+        d = fp16_to_fp32(np.int64(w[o]) | (np.int64(w[o + 1]) << 8))
+        for j in range(16):
+            q = w[o + 2 + j]
+            y[b * 32 + j] = d * v[q & 0xF]
+            y[b * 32 + 16 + j] = d * v[q >> 4]
+
+
+@nb.njit(cache=True, inline="always")
+def _dequant_row_iq4_xs(w, off, k, v, y):
+    for b in range(k // 256):
+        o = off + b * 136
+        d = fp16_to_fp32(np.int64(w[o]) | (np.int64(w[o + 1]) << 8))
+        sh = np.int64(w[o + 2]) | (np.int64(w[o + 3]) << 8)
+        for ib in range(8):
+            ls = ((np.int64(w[o + 4 + ib // 2]) >> (4 * (ib % 2))) & 0xF) | (((sh >> (2 * ib)) & 3) << 4)
+            dl = d * np.float32(ls - 32)
+            for j in range(16):
+                q = w[o + 8 + 16 * ib + j]
+                y[b * 256 + 32 * ib + j] = dl * v[q & 0xF]
+                y[b * 256 + 32 * ib + 16 + j] = dl * v[q >> 4]
+
+
+@nb.njit(cache=True, inline="always")
+def _dot(y, x, xo, k):
+    acc = np.float32(0.0)
+    for i in range(k):
+        acc += y[i] * x[xo + i]
+    return acc
+
+
+@nb.njit(parallel=True, cache=True)
+def dequant_iq4_nl(w, r0, r1, out):
+    k = w.shape[1] // 18 * 32
+    for i in nb.prange(r1 - r0):
+        _dequant_row_iq4_nl(w[r0 + i], 0, k, _KV, out[i])
+
+
+@nb.njit(parallel=True, cache=True)
+def dequant_iq4_xs(w, r0, r1, out):
+    k = w.shape[1] // 136 * 256
+    for i in nb.prange(r1 - r0):
+        _dequant_row_iq4_xs(w[r0 + i], 0, k, _KV, out[i])
+
+
+@nb.njit(parallel=True, cache=True)
+def matmul_iq4_nl(w, xf, xq, xd, xs, out):
+    R = w.shape[0]
+    Tn, k = xf.shape
+    xv = xf.reshape(-1)
+    for r in nb.prange(R):
+        y = np.empty(k, np.float32)
+        _dequant_row_iq4_nl(w[r], 0, k, _KV, y)
+        for t in range(Tn):
+            out[t, r] = _dot(y, xv, t * k, k)
+
+
+@nb.njit(parallel=True, cache=True)
+def matmul_iq4_xs(w, xf, xq, xd, xs, out):
+    R = w.shape[0]
+    Tn, k = xf.shape
+    xv = xf.reshape(-1)
+    for r in nb.prange(R):
+        y = np.empty(k, np.float32)
+        _dequant_row_iq4_xs(w[r], 0, k, _KV, y)
+        for t in range(Tn):
+            out[t, r] = _dot(y, xv, t * k, k)
+
+
+@row_kernel
+def rows_iq4_nl(bufs, off, rb, r0, r1, k, acts, out):
+    y = np.empty(k, np.float32)
+    for r in range(r0, r1):
+        _dequant_row_iq4_nl(bufs[0], off + r * rb, k, _KV, y)
+        out[r] = _dot(y, acts[6], 0, k)
+
+
+@row_kernel
+def rows_iq4_xs(bufs, off, rb, r0, r1, k, acts, out):
+    y = np.empty(k, np.float32)
+    for r in range(r0, r1):
+        _dequant_row_iq4_xs(bufs[0], off + r * rb, k, _KV, y)
+        out[r] = _dot(y, acts[6], 0, k)
+
+
+# ---- registry entries ---------------------------------------------------------------------------------
+
+class IQ4_NL(BlockFormat, QuantFormat, qtype=T.IQ4_NL):
+    _kernel = staticmethod(quantize_iq4_nl_nb)
+    _ref = staticmethod(iquants_ref.iq4_nl_quantize_ref)
+    _deref = staticmethod(iquants_ref.iq4_nl_dequantize_ref)
+    dot = DotKernels("f32", matmul_iq4_nl, dequant_iq4_nl, rows=rows_iq4_nl)
+
+
+class IQ4_XS(BlockFormat, QuantFormat, qtype=T.IQ4_XS):
+    _kernel = staticmethod(quantize_iq4_xs_nb)
+    _ref = staticmethod(iquants_ref.iq4_xs_quantize_ref)
+    _deref = staticmethod(iquants_ref.iq4_xs_dequantize_ref)
+    dot = DotKernels("f32", matmul_iq4_xs, dequant_iq4_xs, rows=rows_iq4_xs)
