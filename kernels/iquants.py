@@ -24,21 +24,7 @@ KVALUES = iquants_ref.KVALUES_IQ4NL
 _KV = KVALUES.astype(np.float32)
 
 
-@nb.njit(cache=True, inline="always")
-def _best_index(v, x):
-    """best_index_int8(16, kvalues_iq4nl, x); v: the levels as float32."""
-    if x <= v[0]:
-        return 0
-    if x >= v[15]:
-        return 15
-    ml, mu = 0, 15
-    while mu - ml > 1:
-        mav = (ml + mu) // 2
-        if x < v[mav]:
-            mu = mav
-        else:
-            ml = mav
-    return mu - 1 if x - v[mu - 1] < v[mu] - x else mu
+_best_index = nb.njit(cache=True, inline="always")(iquants_ref.best_index_of)
 
 
 @nb.njit(cache=True)
@@ -122,40 +108,38 @@ def _pack(o, at, L, n):
 
 
 @nb.njit(parallel=True, cache=True)
-def quantize_iq4_nl_nb(rows, qw, use_qw, out):
-    n, k = rows.shape
-    v = _KV
-    for r in nb.prange(n):
-        L = np.zeros(32, np.int64)
+def quantize_iq4_nb(rows, qw, use_qw, out, n):
+    """Rows into super-blocks of n weights: IQ4_NL (n = 32: d, indices) or IQ4_XS (n = 256: d, scales_h,
+    scales_l, indices)."""
+    nrows, k = rows.shape
+    size = 18 if n == 32 else 136
+    head = 2 if n == 32 else 8
+    for r in nb.prange(nrows):
+        L = np.zeros(n, np.int64)
         weight = np.empty(32, np.float32)
-        scales = np.empty(1, np.float32)
-        for ib in range(k // 32):
-            d = _superblock(rows[r], ib * 32, 32, qw[ib * 32:] if use_qw else qw, use_qw, v, L, weight, scales)
-            put_f16(out[r], ib * 18, d)
-            _pack(out[r], ib * 18 + 2, L, 32)
-
-
-@nb.njit(parallel=True, cache=True)
-def quantize_iq4_xs_nb(rows, qw, use_qw, out):
-    n, k = rows.shape
-    v = _KV
-    for r in nb.prange(n):
-        L = np.zeros(256, np.int64)
-        weight = np.empty(32, np.float32)
-        scales = np.empty(8, np.float32)
-        for ib in range(k // 256):
-            o = ib * 136
-            d = _superblock(rows[r], ib * 256, 256, qw[ib * 256:] if use_qw else qw, use_qw, v, L, weight, scales)
+        scales = np.empty(n // 32, np.float32)
+        for ib in range(k // n):
+            o = ib * size
+            d = _superblock(rows[r], ib * n, n, qw[ib * n:] if use_qw else qw, use_qw, _KV, L, weight, scales)
             put_f16(out[r], o, d)
-            sh = 0
-            for i in range(4):
-                lo = np.int64(scales[2 * i])
-                hi = np.int64(scales[2 * i + 1])
-                out[r][o + 4 + i] = (lo & 0xF) | ((hi & 0xF) << 4)
-                sh |= ((lo >> 4) << (4 * i)) | ((hi >> 4) << (4 * i + 2))
-            out[r][o + 2] = sh & 0xFF
-            out[r][o + 3] = sh >> 8
-            _pack(out[r], o + 8, L, 256)
+            if n == 256:
+                sh = 0
+                for i in range(4):
+                    lo = np.int64(scales[2 * i])
+                    hi = np.int64(scales[2 * i + 1])
+                    out[r][o + 4 + i] = (lo & 0xF) | ((hi & 0xF) << 4)
+                    sh |= ((lo >> 4) << (4 * i)) | ((hi >> 4) << (4 * i + 2))
+                out[r][o + 2] = sh & 0xFF
+                out[r][o + 3] = sh >> 8
+            _pack(out[r], o + head, L, n)
+
+
+def quantize_iq4_nl_nb(rows, qw, use_qw, out):
+    quantize_iq4_nb(rows, qw, use_qw, out, 32)
+
+
+def quantize_iq4_xs_nb(rows, qw, use_qw, out):
+    quantize_iq4_nb(rows, qw, use_qw, out, 256)
 
 
 # ---- runtime: rows dequantized, dotted with float activations ----------------------------------------
@@ -187,6 +171,15 @@ def _dequant_row_iq4_xs(w, off, k, v, y):
 
 
 @nb.njit(cache=True, inline="always")
+def _dequant_row(w, off, rb, k, y):
+    """A row of either format; which one, its length says (IQ4_XS: 136 bytes per 256, IQ4_NL: 18 per 32)."""
+    if rb * 256 == k * 136:
+        _dequant_row_iq4_xs(w, off, k, _KV, y)
+    else:
+        _dequant_row_iq4_nl(w, off, k, _KV, y)
+
+
+@nb.njit(cache=True, inline="always")
 def _dot(y, x, xo, k):
     acc = np.float32(0.0)
     for i in range(k):
@@ -195,56 +188,29 @@ def _dot(y, x, xo, k):
 
 
 @nb.njit(parallel=True, cache=True)
-def dequant_iq4_nl(w, r0, r1, out):
-    k = w.shape[1] // 18 * 32
+def dequant_iq4(w, r0, r1, out):
+    rb, k = w.shape[1], out.shape[1]
     for i in nb.prange(r1 - r0):
-        _dequant_row_iq4_nl(w[r0 + i], 0, k, _KV, out[i])
+        _dequant_row(w[r0 + i], 0, rb, k, out[i])
 
 
 @nb.njit(parallel=True, cache=True)
-def dequant_iq4_xs(w, r0, r1, out):
-    k = w.shape[1] // 136 * 256
-    for i in nb.prange(r1 - r0):
-        _dequant_row_iq4_xs(w[r0 + i], 0, k, _KV, out[i])
-
-
-@nb.njit(parallel=True, cache=True)
-def matmul_iq4_nl(w, xf, xq, xd, xs, out):
-    R = w.shape[0]
+def matmul_iq4(w, xf, xq, xd, xs, out):
+    R, rb = w.shape
     Tn, k = xf.shape
     xv = xf.reshape(-1)
     for r in nb.prange(R):
         y = np.empty(k, np.float32)
-        _dequant_row_iq4_nl(w[r], 0, k, _KV, y)
-        for t in range(Tn):
-            out[t, r] = _dot(y, xv, t * k, k)
-
-
-@nb.njit(parallel=True, cache=True)
-def matmul_iq4_xs(w, xf, xq, xd, xs, out):
-    R = w.shape[0]
-    Tn, k = xf.shape
-    xv = xf.reshape(-1)
-    for r in nb.prange(R):
-        y = np.empty(k, np.float32)
-        _dequant_row_iq4_xs(w[r], 0, k, _KV, y)
+        _dequant_row(w[r], 0, rb, k, y)
         for t in range(Tn):
             out[t, r] = _dot(y, xv, t * k, k)
 
 
 @row_kernel
-def rows_iq4_nl(bufs, off, rb, r0, r1, k, acts, out):
+def rows_iq4(bufs, off, rb, r0, r1, k, acts, out):
     y = np.empty(k, np.float32)
     for r in range(r0, r1):
-        _dequant_row_iq4_nl(bufs[0], off + r * rb, k, _KV, y)
-        out[r] = _dot(y, acts[6], 0, k)
-
-
-@row_kernel
-def rows_iq4_xs(bufs, off, rb, r0, r1, k, acts, out):
-    y = np.empty(k, np.float32)
-    for r in range(r0, r1):
-        _dequant_row_iq4_xs(bufs[0], off + r * rb, k, _KV, y)
+        _dequant_row(bufs[0], off + r * rb, rb, k, y)
         out[r] = _dot(y, acts[6], 0, k)
 
 
@@ -254,11 +220,11 @@ class IQ4_NL(BlockFormat, QuantFormat, qtype=T.IQ4_NL):
     _kernel = staticmethod(quantize_iq4_nl_nb)
     _ref = staticmethod(iquants_ref.iq4_nl_quantize_ref)
     _deref = staticmethod(iquants_ref.iq4_nl_dequantize_ref)
-    dot = DotKernels("f32", matmul_iq4_nl, dequant_iq4_nl, rows=rows_iq4_nl)
+    dot = DotKernels("f32", matmul_iq4, dequant_iq4, rows=rows_iq4)
 
 
 class IQ4_XS(BlockFormat, QuantFormat, qtype=T.IQ4_XS):
     _kernel = staticmethod(quantize_iq4_xs_nb)
     _ref = staticmethod(iquants_ref.iq4_xs_quantize_ref)
     _deref = staticmethod(iquants_ref.iq4_xs_dequantize_ref)
-    dot = DotKernels("f32", matmul_iq4_xs, dequant_iq4_xs, rows=rows_iq4_xs)
+    dot = DotKernels("f32", matmul_iq4, dequant_iq4, rows=rows_iq4)

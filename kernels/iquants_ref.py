@@ -13,20 +13,25 @@ KVALUES_IQ4NL = np.array([-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 3
 _V = [F32(v) for v in KVALUES_IQ4NL]
 
 
-def best_index(x: np.float32) -> int:
-    """best_index_int8(16, kvalues_iq4nl, x): the nearest level, the lower one on a tie."""
-    if x <= _V[0]:
+def best_index_of(v, x):
+    """best_index_int8(16, kvalues_iq4nl, x): the nearest of the 16 float32 levels v, the lower one on a tie.
+    (kernels/iquants.py compiles this same function for the numba quantizers.)"""
+    if x <= v[0]:
         return 0
-    if x >= _V[15]:
+    if x >= v[15]:
         return 15
     ml, mu = 0, 15
     while mu - ml > 1:
         mav = (ml + mu) // 2
-        if x < _V[mav]:
+        if x < v[mav]:
             mu = mav
         else:
             ml = mav
-    return mu - 1 if F32(x - _V[mu - 1]) < F32(_V[mu] - x) else mu
+    return mu - 1 if x - v[mu - 1] < v[mu] - x else mu
+
+
+def best_index(x: np.float32) -> int:
+    return best_index_of(_V, x)
 
 
 def _nearest_int(v: np.float32) -> int:
@@ -109,35 +114,35 @@ def _pack(L) -> list[int]:
     return out
 
 
-def iq4_nl_quantize_ref(rows, imatrix=None):
+def _quantize_ref(rows, imatrix, n, header):
+    """Each row's super-blocks of n weights as header(d, 6-bit scales) + the packed indices."""
     rows = np.asarray(rows, F32)
     out = []
     for x in rows:
         b = []
-        for ib in range(len(x) // 32):
-            qw = None if imatrix is None else np.asarray(imatrix, F32)[ib * 32:(ib + 1) * 32]
-            d, L, _ = iq4_superblock(x[ib * 32:(ib + 1) * 32], qw, 7)
-            b += [d & 0xFF, d >> 8] + _pack(L)
+        for ib in range(len(x) // n):
+            qw = None if imatrix is None else np.asarray(imatrix, F32)[ib * n:(ib + 1) * n]
+            d, L, ls = iq4_superblock(x[ib * n:(ib + 1) * n], qw, 7)
+            b += header(d, ls) + _pack(L)
         out.append(b)
     return np.array(out, np.uint8)
+
+
+def _xs_header(d, ls):
+    """block_iq4_xs: d, scales_h (the high 2 bits of each 6-bit scale), scales_l (the low 4 bits)."""
+    scales_h, scales_l = 0, [0, 0, 0, 0]
+    for i, l in enumerate(ls):
+        scales_l[i // 2] |= (int(l) & 0xF) << (4 * (i % 2))
+        scales_h |= (int(l) >> 4) << (2 * i)
+    return [d & 0xFF, d >> 8, scales_h & 0xFF, scales_h >> 8] + scales_l
+
+
+def iq4_nl_quantize_ref(rows, imatrix=None):
+    return _quantize_ref(rows, imatrix, 32, lambda d, ls: [d & 0xFF, d >> 8])
 
 
 def iq4_xs_quantize_ref(rows, imatrix=None):
-    rows = np.asarray(rows, F32)
-    out = []
-    for x in rows:
-        b = []
-        for ib in range(len(x) // 256):
-            qw = None if imatrix is None else np.asarray(imatrix, F32)[ib * 256:(ib + 1) * 256]
-            d, L, ls = iq4_superblock(x[ib * 256:(ib + 1) * 256], qw, 7)
-            scales_h = 0
-            scales_l = [0, 0, 0, 0]
-            for i, l in enumerate(ls):
-                scales_l[i // 2] |= (int(l) & 0xF) << (4 * (i % 2))
-                scales_h |= (int(l) >> 4) << (2 * i)
-            b += [d & 0xFF, d >> 8, scales_h & 0xFF, scales_h >> 8] + scales_l + _pack(L)
-        out.append(b)
-    return np.array(out, np.uint8)
+    return _quantize_ref(rows, imatrix, 256, _xs_header)
 
 
 def iq4_nl_dequantize_ref(data):

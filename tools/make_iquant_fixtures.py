@@ -16,53 +16,43 @@ tensors' digests are compared there); and on SmolLM2's plain files
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from make_quant_fixtures import DATA, MODELS, describe, run, write  # noqa: E402
+from make_quant_fixtures import DATA, describe, f16_of_each_model, llama_bin_arg, print_readme, run, write  # noqa: E402,E501
 
 TYPES = ["IQ4_NL", "IQ4_XS"]
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--llama-bin", default=os.environ.get("LLAMA_CPP_DIR",
-                                                          str(Path.home() / ".cache/ggufq-ref/llama.cpp/build/bin")))
+    llama_bin_arg(ap)
     q = str(Path(ap.parse_args().llama_bin) / "llama-quantize")
     readme: list[str] = []
-    with tempfile.TemporaryDirectory() as tmp:
-        work = Path(tmp)
-        for short, model in MODELS.items():
-            f16 = work / f"{short}.F16.gguf"
-            run([q, "--allow-requantize", str(model), str(f16), "F16", "2"])
-            imatrix = DATA / f"imatrix_{short}.gguf"
-            payload = {"command": f"llama-quantize [--imatrix tests/data/{imatrix.name}] F16.gguf OUT.gguf TYPE 2 "
-                                  f"for TYPE in {' '.join(TYPES)} (F16.gguf from quant_{short}_F16.json)",
-                       "plain": {}, "imatrix": {}}
-            for t in TYPES:
-                out = work / f"{short}.{t}.gguf"
-                run([q, str(f16), str(out), t, "2"])
-                payload["plain"][t] = describe(out)
-                if short == "smol":
-                    r = subprocess.run([str(Path(q).parent / "llama-perplexity"), "-m", str(out), "-f",
-                                        str(DATA / "ppl_text_austen.txt"), "-c", "512", "--chunks", "4", "-t", "2"],
-                                       capture_output=True, text=True)
-                    ppl = re.search(r"Final estimate: PPL = ([0-9.]+)", r.stdout + r.stderr)
-                    payload.setdefault("ppl_4x512", {})[t] = float(ppl.group(1))
-                run([q, "--imatrix", str(imatrix), str(f16), str(out), t, "2"])
-                payload["imatrix"][t] = describe(out, whole=False)["tensors"]
-                out.unlink()
-            write(f"quant_{short}_iq4.json", payload, readme)
-            f16.unlink()
-    print("\n# lines for tests/data/README")
-    for line in readme:
-        print(line)
+    for short, f16, work in f16_of_each_model(q):
+        imatrix = DATA / f"imatrix_{short}.gguf"
+        payload = {"command": f"llama-quantize [--imatrix tests/data/{imatrix.name}] F16.gguf OUT.gguf TYPE 2 "
+                              f"for TYPE in {' '.join(TYPES)} (F16.gguf from quant_{short}_F16.json)",
+                   "plain": {}, "imatrix": {}}
+        for t in TYPES:
+            out = work / f"{short}.{t}.gguf"
+            run([q, str(f16), str(out), t, "2"])
+            payload["plain"][t] = describe(out)
+            if short == "smol":
+                r = subprocess.run([str(Path(q).parent / "llama-perplexity"), "-m", str(out), "-f",
+                                    str(DATA / "ppl_text_austen.txt"), "-c", "512", "--chunks", "4", "-t", "2"],
+                                   capture_output=True, text=True)
+                ppl = re.search(r"Final estimate: PPL = ([0-9.]+)", r.stdout + r.stderr)
+                payload.setdefault("ppl_4x512", {})[t] = float(ppl.group(1))
+            run([q, "--imatrix", str(imatrix), str(f16), str(out), t, "2"])
+            payload["imatrix"][t] = describe(out, whole=False)["tensors"]
+            out.unlink()
+        write(f"quant_{short}_iq4.json", payload, readme)
+    print_readme(readme)
     return 0
 
 

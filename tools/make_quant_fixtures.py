@@ -121,69 +121,85 @@ def pure_digests(q, f16, work, short, types, flags) -> dict:
     return out_map
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--llama-bin", default=os.environ.get("LLAMA_CPP_DIR",
-                                                          str(Path.home() / ".cache/ggufq-ref/llama.cpp/build/bin")))
-    ap.add_argument("--new-imatrix", action="store_true", help="re-run llama-imatrix even if the file exists")
-    args = ap.parse_args()
-    bin_dir = Path(args.llama_bin)
-    q = str(bin_dir / "llama-quantize")
-    readme: list[str] = []
+def f16_of_each_model(q: str):
+    """(short name, F16.gguf, work folder) for each real model, the F16 file made by llama-quantize in a
+    temporary folder and removed after its turn."""
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         for short, model in MODELS.items():
             f16 = work / f"{short}.F16.gguf"
             run([q, "--allow-requantize", str(model), str(f16), "F16", "2"])
-            write(f"quant_{short}_F16.json",
-                  {"command": f"llama-quantize --allow-requantize models/{model.name} F16.gguf F16 2",
-                   **describe(f16)}, readme)
-            for t in FULL_TYPES:
-                out = work / f"{short}.{t}.gguf"
-                run([q, str(f16), str(out), t, "2"])
-                write(f"quant_{short}_{t}.json",
-                      {"command": f"llama-quantize F16.gguf {t}.gguf {t} 2 (F16.gguf from quant_{short}_F16.json)",
-                       **describe(out)}, readme)
+            yield short, f16, work
+            f16.unlink(missing_ok=True)
+
+
+def llama_bin_arg(ap: argparse.ArgumentParser) -> None:
+    ap.add_argument("--llama-bin", default=os.environ.get("LLAMA_CPP_DIR",
+                                                          str(Path.home() / ".cache/ggufq-ref/llama.cpp/build/bin")))
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    llama_bin_arg(ap)
+    ap.add_argument("--new-imatrix", action="store_true", help="re-run llama-imatrix even if the file exists")
+    args = ap.parse_args()
+    bin_dir = Path(args.llama_bin)
+    q = str(bin_dir / "llama-quantize")
+    readme: list[str] = []
+    for short, f16, work in f16_of_each_model(q):
+        model = MODELS[short]
+        write(f"quant_{short}_F16.json",
+              {"command": f"llama-quantize --allow-requantize models/{model.name} F16.gguf F16 2",
+               **describe(f16)}, readme)
+        for t in FULL_TYPES:
+            out = work / f"{short}.{t}.gguf"
+            run([q, str(f16), str(out), t, "2"])
+            write(f"quant_{short}_{t}.json",
+                  {"command": f"llama-quantize F16.gguf {t}.gguf {t} 2 (F16.gguf from quant_{short}_F16.json)",
+                   **describe(out)}, readme)
+            out.unlink()
+        pure = pure_digests(q, f16, work, short, PURE_TYPES, ["--pure"])
+        plans = {}
+        for t in PLAN_TYPES:
+            out = work / f"{short}.plan.{t}.gguf"
+            run([q, str(f16), str(out), t, "2"])
+            d = describe(out)
+            plans[t] = {"file_sha256": d["file_sha256"],
+                        "types": {n: v["type"] for n, v in d["tensors"].items()}}
+            out.unlink()
+        write(f"quant_{short}_plans.json",
+              {"command": f"llama-quantize F16.gguf OUT.gguf TYPE 2 for TYPE in {' '.join(PLAN_TYPES)}: "
+                          f"each tensor's type and the file's sha256", "types": plans}, readme)
+        write(f"quant_{short}_pure.json",
+              {"command": f"llama-quantize --pure F16.gguf OUT.gguf TYPE 2 for TYPE in {' '.join(PURE_TYPES)}; "
+                          f"tensors {' '.join(SUBSET[short])}", "types": pure}, readme)
+        if short == "smol":
+            if args.new_imatrix or not IMATRIX_FILE.exists():
+                make_imatrix(bin_dir, f16, work)
+                readme.append(f"{IMATRIX_FILE.name}: llama-imatrix -m F16.gguf -f (llama.cpp README.md + "
+                              f"docs/build.md) -c 256 --chunks 8 -t 2, kept layers "
+                              f"{','.join(map(str, IMATRIX_LAYERS))} (tools/make_quant_fixtures.py)")
+            im = str(IMATRIX_FILE)
+            for t in IMATRIX_FULL:
+                out = work / f"{short}.imatrix.{t}.gguf"
+                run([q, "--imatrix", im, str(f16), str(out), t, "2"])
+                write(f"quant_{short}_imatrix_{t}.json",
+                      {"command": f"llama-quantize --imatrix tests/data/{IMATRIX_FILE.name} F16.gguf {t}.gguf {t} 2",
+                       **describe(out, whole=False)}, readme)
                 out.unlink()
-            pure = pure_digests(q, f16, work, short, PURE_TYPES, ["--pure"])
-            plans = {}
-            for t in PLAN_TYPES:
-                out = work / f"{short}.plan.{t}.gguf"
-                run([q, str(f16), str(out), t, "2"])
-                d = describe(out)
-                plans[t] = {"file_sha256": d["file_sha256"],
-                            "types": {n: v["type"] for n, v in d["tensors"].items()}}
-                out.unlink()
-            write(f"quant_{short}_plans.json",
-                  {"command": f"llama-quantize F16.gguf OUT.gguf TYPE 2 for TYPE in {' '.join(PLAN_TYPES)}: "
-                              f"each tensor's type and the file's sha256", "types": plans}, readme)
-            write(f"quant_{short}_pure.json",
-                  {"command": f"llama-quantize --pure F16.gguf OUT.gguf TYPE 2 for TYPE in {' '.join(PURE_TYPES)}; "
-                              f"tensors {' '.join(SUBSET[short])}", "types": pure}, readme)
-            if short == "smol":
-                if args.new_imatrix or not IMATRIX_FILE.exists():
-                    make_imatrix(bin_dir, f16, work)
-                    readme.append(f"{IMATRIX_FILE.name}: llama-imatrix -m F16.gguf -f (llama.cpp README.md + "
-                                  f"docs/build.md) -c 256 --chunks 8 -t 2, kept layers "
-                                  f"{','.join(map(str, IMATRIX_LAYERS))} (tools/make_quant_fixtures.py)")
-                im = str(IMATRIX_FILE)
-                for t in IMATRIX_FULL:
-                    out = work / f"{short}.imatrix.{t}.gguf"
-                    run([q, "--imatrix", im, str(f16), str(out), t, "2"])
-                    write(f"quant_{short}_imatrix_{t}.json",
-                          {"command": f"llama-quantize --imatrix tests/data/{IMATRIX_FILE.name} F16.gguf {t}.gguf {t} 2",
-                           **describe(out, whole=False)}, readme)
-                    out.unlink()
-                pure = pure_digests(q, f16, work, short, IMATRIX_PURE, ["--pure", "--imatrix", im])
-                write(f"quant_{short}_imatrix_pure.json",
-                      {"command": f"llama-quantize --pure --imatrix tests/data/{IMATRIX_FILE.name} F16.gguf OUT.gguf "
-                                  f"TYPE 2 for TYPE in {' '.join(IMATRIX_PURE)}; tensors {' '.join(SUBSET[short])}",
-                       "types": pure}, readme)
-            f16.unlink()
+            pure = pure_digests(q, f16, work, short, IMATRIX_PURE, ["--pure", "--imatrix", im])
+            write(f"quant_{short}_imatrix_pure.json",
+                  {"command": f"llama-quantize --pure --imatrix tests/data/{IMATRIX_FILE.name} F16.gguf OUT.gguf "
+                              f"TYPE 2 for TYPE in {' '.join(IMATRIX_PURE)}; tensors {' '.join(SUBSET[short])}",
+                   "types": pure}, readme)
+    print_readme(readme)
+    return 0
+
+
+def print_readme(readme: list[str]) -> None:
     print("\n# lines for tests/data/README")
     for line in readme:
         print(line)
-    return 0
 
 
 if __name__ == "__main__":
