@@ -71,8 +71,18 @@ def _terminate(signum, frame):
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, _terminate)
+    # SIGTERM as an exception while the command runs (and only then: a process that calls main() keeps its
+    # own handling otherwise)
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminate) if main_thread else None
+    try:
+        return _run(args)
+    finally:
+        if main_thread and previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _run(args) -> int:
     debug = args.debug or os.environ.get("GGUFQ_DEBUG") == "1"
     try:
         return int(args._run(args) or 0)
@@ -81,7 +91,15 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"ggufq {args.command}: error: {e}", file=sys.stderr)
         return 2
-    except (MemoryError, RecursionError, OSError, ValueError, ArithmeticError, LookupError, TypeError) as e:
+    except BrokenPipeError:  # the reader of our output went away (`ggufq ... | head`)
+        return 0
+    except OSError as e:  # the system's answer (a full disk, a permission): one line, not a bug
+        if debug:
+            raise
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"ggufq {args.command}: error: {where}{e.strerror or e}", file=sys.stderr)
+        return 2
+    except (MemoryError, RecursionError, ValueError, ArithmeticError, LookupError, TypeError) as e:
         if debug:
             raise
         # a case no check foresaw: still one line, and what to do about it
@@ -92,8 +110,6 @@ def main(argv: list[str] | None = None) -> int:
         terminated = isinstance(e, Terminated)
         print(f"ggufq {args.command}: {'terminated' if terminated else 'interrupted'}", file=sys.stderr)
         return 143 if terminated else 130
-    except BrokenPipeError:
-        return 0
 
 
 def run_quiet(argv: list[str]) -> tuple[int, str]:

@@ -188,7 +188,6 @@ def load_and_run(path):
     m = Model.load(path, n_ctx=32)
     ids = m.tokenizer.encode("Hello, world", add_special=True)
     m.eval(ids[:2] or [0])
-    m.close() if hasattr(m, "close") else None
 
 
 def check_gguf(path: Path, out_dir: Path) -> list[str]:
