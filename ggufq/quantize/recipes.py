@@ -27,6 +27,10 @@ FILE_TYPES: dict[str, tuple[FT, GT]] = {
     "Q5_0": (FT.MOSTLY_Q5_0, GT.Q5_0),
     "Q5_1": (FT.MOSTLY_Q5_1, GT.Q5_1),
     "Q8_0": (FT.MOSTLY_Q8_0, GT.Q8_0),
+    "Q3_K": (FT.MOSTLY_Q3_K_M, GT.Q3_K),  # alias, as in llama-quantize
+    "Q3_K_S": (FT.MOSTLY_Q3_K_S, GT.Q3_K),
+    "Q3_K_M": (FT.MOSTLY_Q3_K_M, GT.Q3_K),
+    "Q3_K_L": (FT.MOSTLY_Q3_K_L, GT.Q3_K),
     "Q4_K": (FT.MOSTLY_Q4_K_M, GT.Q4_K),  # alias, as in llama-quantize
     "Q4_K_S": (FT.MOSTLY_Q4_K_S, GT.Q4_K),
     "Q4_K_M": (FT.MOSTLY_Q4_K_M, GT.Q4_K),
@@ -232,7 +236,11 @@ def _mix_type(st: _State, new_type: GT, name: str, shape, opts: Options, facts: 
         return opts.token_embedding_type if opts.token_embedding_type is not None else new_type
     iq4 = ft in (FT.MOSTLY_IQ4_NL, FT.MOSTLY_IQ4_XS)
     if is_attn_v_like(cat):
-        if iq4 and facts.n_gqa >= 4:
+        if ft == FT.MOSTLY_Q3_K_M:
+            new_type = GT.Q5_K if st.i_attention_wv < 2 else GT.Q4_K
+        elif ft == FT.MOSTLY_Q3_K_L:
+            new_type = GT.Q5_K
+        elif iq4 and facts.n_gqa >= 4:
             new_type = GT.Q5_K
         elif ft in (FT.MOSTLY_Q4_K_M, FT.MOSTLY_Q5_K_M) and use_more_bits(st.i_attention_wv, st.n_attention_wv):
             new_type = GT.Q6_K
@@ -248,7 +256,12 @@ def _mix_type(st: _State, new_type: GT, name: str, shape, opts: Options, facts: 
         return GT.Q8_0 if facts.n_expert == 8 else new_type
     if cat == FFN_DOWN:
         i_layer, n_layer = _layer_info(st.i_ffn_down, st.n_ffn_down, name, facts)
-        if ft == FT.MOSTLY_Q4_K_M:
+        if ft == FT.MOSTLY_Q3_K_M:
+            new_type = (GT.Q5_K if i_layer < n_layer // 16 else
+                        GT.Q4_K if facts.arch != "falcon" or use_more_bits(i_layer, n_layer) else GT.Q3_K)
+        elif ft == FT.MOSTLY_Q3_K_L:
+            new_type = GT.Q4_K if facts.arch == "falcon" else GT.Q5_K
+        elif ft == FT.MOSTLY_Q4_K_M:
             if facts.arch == "falcon":
                 new_type = (GT.Q6_K if i_layer < n_layer // 16 else
                             GT.Q5_K if use_more_bits(i_layer, n_layer) else GT.Q4_K)
@@ -265,9 +278,12 @@ def _mix_type(st: _State, new_type: GT, name: str, shape, opts: Options, facts: 
         st.i_ffn_down += 1
         return new_type
     if cat == ATTN_OUTPUT:
-        if facts.arch != "falcon" and facts.n_expert == 8 and (iq4 or ft in (FT.MOSTLY_Q4_K_S, FT.MOSTLY_Q4_K_M)):
-            return GT.Q5_K
-        return new_type
+        if facts.arch == "falcon":
+            return GT.Q4_K if ft == FT.MOSTLY_Q3_K_L else new_type
+        if facts.n_expert == 8:
+            moe_q5 = (FT.MOSTLY_Q3_K_S, FT.MOSTLY_Q3_K_M, FT.MOSTLY_Q4_K_S, FT.MOSTLY_Q4_K_M)
+            return GT.Q5_K if iq4 or ft in moe_q5 else new_type
+        return {FT.MOSTLY_Q3_K_M: GT.Q4_K, FT.MOSTLY_Q3_K_L: GT.Q5_K}.get(ft, new_type)
     if cat == FFN_GATE:
         st.i_ffn_gate += 1
     elif cat == FFN_UP:

@@ -1,0 +1,380 @@
+"""The low-bit K-quant Q3_K: 256 weights a block as 3-bit levels (2 low bits in qs, the high bit in hmask),
+16 sub-blocks of 16 with 6-bit scales, one fp16 super-scale: 110 bytes, 3.4375 bits a weight.
+
+Quantizer: llama.cpp's quantize_row_q3_K_ref without an importance matrix (make_q3_quants with its
+coordinate search) and quantize_row_q3_K_impl with one (make_qx_quants, weighted), byte for byte; the
+readable reference is q3_k_quantize_ref below, in C's order. Runtime: a row dequantized and dotted in float
+(act "f32"), as kernels/iquants.py does, in the batch matmul and the decode row kernel alike.
+"""
+from __future__ import annotations
+
+import numba as nb
+import numpy as np
+from gguf import GGMLQuantizationType as T
+
+from .dot_rows import row_kernel
+from .numerics import F32, GROUP_MAX_EPS, BlockFormat, fp16_to_fp32, make_qx_quants, nearest_int, put_f16
+from .numerics_ref import np_fp16_bits, np_fp16_to_f32, np_make_qx_quants
+from .registry import DotKernels, QuantFormat
+
+
+# ---- the reference, one block at a time in C's order ---------------------------------------------------
+
+def _nearest(v) -> int:
+    return int(np.rint(F32(v)))
+
+
+def make_q3_quants_ref(x, nmax: int = 4):
+    """make_q3_quants(16, nmax, x, L, do_rmse = true): (scale, L + nmax)."""
+    amax = mx = F32(0)
+    for v in x:
+        if abs(v) > amax:
+            amax, mx = abs(v), v
+    if amax < GROUP_MAX_EPS:
+        return F32(0), [0] * len(x)
+    iscale = F32(F32(-nmax) / mx)
+    L, sumlx, suml2 = [], F32(0), F32(0)
+    for v in x:
+        l = max(-nmax, min(nmax - 1, _nearest(F32(iscale * v))))
+        L.append(l)
+        w = F32(v * v)
+        sumlx = F32(sumlx + F32(F32(w * v) * F32(l)))
+        suml2 = F32(suml2 + F32(F32(w * F32(l)) * F32(l)))
+    for _ in range(5):
+        changed = 0
+        for i, v in enumerate(x):
+            w = F32(v * v)
+            slx = F32(sumlx - F32(F32(w * v) * F32(L[i])))
+            if slx > 0:
+                sl2 = F32(suml2 - F32(F32(w * F32(L[i])) * F32(L[i])))
+                new_l = max(-nmax, min(nmax - 1, _nearest(F32(F32(v * sl2) / slx))))
+                if new_l != L[i]:
+                    slx = F32(slx + F32(F32(w * v) * F32(new_l)))
+                    sl2 = F32(sl2 + F32(F32(w * F32(new_l)) * F32(new_l)))
+                    if sl2 > 0 and F32(F32(slx * slx) * suml2) > F32(F32(sumlx * sumlx) * sl2):
+                        L[i], sumlx, suml2 = new_l, slx, sl2
+                        changed += 1
+        if not changed:
+            break
+    return (F32(sumlx / suml2) if suml2 > 0 else F32(0)), [l + nmax for l in L]
+
+
+def _pack_scales(ls) -> list[int]:
+    """16 six-bit scales (offset by 32) into 12 bytes: low nibbles in 0..7, high 2 bits in 8..11."""
+    sc = [0] * 12
+    for j, l in enumerate(ls):
+        if j < 8:
+            sc[j] = l & 0xF
+        else:
+            sc[j - 8] |= (l & 0xF) << 4
+        sc[j % 4 + 8] |= (l >> 4) << (2 * (j // 4))
+    return sc
+
+
+def _unpack_scale(sc, j) -> int:
+    s = sc[j] & 0xF if j < 8 else sc[j - 8] >> 4
+    return (s | (((sc[8 + j % 4] >> (2 * (j // 4))) & 3) << 4)) - 32
+
+
+def _levels_and_bits(x, d_bits, sc, L) -> list[int]:
+    """The final levels from the stored scales (a sub-block whose scale is 0 keeps the search's levels L),
+    then hmask and qs (C's loops)."""
+    d_all = F32(np_fp16_to_f32(np.array([d_bits], np.uint16))[0])
+    L = [int(v) for v in L]
+    for j in range(16):
+        d = F32(d_all * F32(_unpack_scale(sc, j)))
+        if not d:
+            continue
+        for ii in range(16):
+            L[16 * j + ii] = max(-4, min(3, _nearest(F32(x[16 * j + ii] / d)))) + 4
+    hmask, m, hm = [0] * 32, 0, 1
+    for j in range(256):
+        if L[j] > 3:
+            hmask[m] |= hm
+            L[j] -= 4
+        m += 1
+        if m == 32:
+            m, hm = 0, hm << 1
+    qs = []
+    for j in (0, 128):
+        qs += [L[j + l] | (L[j + l + 32] << 2) | (L[j + l + 64] << 4) | (L[j + l + 96] << 6) for l in range(32)]
+    return hmask + qs + sc + [d_bits & 0xFF, d_bits >> 8]
+
+
+def q3_k_block_ref(x, qw=None) -> list[int]:
+    x = np.asarray(x, F32)
+    if qw is None:
+        scales, L = [], []
+        for j in range(16):
+            s, Lj = make_q3_quants_ref(x[16 * j:16 * (j + 1)])
+            scales.append(s)
+            L += Lj
+        amax = max_scale = F32(0)
+        for s in scales:
+            if abs(s) > amax:
+                amax, max_scale = abs(s), s
+        if max_scale:
+            iscale = F32(F32(-32) / max_scale)
+            Ls = [max(-32, min(31, _nearest(F32(iscale * s)))) + 32 for s in scales]
+            d_bits = int(np_fp16_bits(np.array([F32(F32(1) / iscale)], F32))[0])
+        else:
+            Ls, d_bits = [32] * 16, int(np_fp16_bits(np.array([0], F32))[0])
+        sc = _pack_scales(Ls) if max_scale else [0] * 12
+        return _levels_and_bits(x, d_bits, sc, L)
+    sumx2 = F32(0)
+    for v in x:
+        sumx2 = F32(sumx2 + F32(v * v))
+    sigma2 = F32(F32(F32(2) * sumx2) / F32(256))
+    weight = (np.asarray(qw, F32) * np.sqrt((sigma2 + x * x).astype(F32))).astype(F32).reshape(16, 16)
+    sw = np.zeros(16, F32)
+    for j in range(16):
+        s = F32(0)
+        for w in weight[j]:
+            s = F32(s + w)
+        sw[j] = s
+    scales, L = np_make_qx_quants(4, x.reshape(16, 16), 1, weight)
+    d_block, Ls = np_make_qx_quants(32, scales.astype(F32).reshape(1, 16), 1, sw.reshape(1, 16))
+    d_bits = int(np_fp16_bits(np.array([d_block[0]], F32))[0])
+    return _levels_and_bits(x, d_bits, _pack_scales([int(v) for v in Ls[0]]), L.reshape(-1))
+
+
+def q3_k_quantize_ref(rows, imatrix=None):
+    rows = np.asarray(rows, F32)
+    out = []
+    for x in rows:
+        b = []
+        for ib in range(len(x) // 256):
+            qw = None if imatrix is None else np.asarray(imatrix, F32)[ib * 256:(ib + 1) * 256]
+            b += q3_k_block_ref(x[ib * 256:(ib + 1) * 256], qw)
+        out.append(b)
+    return np.array(out, np.uint8)
+
+
+def q3_k_dequantize_ref(data):
+    blocks = np.asarray(data, np.uint8).reshape(-1, 110)
+    y = np.empty((blocks.shape[0], 256), F32)
+    for i, b in enumerate(blocks):
+        hmask, qs, sc = b[:32], b[32:96], [int(v) for v in b[96:108]]
+        d_all = F32(np_fp16_to_f32(np.array([int(b[108]) | (int(b[109]) << 8)], np.uint16))[0])
+        for j in range(16):  # sub-block j: weights 16j .. 16j+15
+            dl = F32(d_all * F32(_unpack_scale(sc, j)))
+            for ii in range(16):
+                k = 16 * j + ii
+                half, within = divmod(k, 128)
+                shift, l = divmod(within, 32)
+                q = (int(qs[32 * half + l]) >> (2 * shift)) & 3
+                high = (int(hmask[l]) >> (4 * half + shift)) & 1
+                y[i, k] = F32(dl * F32(q - (0 if high else 4)))
+    return y.reshape(*np.asarray(data).shape[:-1], -1)
+
+
+# ---- numba ---------------------------------------------------------------------------------------------
+
+@nb.njit(cache=True)
+def _make_q3_quants(x, xo, L, lo):
+    """make_q3_quants(16, 4, x[xo:xo+16], L[lo:lo+16], true)."""
+    f = np.float32
+    amax = f(0.0)
+    mx = f(0.0)
+    for i in range(16):
+        ax = abs(x[xo + i])
+        if ax > amax:
+            amax = ax
+            mx = x[xo + i]
+    if amax < GROUP_MAX_EPS:
+        for i in range(16):
+            L[lo + i] = 0
+        return f(0.0)
+    iscale = f(-4.0) / mx
+    sumlx = f(0.0)
+    suml2 = f(0.0)
+    for i in range(16):
+        v = x[xo + i]
+        l = max(-4, min(3, nearest_int(iscale * v)))
+        L[lo + i] = l
+        w = v * v
+        sumlx += w * v * f(l)
+        suml2 += w * f(l) * f(l)
+    for _ in range(5):
+        changed = 0
+        for i in range(16):
+            v = x[xo + i]
+            w = v * v
+            li = f(L[lo + i])
+            slx = sumlx - w * v * li
+            if slx > f(0.0):
+                sl2 = suml2 - w * li * li
+                new_l = max(-4, min(3, nearest_int(v * sl2 / slx)))
+                if new_l != L[lo + i]:
+                    slx += w * v * f(new_l)
+                    sl2 += w * f(new_l) * f(new_l)
+                    if sl2 > f(0.0) and slx * slx * suml2 > sumlx * sumlx * sl2:
+                        L[lo + i] = new_l
+                        sumlx = slx
+                        suml2 = sl2
+                        changed += 1
+        if changed == 0:
+            break
+    for i in range(16):
+        L[lo + i] += 4
+    return sumlx / suml2 if suml2 > f(0.0) else f(0.0)
+
+
+@nb.njit(cache=True, inline="always")
+def _store_scale(o, at, j, l):
+    if j < 8:
+        o[at + j] = l & 0xF
+    else:
+        o[at + j - 8] |= (l & 0xF) << 4
+    o[at + 8 + j % 4] |= (l >> 4) << (2 * (j // 4))
+
+
+@nb.njit(cache=True, inline="always")
+def _scale_of(o, at, j):
+    s = o[at + j] & 0xF if j < 8 else o[at + j - 8] >> 4
+    return (np.int64(s) | ((np.int64(o[at + 8 + j % 4]) >> (2 * (j // 4))) & 3) << 4) - 32
+
+
+@nb.njit(cache=True)
+def _finish_block(x, xo, o, at, L):
+    """Levels from the stored scales and d (at + 108), then hmask (at) and qs (at + 32)."""
+    d_all = fp16_to_fp32(np.int64(o[at + 108]) | (np.int64(o[at + 109]) << 8))
+    for j in range(16):
+        d = d_all * np.float32(_scale_of(o, at + 96, j))
+        if d == np.float32(0.0):
+            continue
+        for ii in range(16):
+            L[16 * j + ii] = max(-4, min(3, nearest_int(x[xo + 16 * j + ii] / d))) + 4
+    for i in range(32):
+        o[at + i] = 0
+    m = 0
+    hm = 1
+    for j in range(256):
+        if L[j] > 3:
+            o[at + m] |= hm
+            L[j] -= 4
+        m += 1
+        if m == 32:
+            m = 0
+            hm <<= 1
+    for j in range(0, 256, 128):
+        for l in range(32):
+            o[at + 32 + j // 4 + l] = L[j + l] | (L[j + l + 32] << 2) | (L[j + l + 64] << 4) | (L[j + l + 96] << 6)
+
+
+@nb.njit(parallel=True, cache=True)
+def quantize_q3_k_nb(rows, qw, use_qw, out):
+    n, k = rows.shape
+    for r in nb.prange(n):
+        x = rows[r]
+        o = out[r]
+        L = np.zeros(256, np.int64)
+        L8 = np.zeros(256, np.int8)
+        Ls = np.zeros(16, np.int8)
+        scales = np.zeros(16, np.float32)
+        weight = np.zeros(256, np.float32)
+        sw = np.zeros(16, np.float32)
+        wscratch = np.zeros(16, np.float32)
+        for ib in range(k // 256):
+            xo = ib * 256
+            at = ib * 110
+            for i in range(12):
+                o[at + 96 + i] = 0
+            if use_qw:
+                sumx2 = np.float32(0.0)
+                for j in range(256):
+                    sumx2 += x[xo + j] * x[xo + j]
+                sigma2 = np.float32(2.0) * sumx2 / np.float32(256.0)
+                for j in range(16):
+                    s = np.float32(0.0)
+                    for l in range(16):
+                        v = x[xo + 16 * j + l]
+                        weight[16 * j + l] = qw[xo + 16 * j + l] * np.sqrt(sigma2 + v * v)
+                        s += weight[16 * j + l]
+                    sw[j] = s
+                    scales[j] = make_qx_quants(16, 4, x, xo + 16 * j, L8, 16 * j, 1, weight, 16 * j, True, wscratch)
+                for j in range(256):
+                    L[j] = L8[j]
+                d_block = make_qx_quants(16, 32, scales, 0, Ls, 0, 1, sw, 0, True, wscratch)
+                for j in range(16):
+                    _store_scale(o, at + 96, j, np.int64(Ls[j]))
+                put_f16(o, at + 108, d_block)
+            else:
+                max_scale = np.float32(0.0)
+                amax = np.float32(0.0)
+                for j in range(16):
+                    scales[j] = _make_q3_quants(x, xo + 16 * j, L, 16 * j)
+                    if abs(scales[j]) > amax:
+                        amax = abs(scales[j])
+                        max_scale = scales[j]
+                if max_scale != np.float32(0.0):
+                    iscale = np.float32(-32.0) / max_scale
+                    for j in range(16):
+                        _store_scale(o, at + 96, j, max(-32, min(31, nearest_int(iscale * scales[j]))) + 32)
+                    put_f16(o, at + 108, np.float32(1.0) / iscale)
+                else:
+                    put_f16(o, at + 108, np.float32(0.0))
+            _finish_block(x, xo, o, at, L)
+
+
+# ---- runtime -------------------------------------------------------------------------------------------
+
+@nb.njit(cache=True, inline="always")
+def _dequant_row(w, off, k, y):
+    for b in range(k // 256):
+        at = off + b * 110
+        d_all = fp16_to_fp32(np.int64(w[at + 108]) | (np.int64(w[at + 109]) << 8))
+        for j in range(16):
+            dl = d_all * np.float32(_scale_of(w, at + 96, j))
+            for ii in range(16):
+                kk = 16 * j + ii
+                half = kk // 128
+                within = kk % 128
+                shift = within // 32
+                l = within % 32
+                q = (np.int64(w[at + 32 + 32 * half + l]) >> (2 * shift)) & 3
+                high = (np.int64(w[at + l]) >> (4 * half + shift)) & 1
+                y[b * 256 + kk] = dl * np.float32(q - (0 if high else 4))
+
+
+@nb.njit(parallel=True, cache=True)
+def dequant_q3_k(w, r0, r1, out):
+    k = out.shape[1]
+    for i in nb.prange(r1 - r0):
+        _dequant_row(w[r0 + i], 0, k, out[i])
+
+
+@nb.njit(cache=True, inline="always")
+def _dot(y, x, xo, k):
+    acc = np.float32(0.0)
+    for i in range(k):
+        acc += y[i] * x[xo + i]
+    return acc
+
+
+@nb.njit(parallel=True, cache=True)
+def matmul_q3_k(w, xf, xq, xd, xs, out):
+    R = w.shape[0]
+    Tn, k = xf.shape
+    xv = xf.reshape(-1)
+    for r in nb.prange(R):
+        y = np.empty(k, np.float32)
+        _dequant_row(w[r], 0, k, y)
+        for t in range(Tn):
+            out[t, r] = _dot(y, xv, t * k, k)
+
+
+@row_kernel
+def rows_q3_k(bufs, off, rb, r0, r1, k, acts, out):
+    y = np.empty(k, np.float32)
+    for r in range(r0, r1):
+        _dequant_row(bufs[0], off + r * rb, k, y)
+        out[r] = _dot(y, acts[6], 0, k)
+
+
+class Q3_K(BlockFormat, QuantFormat, qtype=T.Q3_K):
+    _kernel = staticmethod(quantize_q3_k_nb)
+    _ref = staticmethod(q3_k_quantize_ref)
+    _deref = staticmethod(q3_k_dequantize_ref)
+    dot = DotKernels("f32", matmul_q3_k, dequant_q3_k, rows=rows_q3_k)
+
