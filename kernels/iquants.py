@@ -179,6 +179,9 @@ def _dequant_row(w, off, rb, k, y):
         _dequant_row_iq4_nl(w, off, k, _KV, y)
 
 
+# (kernels/kquants_low.py repeats _dot, matmul and rows with Q3_K's row dequantizer: numba caches no
+# factory's kernels, kernels/legacy.py says why.)
+
 @nb.njit(cache=True, inline="always")
 def _dot(y, x, xo, k):
     acc = np.float32(0.0)

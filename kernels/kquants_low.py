@@ -344,6 +344,9 @@ def dequant_q3_k(w, r0, r1, out):
         _dequant_row(w[r0 + i], 0, k, out[i])
 
 
+# The dot and the two loops below are kernels/iquants.py's with this format's row dequantizer: written out
+# because numba caches no factory's kernels (kernels/legacy.py says why).
+
 @nb.njit(cache=True, inline="always")
 def _dot(y, x, xo, k):
     acc = np.float32(0.0)
