@@ -1,9 +1,14 @@
-"""The low-bit K-quant Q3_K: 256 weights a block as 3-bit levels (2 low bits in qs, the high bit in hmask),
-16 sub-blocks of 16 with 6-bit scales, one fp16 super-scale: 110 bytes, 3.4375 bits a weight.
+"""The low-bit K-quants, 256 weights a block in 16 sub-blocks of 16.
 
-Quantizer: llama.cpp's quantize_row_q3_K_ref without an importance matrix (make_q3_quants with its
+Q3_K: 3-bit levels (2 low bits in qs, the high bit in hmask), 6-bit scales, one fp16 super-scale: 110 bytes,
+3.4375 bits a weight. Q2_K: 2-bit levels, a 4-bit scale and a 4-bit min per sub-block, fp16 d and dmin:
+84 bytes, 2.625 bits a weight.
+
+Q3_K's quantizer: llama.cpp's quantize_row_q3_K_ref without an importance matrix (make_q3_quants with its
 coordinate search) and quantize_row_q3_K_impl with one (make_qx_quants, weighted), byte for byte; the
-readable reference is q3_k_quantize_ref below, in C's order. Runtime: a row dequantized and dotted in float
+readable reference is q3_k_quantize_ref below, in C's order. Q2_K's: quantize_row_q2_K_ref (make_qkx2_quants,
+absolute-error search) and quantize_row_q2_K_impl (make_qkx3_quants weighted, make_qp_quants for the 4-bit
+scales and mins), byte for byte; its reference q2_k_quantize_ref is vectorised over sub-blocks. Runtime: a row dequantized and dotted in float
 (act "f32"), as kernels/iquants.py does, in the batch matmul and the decode row kernel alike.
 """
 from __future__ import annotations
@@ -13,8 +18,12 @@ import numpy as np
 from gguf import GGMLQuantizationType as T
 
 from .dot_rows import row_kernel
-from .numerics import F32, GROUP_MAX_EPS, BlockFormat, fp16_to_fp32, make_qx_quants, nearest_int, put_f16
-from .numerics_ref import np_fp16_bits, np_fp16_to_f32, np_make_qx_quants
+from .kquants import make_qp_quants
+from .kquants_ref import np_make_qp_quants
+from .numerics import (F32, GROUP_MAX_EPS, BlockFormat, fp16_to_fp32, get_f16, make_qkx_quants, make_qx_quants,
+                       nearest_int, put_f16)
+from .numerics_ref import (np_fp16_bits, np_fp16_to_f32, np_make_qkx_quants, np_make_qx_quants, np_nearest_int,
+                           np_seqsum)
 from .registry import DotKernels, QuantFormat
 
 
@@ -168,6 +177,68 @@ def q3_k_dequantize_ref(data):
     return y.reshape(*np.asarray(data).shape[:-1], -1)
 
 
+def _pack_2bit(L):
+    """[B, 256] levels 0..3 -> [B, 64] qs: byte 32h + l holds weights 128h + l + 32s at bits 2s."""
+    L = L.reshape(-1, 2, 4, 32).astype(np.uint8)
+    return (L[:, :, 0] | (L[:, :, 1] << 2) | (L[:, :, 2] << 4) | (L[:, :, 3] << 6)).reshape(-1, 64)
+
+
+def q2_k_quantize_ref(rows, imatrix=None):
+    """quantize_row_q2_K_ref (no imatrix) / quantize_row_q2_K_impl (imatrix), vectorised over sub-blocks."""
+    rows = np.asarray(rows, F32)
+    nrow = rows.shape[0]
+    x = rows.reshape(-1, 256)
+    B = x.shape[0]
+    xs = x.reshape(B * 16, 16)
+    if imatrix is None:
+        scales, mins, L = np_make_qkx_quants(3, xs, np.abs(xs), -0.5, 0.1, 15, use_mad=True)
+        scales, mins = scales.reshape(B, 16), mins.reshape(B, 16)
+        max_scale = np.maximum(scales.max(axis=1), F32(0))   # the C loop starts from 0
+        max_min = np.maximum(mins.max(axis=1), F32(0))
+        q4scale = F32(15)
+        with np.errstate(divide="ignore"):
+            iscale = (q4scale / max_scale).astype(F32)
+            imin = (q4scale / max_min).astype(F32)
+        ls = np.where(max_scale[:, None] > 0, np_nearest_int(iscale[:, None] * scales), 0)
+        lm = np.where(max_min[:, None] > 0, np_nearest_int(imin[:, None] * mins), 0)
+        d = np.where(max_scale > 0, max_scale / q4scale, F32(0)).astype(F32)
+        dmin = np.where(max_min > 0, max_min / q4scale, F32(0)).astype(F32)
+    else:
+        qw = np.broadcast_to(np.asarray(imatrix, F32).reshape(1, -1), rows.shape).reshape(B * 16, 16)
+        sigma2 = np.repeat((np_seqsum((x * x).astype(F32)) / F32(256)).astype(F32), 16)
+        w = (qw * np.sqrt((sigma2[:, None] + (xs * xs).astype(F32)).astype(F32))).astype(F32)
+        sw = np_seqsum(w).reshape(B, 16)
+        scales, mins, L = np_make_qkx_quants(3, xs, w, -0.9, 0.05, 36)
+        d, ls = np_make_qp_quants(15, scales.reshape(B, 16), sw)
+        dmin, lm = np_make_qp_quants(15, mins.reshape(B, 16), sw)
+    sc = ((ls & 0xF) | ((lm << 4) & 0xFF)).astype(np.uint8)
+    dbits, mbits = np_fp16_bits(d), np_fp16_bits(dmin)
+    dl = (np_fp16_to_f32(dbits)[:, None] * (sc & 0xF).astype(F32)).astype(F32)      # requantize with
+    ml = (np_fp16_to_f32(mbits)[:, None] * (sc >> 4).astype(F32)).astype(F32)       # the stored scales
+    ok = (dl != 0)[:, :, None]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        q = ((x.reshape(B, 16, 16) + ml[:, :, None]).astype(F32) / np.where(ok, dl[:, :, None], F32(1))).astype(F32)
+    L = np.where(ok, np.clip(np_nearest_int(np.where(ok, q, F32(0))), 0, 3), L.reshape(B, 16, 16))
+    blk = np.concatenate([sc, _pack_2bit(L.reshape(B, 256)), dbits[:, None].view(np.uint8),
+                          mbits[:, None].view(np.uint8)], axis=1)
+    return blk.reshape(nrow, -1)
+
+
+def q2_k_dequantize_ref(data):
+    """dequantize_row_q2_K: weight 128h + 32s + l is dl * ((qs[32h + l] >> 2s) & 3) - ml, with the scale
+    and min of its sub-block (16 weights)."""
+    b = np.asarray(data, np.uint8).reshape(-1, 84)
+    sc = b[:, :16]
+    d = np_fp16_to_f32(b[:, 80:82].copy().view(np.uint16))[:, 0]
+    dmin = np_fp16_to_f32(b[:, 82:84].copy().view(np.uint16))[:, 0]
+    dl = (d[:, None] * (sc & 0xF).astype(F32)).astype(F32)
+    ml = (dmin[:, None] * (sc >> 4).astype(F32)).astype(F32)
+    qs = b[:, 16:80].reshape(-1, 2, 1, 32)
+    q = ((qs >> np.array([0, 2, 4, 6], np.uint8)[None, None, :, None]) & 3).reshape(-1, 16, 16).astype(F32)
+    y = ((dl[:, :, None] * q).astype(F32) - ml[:, :, None]).astype(F32)
+    return y.reshape(*np.asarray(data).shape[:-1], -1)
+
+
 # ---- numba ---------------------------------------------------------------------------------------------
 
 @nb.njit(cache=True)
@@ -317,6 +388,86 @@ def quantize_q3_k_nb(rows, qw, use_qw, out):
             _finish_block(x, xo, o, at, L)
 
 
+@nb.njit(parallel=True, cache=True)
+def quantize_q2_k_nb(rows, qw, use_qw, out):
+    """quantize_row_q2_K_ref / quantize_row_q2_K_impl; block: scales[16] at 0, qs[64] at 16, d at 80,
+    dmin at 82."""
+    n, k = rows.shape
+    f = np.float32
+    for r in nb.prange(n):
+        x = rows[r]
+        o = out[r]
+        L = np.zeros(256, np.uint8)
+        Laux = np.zeros(16, np.float32)
+        weight = np.zeros(16, np.float32)
+        scales = np.zeros(16, np.float32)
+        mins = np.zeros(16, np.float32)
+        sw = np.zeros(16, np.float32)
+        Ls = np.zeros(16, np.uint8)
+        Lm = np.zeros(16, np.uint8)
+        for ib in range(k // 256):
+            xo = ib * 256
+            at = ib * 84
+            if use_qw:
+                sumx2 = f(0.0)
+                for j in range(256):
+                    sumx2 += x[xo + j] * x[xo + j]
+                sigma2 = sumx2 / f(256.0)
+                for j in range(16):
+                    s = f(0.0)
+                    for l in range(16):
+                        v = x[xo + 16 * j + l]
+                        weight[l] = qw[xo + 16 * j + l] * np.sqrt(sigma2 + v * v)
+                        s += weight[l]
+                    sw[j] = s
+                    scales[j], mins[j] = make_qkx_quants(16, 3, x, xo + 16 * j, weight, 0, L, 16 * j, Laux,
+                                                         (f(-0.9), f(0.05), 36), False)
+                dm = make_qp_quants(16, 15, scales, Ls, sw)
+                mm = make_qp_quants(16, 15, mins, Lm, sw)
+                for j in range(16):
+                    o[at + j] = Ls[j] | (Lm[j] << 4)
+                put_f16(o, at + 80, dm)
+                put_f16(o, at + 82, mm)
+            else:
+                max_scale = f(0.0)
+                max_min = f(0.0)
+                for j in range(16):
+                    for l in range(16):
+                        weight[l] = abs(x[xo + 16 * j + l])
+                    scales[j], mins[j] = make_qkx_quants(16, 3, x, xo + 16 * j, weight, 0, L, 16 * j, Laux,
+                                                         (f(-0.5), f(0.1), 15), True)
+                    max_scale = max(max_scale, scales[j])
+                    max_min = max(max_min, mins[j])
+                for j in range(16):
+                    o[at + j] = 0
+                if max_scale > f(0.0):
+                    iscale = f(15.0) / max_scale
+                    for j in range(16):
+                        o[at + j] = nearest_int(iscale * scales[j]) & 0xFF
+                    put_f16(o, at + 80, max_scale / f(15.0))
+                else:
+                    put_f16(o, at + 80, f(0.0))
+                if max_min > f(0.0):
+                    iscale = f(15.0) / max_min
+                    for j in range(16):
+                        o[at + j] |= (nearest_int(iscale * mins[j]) << 4) & 0xFF
+                    put_f16(o, at + 82, max_min / f(15.0))
+                else:
+                    put_f16(o, at + 82, f(0.0))
+            dd = get_f16(o, at + 80)
+            dmin = get_f16(o, at + 82)
+            for j in range(16):
+                d = dd * f(o[at + j] & 0xF)
+                if d == f(0.0):
+                    continue
+                dm = dmin * f(o[at + j] >> 4)
+                for ii in range(16):
+                    L[16 * j + ii] = max(0, min(3, nearest_int((x[xo + 16 * j + ii] + dm) / d)))
+            for j in range(0, 256, 128):
+                for l in range(32):
+                    o[at + 16 + j // 4 + l] = L[j + l] | (L[j + l + 32] << 2) | (L[j + l + 64] << 4) | (L[j + l + 96] << 6)
+
+
 # ---- runtime -------------------------------------------------------------------------------------------
 
 @nb.njit(cache=True, inline="always")
@@ -381,3 +532,77 @@ class Q3_K(BlockFormat, QuantFormat, qtype=T.Q3_K):
     _deref = staticmethod(q3_k_dequantize_ref)
     dot = DotKernels("f32", matmul_q3_k, dequant_q3_k, rows=rows_q3_k)
 
+
+@nb.njit(cache=True, inline="always")
+def _dequant_row_q2_k(w, off, k, y):
+    for b in range(k // 256):
+        at = off + b * 84
+        d = get_f16(w, at + 80)
+        dmin = get_f16(w, at + 82)
+        for j in range(16):
+            sc = np.int64(w[at + j])
+            dl = d * np.float32(sc & 0xF)
+            ml = dmin * np.float32(sc >> 4)
+            base = 128 * (j // 8) + 32 * ((j % 8) // 2) + 16 * (j % 2)
+            q0 = at + 16 + 32 * (j // 8) + 16 * (j % 2)
+            shift = 2 * ((j % 8) // 2)
+            for l in range(16):
+                y[b * 256 + base + l] = dl * np.float32((np.int64(w[q0 + l]) >> shift) & 3) - ml
+
+
+@nb.njit(parallel=True, cache=True)
+def dequant_q2_k(w, r0, r1, out):
+    k = out.shape[1]
+    for i in nb.prange(r1 - r0):
+        _dequant_row_q2_k(w[r0 + i], 0, k, out[i])
+
+
+@nb.njit(cache=True)
+def rowdot_q2_k(w, o, nbk, q8, qo, d8, do, bsums, so):
+    """One row of Q2_K at w[o:] times q8_K activations (ggml_vec_dot_q2_K_q8_K): integer dots per sub-block,
+    the mins through the activations' sums of 16."""
+    sumf = np.float32(0.0)
+    for i in range(nbk):
+        at = o + i * 84
+        summs = np.int32(0)
+        for j in range(16):
+            summs += bsums[so + 16 * i + j] * np.int32(w[at + j] >> 4)
+        dall = d8[do + i] * get_f16(w, at + 80)
+        dmin = d8[do + i] * get_f16(w, at + 82)
+        isum = np.int32(0)
+        for h in range(2):
+            q2 = at + 16 + 32 * h
+            for s in range(4):
+                a = qo + 256 * i + 128 * h + 32 * s
+                lo = np.int32(0)
+                hi = np.int32(0)
+                for l in range(16):
+                    lo += np.int32(q8[a + l]) * np.int32((w[q2 + l] >> (2 * s)) & 3)
+                    hi += np.int32(q8[a + 16 + l]) * np.int32((w[q2 + 16 + l] >> (2 * s)) & 3)
+                isum += np.int32(w[at + 8 * h + 2 * s] & 0xF) * lo + np.int32(w[at + 8 * h + 2 * s + 1] & 0xF) * hi
+        sumf += dall * np.float32(isum) - dmin * np.float32(summs)
+    return sumf
+
+
+@nb.njit(parallel=True, cache=True)
+def matmul_q2_k(w, xf, xq, xd, xs, out):
+    R, rb = w.shape
+    Tn, nbk = xd.shape
+    k = xq.shape[1]
+    wf, xv, xdv, xsv = w.reshape(-1), xq.reshape(-1), xd.reshape(-1), xs.reshape(-1)
+    for r in nb.prange(R):
+        for t in range(Tn):
+            out[t, r] = rowdot_q2_k(wf, r * rb, nbk, xv, t * k, xdv, t * nbk, xsv, t * nbk * 16)
+
+
+@row_kernel
+def rows_q2_k(bufs, off, rb, r0, r1, k, acts, out):
+    for r in range(r0, r1):
+        out[r] = rowdot_q2_k(bufs[0], off + r * rb, k // 256, acts[3], 0, acts[4], 0, acts[5], 0)
+
+
+class Q2_K(BlockFormat, QuantFormat, qtype=T.Q2_K):
+    _kernel = staticmethod(quantize_q2_k_nb)
+    _ref = staticmethod(q2_k_quantize_ref)
+    _deref = staticmethod(q2_k_dequantize_ref)
+    dot = DotKernels("q8_k", matmul_q2_k, dequant_q2_k, rows=rows_q2_k)

@@ -17,7 +17,7 @@ from ggufq.kernels import get_format
 from .conftest import DATA
 from .test_quant_models import assert_same_file, f16_files, fixture, sha  # noqa: F401
 
-LOWBIT = [T.IQ4_NL, T.IQ4_XS, T.Q3_K]
+LOWBIT = [T.IQ4_NL, T.IQ4_XS, T.Q3_K, T.Q2_K]
 
 
 def rows_with_edge_cases(rng, n, k):
@@ -40,7 +40,7 @@ def test_kernel_equals_reference_and_dequantize_equals_gguf(qtype):
         deq = fmt.dequantize(q)
         np.testing.assert_array_equal(deq, quants.dequantize(q, qtype).reshape(deq.shape))
         np.testing.assert_array_equal(deq, fmt.dequantize_ref(q))
-        assert np.sqrt(((deq - x) ** 2).mean()) < (0.2 if qtype == T.Q3_K else 0.1) * x.std()  # 3 or 4 bits
+        assert np.sqrt(((deq - x) ** 2).mean()) < {T.Q2_K: 0.3, T.Q3_K: 0.2}.get(qtype, 0.1) * x.std()  # 2, 3, 4 bits
 
 
 @pytest.fixture(scope="module")
@@ -51,20 +51,23 @@ def iq4_files(f16_files, tmp_path_factory):
     def get(short, ftype):
         if (short, ftype) not in made:
             out = tmp_path_factory.mktemp("lowbit") / f"{short}-{ftype}.gguf"
-            assert main(["quantize", str(f16_files(short)), str(out), ftype, "-t", "2"]) == 0
+            qtype, _, pure = ftype.partition("-")       # "TYPE-pure": quantize --pure
+            assert main(["quantize", *(["--pure"] if pure else []), str(f16_files(short)), str(out), qtype,
+                         "-t", "2"]) == 0
             made[short, ftype] = out
         return made[short, ftype]
     return get
 
 
-GROUP = {"IQ4_NL": "iq4", "IQ4_XS": "iq4", "Q3_K_S": "q3k", "Q3_K_M": "q3k", "Q3_K_L": "q3k"}
-QUANT_TYPES = {"iq4": ("IQ4_NL", "IQ4_XS"), "q3k": ("Q3_K",)}
+GROUP = {"IQ4_NL": "iq4", "IQ4_XS": "iq4", "Q3_K_S": "q3k", "Q3_K_M": "q3k", "Q3_K_L": "q3k", "Q2_K": "q2k", "Q2_K-pure": "q2k"}
+QUANT_TYPES = {"iq4": ("IQ4_NL", "IQ4_XS"), "q3k": ("Q3_K",), "q2k": ("Q2_K", "Q3_K")}
 
 
 @pytest.mark.parametrize("short", ["smol", "gemma"])
-@pytest.mark.parametrize("ftype", ["IQ4_NL", "IQ4_XS", "Q3_K_S"])
+@pytest.mark.parametrize("ftype", ["IQ4_NL", "IQ4_XS", "Q3_K_S", "Q2_K-pure"])
 def test_files_equal_llama_quantize(iq4_files, f16_files, short, ftype):
-    """Whole files without an imatrix (IQ4_XS falls back to IQ4_NL on rows of 576 and 640, attn_v and the
+    """Whole files without an imatrix (Q2_K with --pure: neither model keeps a Q2_K tensor in the Q2_K mix,
+    its rows of 576 and 640 fall back to Q4_0 and ffn_down goes to Q3_K; IQ4_XS falls back to IQ4_NL on rows of 576 and 640, attn_v and the
     first ffn_down go to Q5_K as llama-quantize's rules say, then Q5_K to Q5_1 on short rows); with
     llama-imatrix's matrix, the tensors of both IQ4 types of a few layers (the whole files with an imatrix
     were checked when the fixtures were made; here, to keep the suite short, a sample)."""
@@ -80,16 +83,17 @@ def test_files_equal_llama_quantize(iq4_files, f16_files, short, ftype):
                 q = quantize_tensor(name, np.asarray(g.tensors[name].data, np.float32), T[e["type"]], im.get(name))
                 assert sha(q) == e["sha256"], f"{ftype} with imatrix: {name} as {e['type']} differs"
                 checked.add(e["type"])
-    assert checked == {"IQ4_XS": {"IQ4_NL", "IQ4_XS"}, "IQ4_NL": {"IQ4_NL"}, "Q3_K_S": {"Q3_K"}}[ftype]
+    assert checked == {"IQ4_XS": {"IQ4_NL", "IQ4_XS"}, "IQ4_NL": {"IQ4_NL"}, "Q3_K_S": {"Q3_K"},
+                       "Q2_K-pure": {"Q2_K"}}[ftype]
 
 
 @pytest.mark.parametrize("short", ["smol", "gemma"])
-@pytest.mark.parametrize("ftype", ["Q3_K_M", "Q3_K_L"])
+@pytest.mark.parametrize("ftype", ["Q3_K_M", "Q3_K_L", "Q2_K"])
 def test_plans_equal_llama_quantize(f16_files, short, ftype):
-    """Q3_K_M and Q3_K_L: every tensor's type as llama-quantize chose it, from the recipe alone (their
-    tensors' bytes are those of types checked elsewhere: Q3_K above, Q4_K, Q5_K, Q4_0, Q5_0, Q5_1)."""
+    """Q3_K_M, Q3_K_L and Q2_K: every tensor's type as llama-quantize chose it, from the recipe alone (their
+    tensors' bytes are those of types checked elsewhere: Q3_K above, Q4_K, Q5_K, Q6_K, Q4_0, Q5_0, Q5_1)."""
     from ggufq.quantize.recipes import ModelFacts, Options, plan, tensor_order
-    want = {n: e["type"] for n, e in fixture(f"quant_{short}_q3k.json")["plain"][ftype]["tensors"].items()}
+    want = {n: e["type"] for n, e in fixture(f"quant_{short}_{GROUP[ftype]}.json")["plain"][ftype]["tensors"].items()}
     with GGUFFile(f16_files(short)) as g:
         order = tensor_order(list(g.tensors))
         tensors = [(n, tuple(g.tensors[n].shape), g.tensors[n].qtype) for n in order]
@@ -99,7 +103,8 @@ def test_plans_equal_llama_quantize(f16_files, short, ftype):
 
 @pytest.mark.parametrize("qtype", LOWBIT, ids=lambda q: q.name)
 def test_runtime_kernels(qtype):
-    """The batch matmul against dequantize + numpy, and the decode row kernel equal to the matmul."""
+    """The batch matmul against dequantize + numpy (times the activations as the kernel takes them: float, or
+    Q8_K for Q2_K's integer dot), and the decode row kernel equal to the matmul."""
     from ggufq.kernels.dot_common import Activations
     from ggufq.kernels.dot_rows import row_kind
     from ggufq.runtime.decode import matvec_rows
@@ -112,23 +117,32 @@ def test_runtime_kernels(qtype):
     acts = Activations(dot.act, 3, k).set(x)
     out = np.zeros((3, rows), np.float32)
     dot.matmul(w, acts.xf, acts.xq, acts.xd, acts.xs, out)
-    exact = x.astype(np.float64) @ deq.astype(np.float64).T
+    xa = x.astype(np.float64)
+    if dot.act == "q8_k":
+        xa = (acts.xq.reshape(3, -1, 256) * acts.xd[:, :, None].astype(np.float64)).reshape(3, k)
+        assert np.abs(xa - x).max() < 0.01 * np.abs(x).max()
+    exact = xa @ deq.astype(np.float64).T
     assert np.abs(out - exact).max() < 1e-5 * np.abs(exact).max()
     file = np.zeros(w.size + 64, np.uint8)
     file[64:] = w.reshape(-1)
     file.flags.writeable = False
     bufs = (file, file[:file.size // 2 * 2].view(np.uint16), file[:file.size // 4 * 4].view(np.float32))
     empty = (np.zeros(0, np.int8), np.zeros(0, np.float32), np.zeros(0, np.float32))
-    a = empty + (np.zeros(0, np.int8), np.zeros(0, np.float32), np.zeros(0, np.int32)) + (x[0].copy(),)
+    if dot.act == "q8_k":
+        a = empty + (acts.xq[0].copy(), acts.xd[0].copy(), acts.xs[0].copy()) + (x[0].copy(),)
+    else:
+        a = empty + (np.zeros(0, np.int8), np.zeros(0, np.float32), np.zeros(0, np.int32)) + (x[0].copy(),)
     got = np.zeros(rows, np.float32)
     matvec_rows(row_kind(qtype, rows), bufs, 64, w.shape[1], 0, rows, k, a, got)
     np.testing.assert_array_equal(got, out[0])
 
 
 def test_perplexity_on_llama_cpp_files_agrees(iq4_files, capfd):
-    """ggufq perplexity on the IQ4 files (the bytes llama-quantize writes: the test above) within 0.5% of
-    llama-perplexity's on SmolLM2, 4 chunks of 512."""
-    want = {**fixture("quant_smol_iq4.json")["ppl_4x512"], "Q3_K_S": fixture("quant_smol_q3k.json")["ppl_4x512"]["Q3_K_S"]}
+    """ggufq perplexity on the low-bit files (the bytes llama-quantize writes: the test above) within 0.5% of
+    llama-perplexity's on SmolLM2, 4 chunks of 512. (The Q2_K mix keeps no Q2_K tensor in SmolLM2, and its
+    tensors are Q3_K_S's: --pure's ffn_down are Q2_K.)"""
+    want = {**fixture("quant_smol_iq4.json")["ppl_4x512"], "Q3_K_S": fixture("quant_smol_q3k.json")["ppl_4x512"]["Q3_K_S"],
+            "Q2_K-pure": fixture("quant_smol_q2k.json")["ppl_4x512"]["Q2_K-pure"]}
     for ftype, ppl in want.items():
         out = iq4_files("smol", ftype)
         capfd.readouterr()

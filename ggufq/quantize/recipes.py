@@ -27,6 +27,7 @@ FILE_TYPES: dict[str, tuple[FT, GT]] = {
     "Q5_0": (FT.MOSTLY_Q5_0, GT.Q5_0),
     "Q5_1": (FT.MOSTLY_Q5_1, GT.Q5_1),
     "Q8_0": (FT.MOSTLY_Q8_0, GT.Q8_0),
+    "Q2_K": (FT.MOSTLY_Q2_K, GT.Q2_K),
     "Q3_K": (FT.MOSTLY_Q3_K_M, GT.Q3_K),  # alias, as in llama-quantize
     "Q3_K_S": (FT.MOSTLY_Q3_K_S, GT.Q3_K),
     "Q3_K_M": (FT.MOSTLY_Q3_K_M, GT.Q3_K),
@@ -236,7 +237,9 @@ def _mix_type(st: _State, new_type: GT, name: str, shape, opts: Options, facts: 
         return opts.token_embedding_type if opts.token_embedding_type is not None else new_type
     iq4 = ft in (FT.MOSTLY_IQ4_NL, FT.MOSTLY_IQ4_XS)
     if is_attn_v_like(cat):
-        if ft == FT.MOSTLY_Q3_K_M:
+        if ft == FT.MOSTLY_Q2_K:
+            new_type = GT.Q4_K if facts.n_gqa >= 4 else GT.Q3_K
+        elif ft == FT.MOSTLY_Q3_K_M:
             new_type = GT.Q5_K if st.i_attention_wv < 2 else GT.Q4_K
         elif ft == FT.MOSTLY_Q3_K_L:
             new_type = GT.Q5_K
@@ -256,7 +259,9 @@ def _mix_type(st: _State, new_type: GT, name: str, shape, opts: Options, facts: 
         return GT.Q8_0 if facts.n_expert == 8 else new_type
     if cat == FFN_DOWN:
         i_layer, n_layer = _layer_info(st.i_ffn_down, st.n_ffn_down, name, facts)
-        if ft == FT.MOSTLY_Q3_K_M:
+        if ft == FT.MOSTLY_Q2_K:
+            new_type = GT.Q3_K
+        elif ft == FT.MOSTLY_Q3_K_M:
             new_type = (GT.Q5_K if i_layer < n_layer // 16 else
                         GT.Q4_K if facts.arch != "falcon" or use_more_bits(i_layer, n_layer) else GT.Q3_K)
         elif ft == FT.MOSTLY_Q3_K_L:
@@ -281,9 +286,9 @@ def _mix_type(st: _State, new_type: GT, name: str, shape, opts: Options, facts: 
         if facts.arch == "falcon":
             return GT.Q4_K if ft == FT.MOSTLY_Q3_K_L else new_type
         if facts.n_expert == 8:
-            moe_q5 = (FT.MOSTLY_Q3_K_S, FT.MOSTLY_Q3_K_M, FT.MOSTLY_Q4_K_S, FT.MOSTLY_Q4_K_M)
+            moe_q5 = (FT.MOSTLY_Q2_K, FT.MOSTLY_Q3_K_S, FT.MOSTLY_Q3_K_M, FT.MOSTLY_Q4_K_S, FT.MOSTLY_Q4_K_M)
             return GT.Q5_K if iq4 or ft in moe_q5 else new_type
-        return {FT.MOSTLY_Q3_K_M: GT.Q4_K, FT.MOSTLY_Q3_K_L: GT.Q5_K}.get(ft, new_type)
+        return {FT.MOSTLY_Q2_K: GT.Q3_K, FT.MOSTLY_Q3_K_M: GT.Q4_K, FT.MOSTLY_Q3_K_L: GT.Q5_K}.get(ft, new_type)
     if cat == FFN_GATE:
         st.i_ffn_gate += 1
     elif cat == FFN_UP:
