@@ -4,10 +4,10 @@ scales per 32 of 256 (IQ4_XS: 136 bytes, 4.25 bits a weight). IQ4_NL is the fall
 that are not a multiple of 256.
 
 Quantizers: llama.cpp's quantize_row_iq4_nl_impl (ntry 7, as llama-quantize calls it with and without an
-importance matrix), byte for byte; the readable reference is kernels/iquants_ref.py. Runtime: the weights
-dequantized a row at a time and dotted with the float activations (act "f32"), in the batch matmul and
-in the decode step's row kernel alike (so both give the same numbers). llama.cpp dots these formats with
-quantized activations; the figures agree within its rounding (tests/test_iquants.py), not bit for bit.
+importance matrix), byte for byte; the readable reference is kernels/iquants_ref.py. Runtime: integer dots
+on 8-bit activations as llama.cpp's (IQ4_NL with Q8_0, IQ4_XS with Q8_K: kernels/dot_simd_lowbit.py), the
+same in the batch matmul and the decode row kernel; perplexity agrees with llama-perplexity's within its
+rounding (tests/test_lowbit.py), not bit for bit.
 """
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from gguf import GGMLQuantizationType as T
 
 from . import iquants_ref
 from .dot_rows import row_kernel
+from .dot_simd_lowbit import rowdot_iq4_nl, rowdot_iq4_xs
 from .numerics import GROUP_MAX_EPS, BlockFormat, fp16_to_fp32, nearest_int, put_f16
 from .registry import DotKernels, QuantFormat
 
@@ -179,17 +180,6 @@ def _dequant_row(w, off, rb, k, y):
         _dequant_row_iq4_nl(w, off, k, _KV, y)
 
 
-# (kernels/kquants_low.py repeats _dot, matmul and rows with Q3_K's row dequantizer: numba caches no
-# factory's kernels, kernels/legacy.py says why.)
-
-@nb.njit(cache=True, inline="always")
-def _dot(y, x, xo, k):
-    acc = np.float32(0.0)
-    for i in range(k):
-        acc += y[i] * x[xo + i]
-    return acc
-
-
 @nb.njit(parallel=True, cache=True)
 def dequant_iq4(w, r0, r1, out):
     rb, k = w.shape[1], out.shape[1]
@@ -197,24 +187,40 @@ def dequant_iq4(w, r0, r1, out):
         _dequant_row(w[r0 + i], 0, rb, k, out[i])
 
 
+# The integer dots (kernels/dot_simd_lowbit.py): IQ4_NL on Q8_0 activations, IQ4_XS on Q8_K, as llama.cpp.
+
 @nb.njit(parallel=True, cache=True)
-def matmul_iq4(w, xf, xq, xd, xs, out):
+def matmul_iq4_nl(w, xf, xq, xd, xs, out):
     R, rb = w.shape
-    Tn, k = xf.shape
-    xv = xf.reshape(-1)
+    Tn, nbk = xd.shape
+    k = xq.shape[1]
+    wf, xv, dv, sv = w.reshape(-1), xq.reshape(-1), xd.reshape(-1), xs.reshape(-1)
     for r in nb.prange(R):
-        y = np.empty(k, np.float32)
-        _dequant_row(w[r], 0, rb, k, y)
         for t in range(Tn):
-            out[t, r] = _dot(y, xv, t * k, k)
+            out[t, r] = rowdot_iq4_nl(wf, r * rb, xv, t * k, dv, sv, t * nbk, nbk)
+
+
+@nb.njit(parallel=True, cache=True)
+def matmul_iq4_xs(w, xf, xq, xd, xs, out):
+    R, rb = w.shape
+    Tn, nbk = xd.shape
+    k = xq.shape[1]
+    wf, xv, xdv, xsv = w.reshape(-1), xq.reshape(-1), xd.reshape(-1), xs.reshape(-1)
+    for r in nb.prange(R):
+        for t in range(Tn):
+            out[t, r] = rowdot_iq4_xs(wf, r * rb, nbk, xv, t * k, xdv, t * nbk, xsv, t * nbk * 16)
 
 
 @row_kernel
-def rows_iq4(bufs, off, rb, r0, r1, k, acts, out):
-    y = np.empty(k, np.float32)
+def rows_iq4_nl(bufs, off, rb, r0, r1, k, acts, out):
     for r in range(r0, r1):
-        _dequant_row(bufs[0], off + r * rb, rb, k, y)
-        out[r] = _dot(y, acts[6], 0, k)
+        out[r] = rowdot_iq4_nl(bufs[0], off + r * rb, acts[0], 0, acts[1], acts[2], 0, k // 32)
+
+
+@row_kernel
+def rows_iq4_xs(bufs, off, rb, r0, r1, k, acts, out):
+    for r in range(r0, r1):
+        out[r] = rowdot_iq4_xs(bufs[0], off + r * rb, k // 256, acts[3], 0, acts[4], 0, acts[5], 0)
 
 
 # ---- registry entries ---------------------------------------------------------------------------------
@@ -223,11 +229,11 @@ class IQ4_NL(BlockFormat, QuantFormat, qtype=T.IQ4_NL):
     _kernel = staticmethod(quantize_iq4_nl_nb)
     _ref = staticmethod(iquants_ref.iq4_nl_quantize_ref)
     _deref = staticmethod(iquants_ref.iq4_nl_dequantize_ref)
-    dot = DotKernels("f32", matmul_iq4, dequant_iq4, rows=rows_iq4)
+    dot = DotKernels("q8_32", matmul_iq4_nl, dequant_iq4, rows=rows_iq4_nl)
 
 
 class IQ4_XS(BlockFormat, QuantFormat, qtype=T.IQ4_XS):
     _kernel = staticmethod(quantize_iq4_xs_nb)
     _ref = staticmethod(iquants_ref.iq4_xs_quantize_ref)
     _deref = staticmethod(iquants_ref.iq4_xs_dequantize_ref)
-    dot = DotKernels("f32", matmul_iq4, dequant_iq4, rows=rows_iq4)
+    dot = DotKernels("q8_k", matmul_iq4_xs, dequant_iq4, rows=rows_iq4_xs)

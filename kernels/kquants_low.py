@@ -8,8 +8,9 @@ Q3_K's quantizer: llama.cpp's quantize_row_q3_K_ref without an importance matrix
 coordinate search) and quantize_row_q3_K_impl with one (make_qx_quants, weighted), byte for byte; the
 readable reference is q3_k_quantize_ref below, in C's order. Q2_K's: quantize_row_q2_K_ref (make_qkx2_quants,
 absolute-error search) and quantize_row_q2_K_impl (make_qkx3_quants weighted, make_qp_quants for the 4-bit
-scales and mins), byte for byte; its reference q2_k_quantize_ref is vectorised over sub-blocks. Runtime: a row dequantized and dotted in float
-(act "f32"), as kernels/iquants.py does, in the batch matmul and the decode row kernel alike.
+scales and mins), byte for byte; its reference q2_k_quantize_ref is vectorised over sub-blocks. Runtime:
+integer dots on Q8_K activations as llama.cpp's (kernels/dot_simd_lowbit.py), the same in the batch matmul
+and the decode row kernel; dequantize (the BLAS batch path, tests) a row at a time in float.
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ import numpy as np
 from gguf import GGMLQuantizationType as T
 
 from .dot_rows import row_kernel
+from .dot_simd_lowbit import rowdot_q2_k, rowdot_q3_k
 from .kquants import make_qp_quants
 from .kquants_ref import np_make_qp_quants
 from .numerics import (F32, GROUP_MAX_EPS, BlockFormat, fp16_to_fp32, get_f16, make_qkx_quants, make_qx_quants,
@@ -495,42 +497,28 @@ def dequant_q3_k(w, r0, r1, out):
         _dequant_row(w[r0 + i], 0, k, out[i])
 
 
-# The dot and the two loops below are kernels/iquants.py's with this format's row dequantizer: written out
-# because numba caches no factory's kernels (kernels/legacy.py says why).
-
-@nb.njit(cache=True, inline="always")
-def _dot(y, x, xo, k):
-    acc = np.float32(0.0)
-    for i in range(k):
-        acc += y[i] * x[xo + i]
-    return acc
-
-
 @nb.njit(parallel=True, cache=True)
 def matmul_q3_k(w, xf, xq, xd, xs, out):
-    R = w.shape[0]
-    Tn, k = xf.shape
-    xv = xf.reshape(-1)
+    R, rb = w.shape
+    Tn, nbk = xd.shape
+    k = xq.shape[1]
+    wf, xv, xdv, xsv = w.reshape(-1), xq.reshape(-1), xd.reshape(-1), xs.reshape(-1)
     for r in nb.prange(R):
-        y = np.empty(k, np.float32)
-        _dequant_row(w[r], 0, k, y)
         for t in range(Tn):
-            out[t, r] = _dot(y, xv, t * k, k)
+            out[t, r] = rowdot_q3_k(wf, r * rb, nbk, xv, t * k, xdv, t * nbk, xsv, t * nbk * 16)
 
 
 @row_kernel
 def rows_q3_k(bufs, off, rb, r0, r1, k, acts, out):
-    y = np.empty(k, np.float32)
     for r in range(r0, r1):
-        _dequant_row(bufs[0], off + r * rb, k, y)
-        out[r] = _dot(y, acts[6], 0, k)
+        out[r] = rowdot_q3_k(bufs[0], off + r * rb, k // 256, acts[3], 0, acts[4], 0, acts[5], 0)
 
 
 class Q3_K(BlockFormat, QuantFormat, qtype=T.Q3_K):
     _kernel = staticmethod(quantize_q3_k_nb)
     _ref = staticmethod(q3_k_quantize_ref)
     _deref = staticmethod(q3_k_dequantize_ref)
-    dot = DotKernels("f32", matmul_q3_k, dequant_q3_k, rows=rows_q3_k)
+    dot = DotKernels("q8_k", matmul_q3_k, dequant_q3_k, rows=rows_q3_k)
 
 
 @nb.njit(cache=True, inline="always")
@@ -555,33 +543,6 @@ def dequant_q2_k(w, r0, r1, out):
     k = out.shape[1]
     for i in nb.prange(r1 - r0):
         _dequant_row_q2_k(w[r0 + i], 0, k, out[i])
-
-
-@nb.njit(cache=True)
-def rowdot_q2_k(w, o, nbk, q8, qo, d8, do, bsums, so):
-    """One row of Q2_K at w[o:] times q8_K activations (ggml_vec_dot_q2_K_q8_K): integer dots per sub-block,
-    the mins through the activations' sums of 16."""
-    sumf = np.float32(0.0)
-    for i in range(nbk):
-        at = o + i * 84
-        summs = np.int32(0)
-        for j in range(16):
-            summs += bsums[so + 16 * i + j] * np.int32(w[at + j] >> 4)
-        dall = d8[do + i] * get_f16(w, at + 80)
-        dmin = d8[do + i] * get_f16(w, at + 82)
-        isum = np.int32(0)
-        for h in range(2):
-            q2 = at + 16 + 32 * h
-            for s in range(4):
-                a = qo + 256 * i + 128 * h + 32 * s
-                lo = np.int32(0)
-                hi = np.int32(0)
-                for l in range(16):
-                    lo += np.int32(q8[a + l]) * np.int32((w[q2 + l] >> (2 * s)) & 3)
-                    hi += np.int32(q8[a + 16 + l]) * np.int32((w[q2 + 16 + l] >> (2 * s)) & 3)
-                isum += np.int32(w[at + 8 * h + 2 * s] & 0xF) * lo + np.int32(w[at + 8 * h + 2 * s + 1] & 0xF) * hi
-        sumf += dall * np.float32(isum) - dmin * np.float32(summs)
-    return sumf
 
 
 @nb.njit(parallel=True, cache=True)
