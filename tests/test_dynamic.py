@@ -26,19 +26,30 @@ def tiny(tmp_path_factory):
     return d, f16, imat
 
 
+@pytest.fixture(scope="module")
+def calib(tiny):
+    """The first third of the text, under its own name: the searches' probes and the one-command imatrix
+    (the whole text takes three times as long and tests nothing more)."""
+    text = open(TEXT, encoding="utf-8").read()
+    short = tiny[0] / "calib" / "ppl_text_austen.txt"
+    short.parent.mkdir()
+    short.write_text(text[:text.index("\n", len(text) // 3) + 1], encoding="utf-8")
+    return str(short)
+
+
 def tensor_bytes(path) -> int:
     with GGUFFile(path) as g:
         return sum(t.nbytes for t in g.tensors.values())
 
 
-def test_ud_recipe_budget_determinism_and_reuse(capsys, tiny):
+def test_ud_recipe_budget_determinism_and_reuse(capsys, tiny, calib):
     """Two searches (a --dry-run and a real run) choose the same recipe; the file is within the default
     budget (imatrix Q4_K_M + 5%); --recipe gives the same bytes without searching; the file records it."""
     d, f16, imat = tiny
     q4km = d / "q4km.gguf"
     assert main(["quantize", str(f16), str(q4km), "Q4_K_M", "--imatrix", str(imat)]) == 0
     ud = d / "ud.gguf"
-    common = ["UD-Q4_K_XL", "--imatrix", str(imat), "--calib", TEXT, "--calib-ctx", "128"]
+    common = ["UD-Q4_K_XL", "--imatrix", str(imat), "--calib", calib, "--calib-ctx", "128"]
     capsys.readouterr()
     assert main(["quantize", str(f16), str(d / "dry.gguf"), *common, "--dry-run", "--save-recipe",
                  str(d / "dry.json")]) == 0
@@ -74,20 +85,20 @@ def tensor_data(path) -> dict:
         return {n: (t.qtype, bytes(t.data)) for n, t in g.tensors.items()}
 
 
-def test_convert_to_ud_in_one_command_equals_the_three_steps(capsys, tiny):
+def test_convert_to_ud_in_one_command_equals_the_three_steps(capsys, tiny, calib):
     """convert --outtype ud-q4_k_xl --calib TEXT = convert f16, imatrix, quantize UD-Q4_K_XL: the same
     tensors and the same recipe; nothing is left beside the output."""
     d, f16, _ = tiny
     out = d / "one" / "ud.gguf"
     hf = d / "hf"
-    assert main(["convert", str(hf), "--outtype", "UD-Q4_K_XL", "--calib", TEXT, "--calib-ctx", "128",
+    assert main(["convert", str(hf), "--outtype", "UD-Q4_K_XL", "--calib", calib, "--calib-ctx", "128",
                  "--outfile", str(out), "--no-progress"]) == 0
     assert "UD-Q4_K_XL" in capsys.readouterr().out
     assert sorted(p.name for p in out.parent.iterdir()) == ["ud.gguf"]      # the temporary F16 file is gone
     imat = d / "imatrix128.gguf"
-    assert main(["imatrix", "-m", str(f16), "-f", TEXT, "-c", "128", "-o", str(imat)]) == 0
+    assert main(["imatrix", "-m", str(f16), "-f", calib, "-c", "128", "-o", str(imat)]) == 0
     steps = d / "steps.gguf"
-    assert main(["quantize", str(f16), str(steps), "UD-Q4_K_XL", "--imatrix", str(imat), "--calib", TEXT,
+    assert main(["quantize", str(f16), str(steps), "UD-Q4_K_XL", "--imatrix", str(imat), "--calib", calib,
                  "--calib-ctx", "128"]) == 0
     assert tensor_data(out) == tensor_data(steps)
     with GGUFFile(out) as a, GGUFFile(steps) as b:

@@ -143,11 +143,12 @@ def test_activation_quantizers():
 def test_every_runtime_format_is_registered():
     """The runtime's formats are the registry classes with kernels, each with the activation form its
     family multiplies; the activation-only Q8_K and an unknown id have none."""
-    acts = {T.F32: "f32", T.F16: "f32", T.BF16: "f32", T.Q4_K: "q8_k", T.Q5_K: "q8_k", T.Q6_K: "q8_k"}
+    acts = {T.F32: "f32", T.F16: "f32", T.BF16: "f32", T.Q2_K: "q8_k", T.Q3_K: "q8_k", T.Q4_K: "q8_k",
+            T.Q5_K: "q8_k", T.Q6_K: "q8_k", T.IQ4_XS: "q8_k"}
     for q in FORMATS:
         fmt = runtime_format(q)
         assert fmt is get_format(q) and fmt.dot.act == acts.get(q, "q8_32"), q.name
-    assert runtime_format(T.Q8_K) is None and runtime_format(T.Q2_K) is None and runtime_format(999) is None
+    assert runtime_format(T.Q8_K) is None and runtime_format(T.IQ2_XXS) is None and runtime_format(999) is None
 
 
 @pytest.mark.parametrize("qtype", FORMATS, ids=lambda q: q.name)
