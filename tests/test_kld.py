@@ -136,7 +136,9 @@ def test_kl_divergence_matches_llama_perplexity(capsys, smol_pair, base_file, ll
     assert got["same_top_pct"] == pytest.approx(GOLDEN["same_top_pct"], abs=2.0)
 
 
-def test_a_model_against_its_own_base(capsys, smol_pair, base_file):
+def test_a_model_against_its_own_base(capsys, smol_pair, base_file, llama_cpp_arithmetic):
+    """The base's own model in the base's arithmetic: the same logits, so no divergence but the base file's
+    16-bit rounding."""
     f16, _, _ = smol_pair
     capsys.readouterr()
     assert main(["perplexity", "-m", str(f16), "--kl-divergence-base", str(base_file), "--kl-divergence"]) == 0

@@ -358,22 +358,22 @@ class Model:
         self._embed(tokens, x)
         for il in range(c.n_layer):
             self._block(il, T)
-        ops.rmsnorm(x, w.output_norm, np.float32(c.eps), rs.xb[:T])
+        ops.for_tokens(T).rmsnorm(x, w.output_norm, np.float32(c.eps), rs.xb[:T])
         self.n_past += T
         return rs.xb[:T]
 
     def _attention(self, il: int, T: int, q, k, v, out) -> None:
         """Rotate q and k, store k and v in the cache, attend over the cache."""
-        c, rs, p0 = self.config, self.rs, self.n_past
+        c, rs, p0, op = self.config, self.rs, self.n_past, ops.for_tokens(T)
         swa = c.is_swa(il)
         cos, sin = self.rope_local if swa else self.rope_global
-        ops.rope(q, c.n_head, c.head_dim, c.n_rot, p0, cos, sin, c.neox)
-        ops.rope(k, c.n_kv, c.head_dim, c.n_rot, p0, cos, sin, c.neox)
+        op.rope(q, c.n_head, c.head_dim, c.n_rot, p0, cos, sin, c.neox)
+        op.rope(k, c.n_kv, c.head_dim, c.n_rot, p0, cos, sin, c.neox)
         rs.kc[il, p0:p0 + T] = k
         rs.vc[il, p0:p0 + T] = v
         scale = c.attn_scale
         if c.scale_q:
-            ops.scale_rows(q, np.float32(scale))
+            op.scale_rows(q, np.float32(scale))
             scale = 1.0
         window = c.sliding_window if swa else 0
         if T < FA_MAX_TOKENS:
@@ -392,38 +392,39 @@ class Model:
         head of q and k before RoPE; gemma3 norms each sub-layer's output too (Config.post_norms) and
         alternates local (sliding window) and global layers (in _attention)."""
         c, L, rs = self.config, self.weights.layers[il], self.rs
+        op = ops.for_tokens(T)  # the element-wise ops, their rows in parallel for a batch
         eps = np.float32(c.eps)
         x, xb, xb2 = rs.x[:T], rs.xb[:T], rs.xb2[:T]
         q, k, v, att = rs.q[:T], rs.k[:T], rs.v[:T], rs.att_out[:T]
 
-        ops.rmsnorm(x, L.attn_norm, eps, xb)
+        op.rmsnorm(x, L.attn_norm, eps, xb)
         inp = Input(xb, rs)
         matmul(L.wq, inp, q)
         matmul(L.wk, inp, k)
         matmul(L.wv, inp, v)
         if L.bq is not None:
-            ops.add_bias(q, L.bq)
-            ops.add_bias(k, L.bk)
-            ops.add_bias(v, L.bv)
+            op.add_bias(q, L.bq)
+            op.add_bias(k, L.bk)
+            op.add_bias(v, L.bv)
         if L.q_norm is not None:
             hd = c.head_dim
-            ops.rmsnorm(q.reshape(T * c.n_head, hd), L.q_norm, eps, q.reshape(T * c.n_head, hd))
-            ops.rmsnorm(k.reshape(T * c.n_kv, hd), L.k_norm, eps, k.reshape(T * c.n_kv, hd))
+            op.rmsnorm(q.reshape(T * c.n_head, hd), L.q_norm, eps, q.reshape(T * c.n_head, hd))
+            op.rmsnorm(k.reshape(T * c.n_kv, hd), L.k_norm, eps, k.reshape(T * c.n_kv, hd))
         self._attention(il, T, q, k, v, att)
         matmul(L.wo, Input(att, rs), xb2)
         if c.post_norms:
-            ops.rmsnorm(xb2, L.post_attn_norm, eps, xb2)
+            op.rmsnorm(xb2, L.post_attn_norm, eps, xb2)
 
-        ops.add_rmsnorm(x, xb2, L.ffn_norm, eps, xb)
+        op.add_rmsnorm(x, xb2, L.ffn_norm, eps, xb)
         inp = Input(xb, rs)
         hg, hu = rs.hg[:T], rs.hu[:T]
         matmul(L.w_gate, inp, hg)
         matmul(L.w_up, inp, hu)
         if c.gelu:
-            ops.gelu_mul(hg, hu)
+            op.gelu_mul(hg, hu)
         else:
-            ops.silu_mul(hg, hu)
+            op.silu_mul(hg, hu)
         matmul(L.w_down, Input(hg, rs), xb2)
         if c.post_norms:
-            ops.rmsnorm(xb2, L.post_ffn_norm, eps, xb2)
+            op.rmsnorm(xb2, L.post_ffn_norm, eps, xb2)
         x += xb2

@@ -1,8 +1,9 @@
 """The runtime's non-matmul layer operations, compiled with numba: one call per layer op.
 
 Every function works on a batch of T token rows and writes into preallocated buffers. The element-wise
-ops run on one thread: for one token a parallel region would cost more than the work (and a batch's
-matrix products dwarf them); the matrix products and attention are parallel. The numerics
+ops run on one thread (for one token a parallel region costs more than the work; the decode step calls
+them inside its own parallel region) and have `_batch` twins, the same row code over the rows in
+parallel, which the batch forward takes (`for_tokens`); the matrix products and attention are parallel. The numerics
 follow ggml's CPU backend where it matters for matching llama.cpp: RMS norm sums in float64, GELU goes
 through fp16 (ggml's table), the KV cache is fp16 by default.
 """
@@ -53,33 +54,53 @@ def f32_to_kv(typingctx, x, cache):
     return None
 
 
+@nb.njit(cache=True, inline="always")
+def _rmsnorm_row(x, w, eps, out, i):
+    ss = 0.0
+    for j in range(x.shape[1]):
+        ss += np.float64(x[i, j] * x[i, j])
+    scale = f32(1.0) / np.sqrt(f32(ss / x.shape[1]) + eps)
+    for j in range(x.shape[1]):
+        out[i, j] = (x[i, j] * scale) * w[j]
+
+
 @nb.njit(cache=True)
 def rmsnorm(x, w, eps, out):
     """out[i] = x[i] / sqrt(mean(x[i]^2) + eps) * w, row by row (x, out: [n, d]; may be the same).
     As ggml: each square in float32, summed in float64."""
-    n, d = x.shape
-    for i in nb.prange(n):
-        ss = 0.0
-        for j in range(d):
-            ss += np.float64(x[i, j] * x[i, j])
-        scale = f32(1.0) / np.sqrt(f32(ss / d) + eps)
-        for j in range(d):
-            out[i, j] = (x[i, j] * scale) * w[j]
+    for i in range(x.shape[0]):
+        _rmsnorm_row(x, w, eps, out, i)
+
+
+@nb.njit(cache=True, parallel=True)
+def rmsnorm_batch(x, w, eps, out):
+    for i in nb.prange(x.shape[0]):
+        _rmsnorm_row(x, w, eps, out, i)
+
+
+@nb.njit(cache=True, inline="always")
+def _add_rmsnorm_row(x, y, w, eps, out, i):
+    ss = 0.0
+    for j in range(x.shape[1]):
+        v = x[i, j] + y[i, j]
+        x[i, j] = v
+        ss += np.float64(v * v)
+    scale = f32(1.0) / np.sqrt(f32(ss / x.shape[1]) + eps)
+    for j in range(x.shape[1]):
+        out[i, j] = (x[i, j] * scale) * w[j]
 
 
 @nb.njit(cache=True)
 def add_rmsnorm(x, y, w, eps, out):
     """x += y, then out = rmsnorm(x) * w (the residual add fused with the next norm)."""
-    n, d = x.shape
-    for i in nb.prange(n):
-        ss = 0.0
-        for j in range(d):
-            v = x[i, j] + y[i, j]
-            x[i, j] = v
-            ss += np.float64(v * v)
-        scale = f32(1.0) / np.sqrt(f32(ss / d) + eps)
-        for j in range(d):
-            out[i, j] = (x[i, j] * scale) * w[j]
+    for i in range(x.shape[0]):
+        _add_rmsnorm_row(x, y, w, eps, out, i)
+
+
+@nb.njit(cache=True, parallel=True)
+def add_rmsnorm_batch(x, y, w, eps, out):
+    for i in nb.prange(x.shape[0]):
+        _add_rmsnorm_row(x, y, w, eps, out, i)
 
 
 @nb.njit(cache=True)
@@ -124,6 +145,27 @@ def _rope_table(base, exponent, freq_scale, ff, has_ff, cos, sin):
             theta = theta * theta_scale
 
 
+@nb.njit(cache=True, inline="always")
+def _rope_head(x, idx, n_head, hd, n_rot, pos0, cos, sin, neox):
+    t = idx // n_head
+    o = (idx % n_head) * hd
+    p = pos0 + t
+    half = n_rot // 2
+    for i in range(half):
+        c = cos[p, i]
+        s = sin[p, i]
+        if neox:
+            a = x[t, o + i]
+            b = x[t, o + i + half]
+            x[t, o + i] = fma32(a, c, -(b * s))
+            x[t, o + i + half] = fma32(a, s, b * c)
+        else:
+            a = x[t, o + 2 * i]
+            b = x[t, o + 2 * i + 1]
+            x[t, o + 2 * i] = fma32(a, c, -(b * s))
+            x[t, o + 2 * i + 1] = fma32(a, s, b * c)
+
+
 @nb.njit(cache=True)
 def rope(x, n_head, hd, n_rot, pos0, cos, sin, neox):
     """Rotate each head of x[T, n_head * hd] in place at positions pos0 + t.
@@ -132,25 +174,14 @@ def rope(x, n_head, hd, n_rot, pos0, cos, sin, neox):
     Each output is one product fused into the other's rounded one, as ggml's rotate_pairs compiles
     (vfmsub231ss / vfmadd132ss, and vfmaddsub for the vectorized loop).
     """
-    T = x.shape[0]
-    half = n_rot // 2
-    for idx in nb.prange(T * n_head):
-        t = idx // n_head
-        o = (idx % n_head) * hd
-        p = pos0 + t
-        for i in range(half):
-            c = cos[p, i]
-            s = sin[p, i]
-            if neox:
-                a = x[t, o + i]
-                b = x[t, o + i + half]
-                x[t, o + i] = fma32(a, c, -(b * s))
-                x[t, o + i + half] = fma32(a, s, b * c)
-            else:
-                a = x[t, o + 2 * i]
-                b = x[t, o + 2 * i + 1]
-                x[t, o + 2 * i] = fma32(a, c, -(b * s))
-                x[t, o + 2 * i + 1] = fma32(a, s, b * c)
+    for idx in range(x.shape[0] * n_head):
+        _rope_head(x, idx, n_head, hd, n_rot, pos0, cos, sin, neox)
+
+
+@nb.njit(cache=True, parallel=True)
+def rope_batch(x, n_head, hd, n_rot, pos0, cos, sin, neox):
+    for idx in nb.prange(x.shape[0] * n_head):
+        _rope_head(x, idx, n_head, hd, n_rot, pos0, cos, sin, neox)
 
 
 # ggml_v_expf's constants (ggml-cpu/vec.h): exp(x) = 2^n * (1 + polynomial(b)), b = x - n*ln2 in two parts
@@ -165,34 +196,58 @@ _EXP_P3 = f32(float.fromhex("0x1.fffdb6p-2"))
 _EXP_P4 = f32(float.fromhex("0x1.ffffecp-1"))
 
 
+@nb.njit(cache=True, inline="always")
+def _silu_mul_row(gi, ui):
+    for j in range(gi.shape[0]):
+        x = gi[j]
+        y = f32(0.0) - x
+        z = fma32(y, _LOG2E, _EXP_SHIFTER)
+        m = z - _EXP_SHIFTER
+        b = fma32(-m, _LN2_LO, fma32(-m, _LN2_HI, y))
+        e = np.uint32(f32_as_u32(z) << np.uint32(23))
+        k = u32_as_f32(np.uint32(e + np.uint32(0x3F800000)))
+        bb = b * b
+        p = fma32(fma32(fma32(_EXP_P0, b, _EXP_P1), bb, fma32(_EXP_P2, b, _EXP_P3)), bb, _EXP_P4 * b)
+        if abs(m) <= f32(126.0):
+            ex = fma32(p, k, k)
+        else:  # 2^n out of float range: ggml's two-factor scaling, or its overflow/underflow value
+            gb = np.uint32(0x82000000) if m <= f32(0.0) else np.uint32(0)
+            s1 = u32_as_f32(np.uint32(gb + np.uint32(0x7F000000)))
+            if abs(m) > f32(192.0):
+                ex = s1 * s1
+            else:
+                ex = fma32(u32_as_f32(np.uint32(e - gb)), p, u32_as_f32(np.uint32(e - gb))) * s1
+        gi[j] = (x / (f32(1.0) + ex)) * ui[j]
+
+
 @nb.njit(cache=True)
 def silu_mul(g, u):
     """g = silu(g) * u, in place, with the numbers of ggml_vec_swiglu_f32's AVX2 loop:
     silu(x) = x / (1 + v_expf(0 - x)), where v_expf is ggml's polynomial exp (not libm's), lane by lane."""
-    n, d = g.shape
-    for i in range(n):
-        gi = g[i]
-        ui = u[i]
-        for j in range(d):
-            x = gi[j]
-            y = f32(0.0) - x
-            z = fma32(y, _LOG2E, _EXP_SHIFTER)
-            m = z - _EXP_SHIFTER
-            b = fma32(-m, _LN2_LO, fma32(-m, _LN2_HI, y))
-            e = np.uint32(f32_as_u32(z) << np.uint32(23))
-            k = u32_as_f32(np.uint32(e + np.uint32(0x3F800000)))
-            bb = b * b
-            p = fma32(fma32(fma32(_EXP_P0, b, _EXP_P1), bb, fma32(_EXP_P2, b, _EXP_P3)), bb, _EXP_P4 * b)
-            if abs(m) <= f32(126.0):
-                ex = fma32(p, k, k)
-            else:  # 2^n out of float range: ggml's two-factor scaling, or its overflow/underflow value
-                gb = np.uint32(0x82000000) if m <= f32(0.0) else np.uint32(0)
-                s1 = u32_as_f32(np.uint32(gb + np.uint32(0x7F000000)))
-                if abs(m) > f32(192.0):
-                    ex = s1 * s1
-                else:
-                    ex = fma32(u32_as_f32(np.uint32(e - gb)), p, u32_as_f32(np.uint32(e - gb))) * s1
-            gi[j] = (x / (f32(1.0) + ex)) * ui[j]
+    for i in range(g.shape[0]):
+        _silu_mul_row(g[i], u[i])
+
+
+@nb.njit(cache=True, parallel=True)
+def silu_mul_batch(g, u):
+    for i in nb.prange(g.shape[0]):
+        _silu_mul_row(g[i], u[i])
+
+
+@nb.njit(cache=True, inline="always")
+def _gelu_mul_row(g, u, i):
+    c = f32(math.sqrt(2.0 / math.pi))
+    for j in range(g.shape[1]):
+        v = g[i, j]
+        if v <= -10.0:
+            r = f32(0.0)
+        elif v >= 10.0:
+            r = v
+        else:
+            h = f16_to_f32(f32_to_f16(v))
+            inner = (c * h) * fma32(f32(0.044715) * h, h, f32(1.0))
+            r = f16_to_f32(f32_to_f16((f32(0.5) * h) * (f32(1.0) + math.tanh(inner))))
+        g[i, j] = r * u[i, j]
 
 
 @nb.njit(cache=True)
@@ -200,20 +255,14 @@ def gelu_mul(g, u):
     """g = gelu_tanh(g) * u, in place, through fp16 as ggml's table does (x rounded to fp16, the result
     stored as fp16, the table's formula as compiled: 1 + 0.044715 x^2 fused, libm's tanhf); exact 0 below
     -10 and identity above 10."""
-    n, d = g.shape
-    c = f32(math.sqrt(2.0 / math.pi))
-    for i in nb.prange(n):
-        for j in range(d):
-            v = g[i, j]
-            if v <= -10.0:
-                r = f32(0.0)
-            elif v >= 10.0:
-                r = v
-            else:
-                h = f16_to_f32(f32_to_f16(v))
-                inner = (c * h) * fma32(f32(0.044715) * h, h, f32(1.0))
-                r = f16_to_f32(f32_to_f16((f32(0.5) * h) * (f32(1.0) + math.tanh(inner))))
-            g[i, j] = r * u[i, j]
+    for i in range(g.shape[0]):
+        _gelu_mul_row(g, u, i)
+
+
+@nb.njit(cache=True, parallel=True)
+def gelu_mul_batch(g, u):
+    for i in nb.prange(g.shape[0]):
+        _gelu_mul_row(g, u, i)
 
 
 @nb.njit(cache=True, parallel=True)
@@ -342,54 +391,77 @@ def _attend_range(qh, kc, vc, ko, hd, a, b, scale, w):
     return M, S
 
 
+@nb.njit(cache=True, inline="always")
+def _exp_nonpositive(x):
+    """e^x for x <= 0 by ggml_v_expf's polynomial (what ggml's softmax uses), with no branch for its
+    out-of-range cases, so that a loop of it vectorizes: below -87, where 2^n leaves the normal floats,
+    it gives 0 (ggml: a denormal under 1.2e-38, nothing beside a softmax's largest term, which is 1)."""
+    z = fma32(x, _LOG2E, _EXP_SHIFTER)
+    m = z - _EXP_SHIFTER
+    b = fma32(-m, _LN2_LO, fma32(-m, _LN2_HI, x))
+    k = u32_as_f32(np.uint32(np.uint32(f32_as_u32(z) << np.uint32(23)) + np.uint32(0x3F800000)))
+    bb = b * b
+    p = fma32(fma32(fma32(_EXP_P0, b, _EXP_P1), bb, fma32(_EXP_P2, b, _EXP_P3)), bb, _EXP_P4 * b)
+    return fma32(p, k, k) if x >= f32(-87.0) else f32(0.0)
+
+
 @nb.njit(cache=True, parallel=True, fastmath=True)
-def masked_softmax(s, pos0, T, window, scale):
-    """Rows of s[n_kv, g * T, n] (query row r is token r % T) scaled, causally masked, softmaxed."""
+def masked_softmax(s, pos0, T, window, scale, k0):
+    """Rows of s[n_kv, g * T, n] (query row r is token r % T, at position pos0 + r % T; column j is key
+    k0 + j) scaled, causally masked (and to the sliding window), softmaxed; the sum in float64 as ggml's
+    soft_max, e^x by its polynomial (_exp_nonpositive)."""
     nkv, m, n = s.shape
     for idx in nb.prange(nkv * m):
         a = idx // m
         r = idx % m
+        row = s[a, r]
         p = pos0 + r % T
-        lo = 0
-        if window > 0 and p - window + 1 > 0:
+        lo = k0
+        if window > 0 and p - window + 1 > lo:
             lo = p - window + 1
+        lo -= k0
+        hi = min(n, p + 1 - k0)
         mx = f32(-np.inf)
-        for j in range(lo, p + 1):
-            v = s[a, r, j] * scale
-            s[a, r, j] = v
-            if v > mx:
-                mx = v
+        for j in range(lo, hi):
+            v = row[j] * scale
+            row[j] = v
+            mx = max(mx, v)
         tot = 0.0
-        for j in range(lo, p + 1):
-            e = np.exp(s[a, r, j] - mx)
-            s[a, r, j] = e
+        for j in range(lo, hi):
+            e = _exp_nonpositive(row[j] - mx)
+            row[j] = e
             tot += e
         inv = f32(1.0 / tot)
         for j in range(lo):
-            s[a, r, j] = 0.0
-        for j in range(lo, p + 1):
-            s[a, r, j] *= inv
-        for j in range(p + 1, n):
-            s[a, r, j] = 0.0
+            row[j] = 0.0
+        for j in range(lo, hi):
+            row[j] *= inv
+        for j in range(hi, n):
+            row[j] = 0.0
 
 
-def attention_blas(q, kc, vc, pos0, n_head, n_kv, hd, window, scale, out, max_scores=1 << 23):
-    """The same as `attention`, for a batch: per KV head, Q K^T and A V as BLAS matrix products.
-    Queries are taken in slices so the score matrix stays under max_scores floats."""
+# query rows per BLAS product in the batched attention: keys past a slice's last query are not multiplied
+ATTN_SLICE = 64
+
+
+def attention_blas(q, kc, vc, pos0, n_head, n_kv, hd, window, scale, out):
+    """The same as `attention`, for a batch: per KV head, Q K^T and A V as BLAS matrix products, the
+    queries in slices of ATTN_SLICE, each against the keys it can see (causal, and the sliding window):
+    a prompt from an empty cache multiplies about half of the T x T scores instead of all."""
     T = q.shape[0]
     g = n_head // n_kv
     n = pos0 + T
     K = np.ascontiguousarray(kc[:n].reshape(n, n_kv, hd).transpose(1, 2, 0), dtype=np.float32)
     V = np.ascontiguousarray(vc[:n].reshape(n, n_kv, hd).transpose(1, 0, 2), dtype=np.float32)
-    step = max(1, min(T, max_scores // max(1, n_head * n)))
-    for t0 in range(0, T, step):
-        t1 = min(T, t0 + step)
+    for t0 in range(0, T, ATTN_SLICE):
+        t1 = min(T, t0 + ATTN_SLICE)
         Tc = t1 - t0
         nc = pos0 + t1
+        k0 = max(0, pos0 + t0 - window + 1) if window > 0 else 0
         Q = np.ascontiguousarray(q[t0:t1].reshape(Tc, n_kv, g, hd).transpose(1, 2, 0, 3)).reshape(n_kv, g * Tc, hd)
-        S = np.matmul(Q, K[:, :, :nc])
-        masked_softmax(S, pos0 + t0, Tc, window, f32(scale))
-        O = np.matmul(S, V[:, :nc])
+        S = np.matmul(Q, K[:, :, k0:nc])
+        masked_softmax(S, pos0 + t0, Tc, window, f32(scale), k0)
+        O = np.matmul(S, V[:, k0:nc])
         out[t0:t1] = O.reshape(n_kv, g, Tc, hd).transpose(2, 0, 1, 3).reshape(Tc, n_head * hd)
 
 
@@ -409,3 +481,33 @@ def log_softmax_at(logits, targets, out):
         for j in range(row.shape[0]):
             s += np.exp(np.float64(row[j] - mx))
         out[i] = np.float64(row[targets[i]] - mx) - np.log(s)
+
+
+class _Batch:
+    """The element-wise ops with their rows in parallel (the batch forward's), under the serial names."""
+    rmsnorm = rmsnorm_batch
+    add_rmsnorm = add_rmsnorm_batch
+    rope = rope_batch
+    silu_mul = silu_mul_batch
+    gelu_mul = gelu_mul_batch
+    add_bias = add_bias
+    scale_rows = scale_rows
+
+
+class _Serial:
+    rmsnorm = rmsnorm
+    add_rmsnorm = add_rmsnorm
+    rope = rope
+    silu_mul = silu_mul
+    gelu_mul = gelu_mul
+    add_bias = add_bias
+    scale_rows = scale_rows
+
+
+# from this many tokens the element-wise ops run their rows on all threads
+PARALLEL_MIN_TOKENS = 16
+
+
+def for_tokens(T: int):
+    """The element-wise ops for a batch of T tokens: parallel from PARALLEL_MIN_TOKENS on."""
+    return _Batch if T >= PARALLEL_MIN_TOKENS else _Serial
