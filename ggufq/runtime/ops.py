@@ -421,23 +421,23 @@ def masked_softmax(s, pos0, T, window, scale, k0):
             lo = p - window + 1
         lo -= k0
         hi = min(n, p + 1 - k0)
+        # the loops run over a slice from 0: numba's range(lo, hi) indexing keeps LLVM from vectorizing
+        seg = row[lo:hi]
         mx = f32(-np.inf)
-        for j in range(lo, hi):
-            v = row[j] * scale
-            row[j] = v
+        for j in range(seg.shape[0]):
+            v = seg[j] * scale
+            seg[j] = v
             mx = max(mx, v)
         tot = 0.0
-        for j in range(lo, hi):
-            e = _exp_nonpositive(row[j] - mx)
-            row[j] = e
+        for j in range(seg.shape[0]):
+            e = _exp_nonpositive(seg[j] - mx)
+            seg[j] = e
             tot += e
         inv = f32(1.0 / tot)
-        for j in range(lo):
-            row[j] = 0.0
-        for j in range(lo, hi):
-            row[j] *= inv
-        for j in range(hi, n):
-            row[j] = 0.0
+        for j in range(seg.shape[0]):
+            seg[j] *= inv
+        row[:lo] = 0.0
+        row[hi:] = 0.0
 
 
 # query rows per BLAS product in the batched attention: keys past a slice's last query are not multiplied
