@@ -86,7 +86,7 @@ def write_f16(path: Path, shape: str) -> None:
             w.add_tokenizer_model("gpt2")
             w.add_tokenizer_pre(pre)
             w.add_token_list(tokens)
-            w.add_token_types(types)
+            w.add_token_types(types.tolist())
             w.add_token_merges(merges)
             w.add_bos_token_id(bos)
             w.add_eos_token_id(eos)

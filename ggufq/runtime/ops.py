@@ -208,15 +208,19 @@ def _silu_mul_row(gi, ui):
         k = u32_as_f32(np.uint32(e + np.uint32(0x3F800000)))
         bb = b * b
         p = fma32(fma32(fma32(_EXP_P0, b, _EXP_P1), bb, fma32(_EXP_P2, b, _EXP_P3)), bb, _EXP_P4 * b)
-        if abs(m) <= f32(126.0):
-            ex = fma32(p, k, k)
-        else:  # 2^n out of float range: ggml's two-factor scaling, or its overflow/underflow value
-            gb = np.uint32(0x82000000) if m <= f32(0.0) else np.uint32(0)
-            s1 = u32_as_f32(np.uint32(gb + np.uint32(0x7F000000)))
-            if abs(m) > f32(192.0):
-                ex = s1 * s1
-            else:
-                ex = fma32(u32_as_f32(np.uint32(e - gb)), p, u32_as_f32(np.uint32(e - gb))) * s1
+        # 2^n out of float range: ggml's two-factor scaling, or its overflow/underflow value. All three
+        # values are computed and one selected (ggml's blends): a branch here kept the loop scalar. In
+        # range, the unused values are computed from harmless operands (1.0, 2^127): from the real ones
+        # they are denormal for most activations near 0, and every denormal costs a microcode assist
+        # (SmolLM2's activations ran 4x slower than random ones).
+        far_range = abs(m) > f32(126.0)
+        gb = np.uint32(0x82000000) if m <= f32(0.0) and far_range else np.uint32(0)
+        s1 = u32_as_f32(np.uint32(gb + np.uint32(0x7F000000)))
+        s2 = u32_as_f32(np.uint32(e - gb)) if far_range else f32(1.0)
+        far = s1 * s1
+        mid = fma32(s2, p, s2) * s1
+        near = fma32(p, k, k)
+        ex = near if abs(m) <= f32(126.0) else (far if abs(m) > f32(192.0) else mid)
         gi[j] = (x / (f32(1.0) + ex)) * ui[j]
 
 
@@ -395,10 +399,12 @@ def _attend_range(qh, kc, vc, ko, hd, a, b, scale, w):
 def _exp_nonpositive(x):
     """e^x for x <= 0 by ggml_v_expf's polynomial (what ggml's softmax uses), with no branch for its
     out-of-range cases, so that a loop of it vectorizes: below -87, where 2^n leaves the normal floats,
-    it gives 0 (ggml: a denormal under 1.2e-38, nothing beside a softmax's largest term, which is 1)."""
-    z = fma32(x, _LOG2E, _EXP_SHIFTER)
+    it gives 0 (ggml: a denormal under 1.2e-38, nothing beside a softmax's largest term, which is 1). The
+    polynomial is evaluated at max(x, -87) so that no lane meets a denormal (a microcode assist each)."""
+    xc = max(x, f32(-87.0))
+    z = fma32(xc, _LOG2E, _EXP_SHIFTER)
     m = z - _EXP_SHIFTER
-    b = fma32(-m, _LN2_LO, fma32(-m, _LN2_HI, x))
+    b = fma32(-m, _LN2_LO, fma32(-m, _LN2_HI, xc))
     k = u32_as_f32(np.uint32(np.uint32(f32_as_u32(z) << np.uint32(23)) + np.uint32(0x3F800000)))
     bb = b * b
     p = fma32(fma32(fma32(_EXP_P0, b, _EXP_P1), bb, fma32(_EXP_P2, b, _EXP_P3)), bb, _EXP_P4 * b)
