@@ -233,6 +233,42 @@ rowdot_q8_0 = _make_rowdot(34, lambda b, p: b.load(b.bitcast(b.gep(p, [ir.Consta
                                                              _vec(I8, 32).as_pointer()), align=1), False)
 
 
+
+# ---- dequantizing a block of the legacy formats into 32 floats (the BLAS batch path's weight tiles) --------
+
+def _make_dequant32(decode, has_min):
+    """An intrinsic dequant32(w, wo, out, oo): the block at byte wo of the flat uint8 array w as 32 float32 at
+    out[oo:], d * q (+ m), in vector instructions with the rowdots' decoders (numba left the 16-weight
+    loops of these blocks scalar). The same arithmetic as the scalar loop: one multiply (and one add)."""
+
+    def typer(typingctx, w, wo, out, oo):
+        if not (_is_arr(w) and isinstance(out, types.Array) and out.dtype == types.float32 and _is_int(wo, oo)):
+            return None
+
+        def codegen(context, builder, sig, args):
+            w_, wo_, out_, oo_ = args
+            bp = _data_ptr(context, builder, sig.args[0], w_, wo_, I8)
+            op = _data_ptr(context, builder, sig.args[2], out_, oo_, F32T)
+            y = builder.fmul(_splat_val(builder, _load_half(builder, bp), 32, F32T),
+                             builder.sitofp(decode(builder, bp), _vec(F32T, 32)))
+            if has_min:
+                y = builder.fadd(y, _splat_val(builder, _load_half(builder, builder.gep(bp, [ir.Constant(I64, 2)])),
+                                               32, F32T))
+            builder.store(y, builder.bitcast(op, _vec(F32T, 32).as_pointer()), align=4)
+            return context.get_dummy_value()
+
+        return types.void(w, wo, out, oo), codegen
+
+    return intrinsic(typer)
+
+
+dequant32_q4_0 = _make_dequant32(lambda b, p: _nibbles(b, b.gep(p, [ir.Constant(I64, 2)]), 8), False)
+dequant32_q4_1 = _make_dequant32(lambda b, p: _nibbles(b, b.gep(p, [ir.Constant(I64, 4)]), 0), True)
+dequant32_q5_0 = _make_dequant32(lambda b, p: _q5(b, p, 2, 6, 16), False)
+dequant32_q5_1 = _make_dequant32(lambda b, p: _q5(b, p, 4, 8, 0), True)
+dequant32_q8_0 = _make_dequant32(lambda b, p: b.load(b.bitcast(b.gep(p, [ir.Constant(I64, 2)]),
+                                                               _vec(I8, 32).as_pointer()), align=1), False)
+
 # ---- K-quant whole-row dots: llama.cpp's AVX2 ggml_vec_dot_q{4,5,6}_K_q8_K, lane for lane -------------
 # Per super-block of 256 the int8 products are summed into the 8 int32 lanes of the AVX2 code (each lane
 # holds 4 consecutive bytes of every 32-byte group, weighted by its sub-block's scale); the lanes are

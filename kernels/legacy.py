@@ -31,7 +31,8 @@ from numba import njit, prange
 
 from . import legacy_ref
 from .dot_common import load_f16
-from .dot_simd import repacked, rowdot_q4_0, rowdot_q4_0_x8, rowdot_q4_1, rowdot_q5_0, rowdot_q5_1, rowdot_q8_0
+from .dot_simd import (dequant32_q4_0, dequant32_q4_1, dequant32_q5_0, dequant32_q5_1, dequant32_q8_0, repacked,
+                       rowdot_q4_0, rowdot_q4_0_x8, rowdot_q4_1, rowdot_q5_0, rowdot_q5_1, rowdot_q8_0)
 from .numerics import (BlockFormat, c_roundf, c_to_int8, c_trunc_int, f32_as_u32, make_qkx_quants, make_qx_quants,
                        put_f16, row_sigma2, u32_as_f32)
 from .dot_rows import row_kernel
@@ -329,14 +330,9 @@ f32 = np.float32
 @nb.njit(cache=True, parallel=True)
 def dequant_q4_0(w, r0, r1, out):
     for i in nb.prange(r1 - r0):
-        r = r0 + i
+        wr, orow = w[r0 + i], out[i]
         for b in range(w.shape[1] // 18):
-            o = b * 18
-            d = load_f16(w, r, o)
-            for j in range(16):
-                q = w[r, o + 2 + j]
-                out[i, b * 32 + j] = d * f32(i32(q & 15) - 8)
-                out[i, b * 32 + 16 + j] = d * f32(i32(q >> 4) - 8)
+            dequant32_q4_0(wr, b * 18, orow, b * 32)
 
 
 # ---- Q4_1 ----------------------------------------------------------------------------------------
@@ -344,71 +340,37 @@ def dequant_q4_0(w, r0, r1, out):
 @nb.njit(cache=True, parallel=True)
 def dequant_q4_1(w, r0, r1, out):
     for i in nb.prange(r1 - r0):
-        r = r0 + i
+        wr, orow = w[r0 + i], out[i]
         for b in range(w.shape[1] // 20):
-            o = b * 20
-            d = load_f16(w, r, o)
-            m = load_f16(w, r, o + 2)
-            for j in range(16):
-                q = w[r, o + 4 + j]
-                out[i, b * 32 + j] = d * f32(q & 15) + m
-                out[i, b * 32 + 16 + j] = d * f32(q >> 4) + m
+            dequant32_q4_1(wr, b * 20, orow, b * 32)
 
 
 # ---- Q5_0 / Q5_1 ---------------------------------------------------------------------------------
 
-@nb.njit(inline="always")
-def _qh(w, r, o):
-    return (np.uint32(w[r, o]) | (np.uint32(w[r, o + 1]) << np.uint32(8))
-            | (np.uint32(w[r, o + 2]) << np.uint32(16)) | (np.uint32(w[r, o + 3]) << np.uint32(24)))
-
-
-@nb.njit(inline="always")
-def _q5_dequant_block(w, r, o_qs, h, d, m, off, out, i, yo):
-    for j in range(16):
-        q = w[r, o_qs + j]
-        lo = i32(q & 15) | i32(((h >> np.uint32(j)) & np.uint32(1)) << np.uint32(4))
-        hi = i32(q >> 4) | i32(((h >> np.uint32(j + 16)) & np.uint32(1)) << np.uint32(4))
-        a = d * f32(lo - off)
-        b = d * f32(hi - off)
-        if off == 0:  # Q5_1: w = d * q + m. Q5_0 has no minimum: adding 0 would turn its -0.0 into +0.0
-            a += m
-            b += m
-        out[i, yo + j] = a
-        out[i, yo + 16 + j] = b
-
-
 @nb.njit(cache=True, parallel=True)
 def dequant_q5_0(w, r0, r1, out):
     for i in nb.prange(r1 - r0):
-        r = r0 + i
+        wr, orow = w[r0 + i], out[i]
         for b in range(w.shape[1] // 22):
-            o = b * 22
-            _q5_dequant_block(w, r, o + 6, _qh(w, r, o + 2), load_f16(w, r, o), f32(0.0), 16, out, i, b * 32)
+            dequant32_q5_0(wr, b * 22, orow, b * 32)
 
 
 @nb.njit(cache=True, parallel=True)
 def dequant_q5_1(w, r0, r1, out):
     for i in nb.prange(r1 - r0):
-        r = r0 + i
+        wr, orow = w[r0 + i], out[i]
         for b in range(w.shape[1] // 24):
-            o = b * 24
-            _q5_dequant_block(w, r, o + 8, _qh(w, r, o + 4), load_f16(w, r, o), load_f16(w, r, o + 2), 0,
-                              out, i, b * 32)
+            dequant32_q5_1(wr, b * 24, orow, b * 32)
 
 
 # ---- Q8_0 ----------------------------------------------------------------------------------------
 
 @nb.njit(cache=True, parallel=True)
 def dequant_q8_0(w, r0, r1, out):
-    wi = w.view(np.int8)
     for i in nb.prange(r1 - r0):
-        r = r0 + i
+        wr, orow = w[r0 + i], out[i]
         for b in range(w.shape[1] // 34):
-            o = b * 34
-            d = load_f16(w, r, o)
-            for j in range(32):
-                out[i, b * 32 + j] = d * f32(wi[r, o + 2 + j])
+            dequant32_q8_0(wr, b * 34, orow, b * 32)
 
 
 # ---- integer dots: one row per iteration, the block loop inside the rowdot intrinsic --------------
