@@ -60,9 +60,10 @@ def has_row_kernel(qtype) -> bool:
     return dot is not None and dot.rows is not None
 
 
-def row_kind(qtype, rows: int) -> int:
-    """The index in row_table() of the kernel for a weight of this type and row count."""
+def row_kind(qtype, rows: int, llama_cpp: bool = False) -> int:
+    """The index in row_table() of the kernel for a weight of this type and row count: in llama.cpp's AVX2
+    arithmetic the repacked kernel where that build repacks the matrix, else the plain one (faster)."""
     from .dot_simd import repacked
     dot = FORMATS[qtype].dot
-    key = (int(qtype), dot.rows_repacked is not None and bool(repacked(rows)))
+    key = (int(qtype), llama_cpp and dot.rows_repacked is not None and bool(repacked(rows)))
     return [e[:2] for e in _entries()].index(key)

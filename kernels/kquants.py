@@ -401,12 +401,12 @@ TILED_MIN_TOKENS = 8
 # ---- Q4_K ----------------------------------------------------------------------------------------
 
 @nb.njit(cache=True, parallel=True)
-def matmul_q4_k(w, xf, xq, xd, xs, out):
+def _matmul_q4_k(w, xf, xq, xd, xs, out, repack):
     R, rb = w.shape
     Tn, nbk = xd.shape
     k = xq.shape[1]
     wf, xv, xdv, xsv = w.reshape(-1), xq.reshape(-1), xd.reshape(-1), xs.reshape(-1)
-    if repacked(R):  # tokens by 4 through the gemm kernel, the rest through gemv
+    if repack:  # tokens by 4 through the gemm kernel, the rest through gemv
         t4 = Tn - Tn % 4
         for r in nb.prange(R):
             for t in range(t4):
@@ -422,6 +422,18 @@ def matmul_q4_k(w, xf, xq, xd, xs, out):
     for r in nb.prange(R):
         for t in range(Tn):
             out[t, r] = rowdot_q4_k(wf, r * rb, nbk, xv, t * k, xdv, t * nbk, xsv, t * nbk * 16)
+
+
+@nb.njit(cache=True)
+def matmul_q4_k(w, xf, xq, xd, xs, out):
+    """The fast default: never the repacked kernels (their numbers are llama.cpp's AVX2 build's only)."""
+    _matmul_q4_k(w, xf, xq, xd, xs, out, False)
+
+
+@nb.njit(cache=True)
+def matmul_q4_k_llama_cpp(w, xf, xq, xd, xs, out):
+    """llama.cpp's AVX2 numbers: the repacked kernels' where it repacks the matrix (dot_simd.repacked)."""
+    _matmul_q4_k(w, xf, xq, xd, xs, out, repacked(w.shape[0]))
 
 
 @nb.njit(cache=True, parallel=True)
@@ -555,7 +567,8 @@ def rows_q6_k(bufs, off, rb, r0, r1, k, acts, out):
 
 class Q4_K(BlockFormat, QuantFormat, qtype=T.Q4_K):
     _kernel = staticmethod(quantize_q4_k_nb)
-    dot = DotKernels("q8_k", matmul_q4_k, dequant_q4_k, rows=rows_q4_k, rows_repacked=rows_q4_k_x8)
+    dot = DotKernels("q8_k", matmul_q4_k, dequant_q4_k, rows=rows_q4_k, rows_repacked=rows_q4_k_x8,
+                     matmul_llama_cpp=matmul_q4_k_llama_cpp)
     _ref = staticmethod(kquants_ref.q4_k_quantize_ref)
     _deref = staticmethod(kquants_ref.q4_k_dequantize_ref)
 

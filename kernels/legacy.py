@@ -379,7 +379,7 @@ def dequant_q8_0(w, r0, r1, out):
 # every process, so each run would compile them again (measured: the index grows by one entry per run).
 
 @nb.njit(cache=True, parallel=True)
-def matmul_q4_0(w, xf, xq, xd, xs, out):
+def _matmul_q4_0(w, xf, xq, xd, xs, out, repack):
     R, rb = w.shape
     Tn, nbk = xd.shape
     k = xq.shape[1]
@@ -387,7 +387,7 @@ def matmul_q4_0(w, xf, xq, xd, xs, out):
     xv = xq.reshape(-1)
     dv = xd.reshape(-1)
     sv = xs.reshape(-1)
-    if repacked(R):  # one float accumulation per block
+    if repack:  # one float accumulation per block
         for r in nb.prange(R):
             for t in range(Tn):
                 out[t, r] = rowdot_q4_0_x8(wf, r * rb, xv, t * k, dv, sv, t * nbk, nbk)
@@ -395,6 +395,18 @@ def matmul_q4_0(w, xf, xq, xd, xs, out):
     for r in nb.prange(R):
         for t in range(Tn):
             out[t, r] = rowdot_q4_0(wf, r * rb, xv, t * k, dv, sv, t * nbk, nbk)
+
+
+@nb.njit(cache=True)
+def matmul_q4_0(w, xf, xq, xd, xs, out):
+    """The fast default: 8 float lanes a row (the repacked kernel's one float per block is slower)."""
+    _matmul_q4_0(w, xf, xq, xd, xs, out, False)
+
+
+@nb.njit(cache=True)
+def matmul_q4_0_llama_cpp(w, xf, xq, xd, xs, out):
+    """llama.cpp's AVX2 numbers: the repacked kernel's where it repacks the matrix (dot_simd.repacked)."""
+    _matmul_q4_0(w, xf, xq, xd, xs, out, repacked(w.shape[0]))
 
 
 @nb.njit(cache=True, parallel=True)
@@ -498,7 +510,8 @@ def rows_q8_0(bufs, off, rb, r0, r1, k, acts, out):
 
 class Q4_0(BlockFormat, QuantFormat, qtype=T.Q4_0):
     _kernel = staticmethod(quantize_q4_0_nb)
-    dot = DotKernels("q8_32", matmul_q4_0, dequant_q4_0, rows=rows_q4_0, rows_repacked=rows_q4_0_x8)
+    dot = DotKernels("q8_32", matmul_q4_0, dequant_q4_0, rows=rows_q4_0, rows_repacked=rows_q4_0_x8,
+                     matmul_llama_cpp=matmul_q4_0_llama_cpp)
     _ref = staticmethod(legacy_ref.q4_0_quantize_ref)
     _deref = staticmethod(legacy_ref.q4_0_dequantize_ref)
 

@@ -155,8 +155,10 @@ def test_every_runtime_format_is_registered():
 def test_decode_row_kernels_equal_the_matmul(qtype):
     """The decode step's row kernel of every format, found through the registry's table (kind = its
     index), gives the batch matmul's numbers bit for bit on a weight inside a read-only file buffer, for
-    a range of rows, with row counts that llama.cpp's AVX2 build repacks (a multiple of 8) and not."""
+    a range of rows, with row counts that llama.cpp's AVX2 build repacks (a multiple of 8) and not, in
+    both arithmetics."""
     from ggufq.kernels.dot_rows import has_row_kernel, row_kind, row_table
+    from ggufq.kernels.dot_simd import repacked
     from ggufq.runtime.decode import ROW_KERNELS, matvec_rows
     assert has_row_kernel(qtype) and ROW_KERNELS == row_table()
     rng = np.random.default_rng(100 + int(qtype))
@@ -177,9 +179,19 @@ def test_decode_row_kernels_equal_the_matmul(qtype):
         file[off:off + raw.size] = raw.reshape(-1)
         file.flags.writeable = False
         bufs = (file, file[:file.size // 2 * 2].view(np.uint16), file[:file.size // 4 * 4].view(np.float32))
-        kind = row_kind(qtype, rows)
-        assert ROW_KERNELS[kind] in (dot.rows, dot.rows_repacked)
-        out = np.full(rows, np.nan, np.float32)
-        matvec_rows(kind, bufs, off, raw.shape[1], 0, 3, k, acts, out)
-        matvec_rows(kind, bufs, off, raw.shape[1], 3, rows, k, acts, out)
-        np.testing.assert_array_equal(out, want, err_msg=f"{qtype.name}, {rows} rows")
+        # the fast default's kernel, and llama.cpp-avx2's (the repacked one where that build repacks): each
+        # equal to the batch matmul of the same arithmetic (float weights take the matmul's fastmath rows)
+        for llama_cpp in (False, True):
+            kind = row_kind(qtype, rows, llama_cpp)
+            assert ROW_KERNELS[kind] is (dot.rows_repacked if llama_cpp and dot.rows_repacked is not None
+                                         and repacked(rows) else dot.rows)
+            mm = dot.matmul_llama_cpp if llama_cpp and dot.act != "f32" and dot.matmul_llama_cpp else dot.matmul
+            a = Activations(dot.act, 1, k).set(x)
+            expect = np.zeros((1, rows), np.float32)
+            mm(w, a.xf, a.xq, a.xd, a.xs, expect)
+            if mm is dot.matmul:
+                np.testing.assert_array_equal(expect[0], want)
+            out = np.full(rows, np.nan, np.float32)
+            matvec_rows(kind, bufs, off, raw.shape[1], 0, 3, k, acts, out)
+            matvec_rows(kind, bufs, off, raw.shape[1], 3, rows, k, acts, out)
+            np.testing.assert_array_equal(out, expect[0], err_msg=f"{qtype.name}, {rows} rows, {llama_cpp=}")

@@ -49,6 +49,11 @@ def run(args) -> int:
         ours[test] = mean
         print(f"| {name} | {size / 2**20:.2f} MiB | {args.threads or 'auto'} | {test} | {mean:.2f} ± {sd:.2f} |",
               flush=True)
+    per_token = decode_weight_bytes(model)
+    for test, v in ours.items():
+        if test.startswith("tg"):  # decoding reads every matrix once a token: the figure to hold against
+            print(f"{test}: {per_token / 1e6:.1f} MB of weights a token x {v:.2f} t/s = "   # the read bandwidth
+                  f"{per_token * v / 1e9:.2f} GB/s of weights read")
     if args.compare_llama_cpp:
         ref = llama_bench(args.compare_llama_cpp, args.model, args.threads or os.cpu_count() or 1, args.n_prompt, args.n_gen,
                           args.repetitions)
@@ -57,3 +62,10 @@ def run(args) -> int:
                 print(f"{test}: ggufq {v:.2f} t/s, llama.cpp {ref[test]:.2f} t/s, ratio {v / ref[test]:.2f}")
     print(f"bench: {name} in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
     return 0
+
+
+def decode_weight_bytes(model) -> int:
+    """The bytes of weights one decoded token reads: every layer's matrices and the output matrix (the
+    token's embedding row is negligible)."""
+    w = model.weights
+    return sum(m.w.nbytes for L in w.layers for m in L.matrices()) + w.output.w.nbytes

@@ -230,7 +230,8 @@ class DecodeStep:
         hd, d, nq = c.head_dim, c.n_embd, c.n_head * c.head_dim
 
         def meta(lin):
-            return [lin.w.ctypes.data - base, row_kind(lin.qtype, lin.rows), lin.rows, lin.w.strides[0]]  # row bytes
+            return [lin.w.ctypes.data - base, row_kind(lin.qtype, lin.rows, rs.llama_cpp), lin.rows,
+                    lin.w.strides[0]]  # row bytes
 
         self.lw = np.array([[meta(m) for m in L.matrices()] for L in w.layers], np.int64)
         self.ow = np.array(meta(w.output), np.int64)
