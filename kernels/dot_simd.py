@@ -322,6 +322,19 @@ def _scales_mins_k4(builder, bp):
     return sc, m
 
 
+def q8k_row_args(context, builder, sig, args):
+    """The pointers of a Q8_K rowdot's arguments (w, wo, nbk, xq, xo, xd, xdo, xs, xso): the row's first
+    block, the activations, their scales and their 16-sums (and that array's element type), the block
+    count as i64."""
+    w_, wo_, nb_, xq_, xo_, xd_, xdo_, xs_, xso_ = args
+    sty = context.get_value_type(sig.args[7].dtype)
+    return (_data_ptr(context, builder, sig.args[0], w_, wo_, I8),
+            _data_ptr(context, builder, sig.args[3], xq_, xo_, I8),
+            _data_ptr(context, builder, sig.args[5], xd_, xdo_, F32T),
+            _data_ptr(context, builder, sig.args[7], xs_, xso_, sty), sty,
+            builder.sext(nb_, I64) if sig.args[2].bitwidth < 64 else nb_)
+
+
 def _make_rowdot_k(kind):
     """An intrinsic rowdot(w, wo, nbk, xq, xo, xd, xdo, xs, xso) -> float32: one row of nbk super-blocks at
     byte wo of w times one token's Q8_K activations (xq from xo, scales xd from xdo, int32 16-sums xs
@@ -339,13 +352,7 @@ def _make_rowdot_k(kind):
             return None
 
         def codegen(context, builder, sig, args):
-            w_, wo_, nb_, xq_, xo_, xd_, xdo_, xs_, xso_ = args
-            wp = _data_ptr(context, builder, sig.args[0], w_, wo_, I8)
-            xp = _data_ptr(context, builder, sig.args[3], xq_, xo_, I8)
-            dp = _data_ptr(context, builder, sig.args[5], xd_, xdo_, F32T)
-            sty = context.get_value_type(sig.args[7].dtype)
-            sp = _data_ptr(context, builder, sig.args[7], xs_, xso_, sty)
-            nbv = builder.sext(nb_, I64) if sig.args[2].bitwidth < 64 else nb_
+            wp, xp, dp, sp, sty, nbv = q8k_row_args(context, builder, sig, args)
             f8, f4 = _vec(F32T, 8), _vec(F32T, 4)
             zero8, zero4 = ir.Constant(f8, [0.0] * 8), ir.Constant(f4, [0.0] * 4)
             fma8 = _fn(builder, "llvm.fma.v8f32", f8, [f8] * 3)

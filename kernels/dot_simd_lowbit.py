@@ -19,9 +19,9 @@ from llvmlite import ir
 from numba import types
 from numba.extending import intrinsic
 
-from .dot_simd import (AVX2, F32T, I8, I32, I64, PREFETCH_BYTES, _byte, _close_loop, _data_ptr, _dot_lanes,
-                       _dot_portable, _fn, _hsum8, _is_arr, _is_int, _load_half, _load_vec, _make_rowdot, _nibbles,
-                       _open_loop, _prefetch, _splat, _splat_val, _vec)
+from .dot_simd import (AVX2, F32T, I8, I32, I64, PREFETCH_BYTES, _byte, _close_loop, _dot_lanes, _dot_portable,
+                       _fn, _hsum8, _is_arr, _is_int, _load_half, _load_vec, _make_rowdot, _nibbles, _open_loop,
+                       _prefetch, _splat, _splat_val, _vec, q8k_row_args)
 from .iquants_ref import KVALUES_IQ4NL
 
 
@@ -62,7 +62,10 @@ def _iq4_values(builder, idx):
 
 def _q3_scale(builder, bp, j):
     """Q3_K's sub-block j scale (6 bits, minus 32) from the 12 bytes at bp + 96."""
-    low = builder.and_(_byte(builder, bp, 96 + j), _c32(15)) if j < 8 else builder.lshr(_byte(builder, bp, 96 + j - 8), _c32(4))
+    if j < 8:
+        low = builder.and_(_byte(builder, bp, 96 + j), _c32(15))
+    else:
+        low = builder.lshr(_byte(builder, bp, 96 + j - 8), _c32(4))
     high = builder.and_(builder.lshr(_byte(builder, bp, 104 + j % 4), _c32(2 * (j // 4))), _c32(3))
     return builder.sub(builder.or_(low, builder.shl(high, _c32(4))), _c32(32))
 
@@ -121,13 +124,7 @@ def _make_rowdot_q8k(kind):
             return None
 
         def codegen(context, builder, sig, args):
-            w_, wo_, nb_, xq_, xo_, xd_, xdo_, xs_, xso_ = args
-            wp = _data_ptr(context, builder, sig.args[0], w_, wo_, I8)
-            xp = _data_ptr(context, builder, sig.args[3], xq_, xo_, I8)
-            dp = _data_ptr(context, builder, sig.args[5], xd_, xdo_, F32T)
-            sty = context.get_value_type(sig.args[7].dtype)
-            sp = _data_ptr(context, builder, sig.args[7], xs_, xso_, sty)
-            nbv = builder.sext(nb_, I64) if sig.args[2].bitwidth < 64 else nb_
+            wp, xp, dp, sp, sty, nbv = q8k_row_args(context, builder, sig, args)
             f8 = _vec(F32T, 8)
             fma8 = _fn(builder, "llvm.fma.v8f32", f8, [f8] * 3)
             fma1 = _fn(builder, "llvm.fma.f32", F32T, [F32T] * 3)

@@ -467,10 +467,13 @@ def quantize_q2_k_nb(rows, qw, use_qw, out):
                     L[16 * j + ii] = max(0, min(3, nearest_int((x[xo + 16 * j + ii] + dm) / d)))
             for j in range(0, 256, 128):
                 for l in range(32):
-                    o[at + 16 + j // 4 + l] = L[j + l] | (L[j + l + 32] << 2) | (L[j + l + 64] << 4) | (L[j + l + 96] << 6)
+                    o[at + 16 + j // 4 + l] = (L[j + l] | (L[j + l + 32] << 2) | (L[j + l + 64] << 4)
+                                               | (L[j + l + 96] << 6))
 
 
 # ---- runtime -------------------------------------------------------------------------------------------
+# Each format's matmul, row kernel and dequantizer are written out, the same few lines with its own rowdot:
+# numba caches no factory's kernels (kernels/legacy.py says why).
 
 @nb.njit(cache=True, inline="always")
 def _dequant_row(w, off, k, y):
