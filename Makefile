@@ -35,7 +35,7 @@ demo: compile
 	$(BIN)/python tools/demo.py
 
 test: compile
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q --durations=20 tests
 
 bench: compile
 	$(BIN)/python tools/bench_convert.py
