@@ -60,14 +60,17 @@ def iq4_files(f16_files, tmp_path_factory):
     return get
 
 
-GROUP = {"IQ4_NL": "iq4", "IQ4_XS": "iq4", "Q3_K_S": "q3k", "Q3_K_M": "q3k", "Q3_K_L": "q3k", "Q2_K": "q2k", "Q2_K-pure": "q2k"}
+GROUP = {"IQ4_NL": "iq4", "IQ4_XS": "iq4", "Q3_K_S": "q3k", "Q3_K_M": "q3k", "Q3_K_L": "q3k", "Q2_K": "q2k",
+         "Q2_K-pure": "q2k"}
 
 
 # The IQ4 files are the slow ones to make (~11 s each: llama.cpp's scale search): SmolLM2's IQ4_XS file holds
 # both types (its rows of 576 fall back to IQ4_NL), IQ4_NL's rules are checked by its plan below, and
 # tools/check_lowbit_files.py compares every file type's whole files on both models.
-@pytest.mark.parametrize("short,ftype", [("smol", "IQ4_XS")] + [(m, t) for t in ("Q3_K_S", "Q3_K_M", "Q2_K-pure")
-                                                              for m in ("smol", "gemma")])
+WHOLE_FILES = [("smol", "IQ4_XS")] + [(m, t) for t in ("Q3_K_S", "Q3_K_M", "Q2_K-pure") for m in ("smol", "gemma")]
+
+
+@pytest.mark.parametrize("short,ftype", WHOLE_FILES)
 def test_files_equal_llama_quantize(iq4_files, f16_files, short, ftype):
     """Whole files without an imatrix (IQ4_XS falls back to IQ4_NL on rows of 576 and 640, attn_v and the
     first ffn_down go to Q5_K as llama-quantize's rules say, then Q5_K to Q5_1 on short rows; Q3_K_M holds

@@ -49,10 +49,10 @@ def _table_name() -> str:
 
 def _drop_stale_step() -> None:
     """Empty the step's cache if it was compiled with another table of row kernels, or before an edit to
-    one (it compiles on its next call), before the first call of this process loads it: run when this module is imported. The table the
-    cache was compiled with is named in a file beside it, written only after the flush (a mark kept in a
-    cached function would be loaded before the flush and never saved again, and the next process would
-    trust the stale step)."""
+    one (it compiles on its next call), before the first call of this process loads it: run when this
+    module is imported. The table the cache was compiled with is named in a file beside it, written only
+    after the flush (a mark kept in a cached function would be loaded before the flush and never saved
+    again, and the next process would trust the stale step)."""
     folder = getattr(matvec_rows._cache, "_cache_path", None)
     if folder is None:
         return

@@ -189,7 +189,8 @@ class Model:
         self._step = None      # the compiled one-token forward (decode.py), made on first use
         # the decode step's float rows are fastmath loops: in llama.cpp-avx2 arithmetic, float weights
         # take the batch path's lane kernels instead
-        floats = llama_cpp and any(lin.dot.act == "f32" and lin.dot.matmul_llama_cpp for lin in self.weights.linears())
+        floats = llama_cpp and any(lin.dot.act == "f32" and lin.dot.matmul_llama_cpp
+                                   for lin in self.weights.linears())
         self._step_ok = None if (decode_step and DECODE_STEP and not exact and not floats) else False
 
     @classmethod
