@@ -36,25 +36,19 @@ _SCALAR = {
 }
 
 
-# string arrays from this long are scanned by a compiled loop (files/string_spans.py)
-LONG_STRING_ARRAY = 4096
-
-
 class _StringArray:
     """A string array whose bounds are checked but whose elements are decoded on first use: quantizing
     copies a vocabulary as raw bytes and never needs its 50k-262k strings as str (decoding them was a
     tenth of a second of every `ggufq quantize`)."""
     __slots__ = ("buf", "spans", "what")
 
-    def __init__(self, buf, spans, what: str):
-        """spans: [(start, end)] or an int64 array [n, 2] of the same."""
+    def __init__(self, buf, spans: list[tuple[int, int]], what: str):
         self.buf, self.spans, self.what = buf, spans, what
 
     def decode(self) -> list[str]:
         buf = self.buf
-        spans = self.spans.tolist() if isinstance(self.spans, np.ndarray) else self.spans
         try:
-            return [bytes(buf[a:b]).decode("utf-8") for a, b in spans]
+            return [bytes(buf[a:b]).decode("utf-8") for a, b in self.spans]
         except UnicodeDecodeError as e:
             raise GGUFFormatError(f"{self.what} is not valid UTF-8 ({e.reason})") from None
 
@@ -294,17 +288,7 @@ class GGUFFile:
         return [self._value(c, sub, key, depth + 1)[0] for _ in range(n)], sub
 
     def _string_array(self, c: _Cursor, n: int, key: str) -> _StringArray:
-        # the hot spot of opening a file, a vocabulary's 50k-262k tokens and merges: a compiled loop for long
-        # arrays (the Python loop took 20-90 ms a file, and the dynamic recipe opens a file per probe)
-        if n >= LONG_STRING_ARRAY:
-            from ggufq.files.string_spans import string_spans
-            spans, pos, err = string_spans(np.frombuffer(self._mmap, np.uint8), c.pos, n)
-            if not err:
-                c.pos = pos
-                return _StringArray(memoryview(self._mmap), spans, f"{self.path}: an element of {key}")
-        return self._string_array_checked(c, n, key)  # short arrays, and a corrupt one's message
-
-    def _string_array_checked(self, c: _Cursor, n: int, key: str) -> _StringArray:
+        # the hot loop of opening a file (262k tokens): one unpack per string
         buf, size, pos = self._mmap, self.size, c.pos
         unpack = struct.Struct("<Q").unpack_from
         spans = []
