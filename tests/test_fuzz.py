@@ -222,7 +222,7 @@ def write_mutant(path: Path, head: bytes, size: int, case: dict) -> None:
 def test_fuzz_gguf_header_and_metadata(tmp_path, smol_head):
     head, fields, size = smol_head
     rng = random.Random(SEED)
-    cases = mutations(len(head), fields, 120, rng)
+    cases = mutations(len(head), fields, 80, rng)
     failures = []
     for case in cases:
         path = tmp_path / "mutant.gguf"
