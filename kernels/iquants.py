@@ -188,39 +188,30 @@ def dequant_iq4(w, r0, r1, out):
 
 
 # The integer dots (kernels/dot_simd_lowbit.py): IQ4_NL on Q8_0 activations, IQ4_XS on Q8_K, as llama.cpp.
+# One matmul and one row kernel for both, as one dequantizer: a row's length says which (_dequant_row).
 
 @nb.njit(parallel=True, cache=True)
-def matmul_iq4_nl(w, xf, xq, xd, xs, out):
+def matmul_iq4(w, xf, xq, xd, xs, out):
     R, rb = w.shape
     Tn, nbk = xd.shape
     k = xq.shape[1]
-    wf, xv, dv, sv = w.reshape(-1), xq.reshape(-1), xd.reshape(-1), xs.reshape(-1)
-    for r in nb.prange(R):
-        for t in range(Tn):
-            out[t, r] = rowdot_iq4_nl(wf, r * rb, xv, t * k, dv, sv, t * nbk, nbk)
-
-
-@nb.njit(parallel=True, cache=True)
-def matmul_iq4_xs(w, xf, xq, xd, xs, out):
-    R, rb = w.shape
-    Tn, nbk = xd.shape
-    k = xq.shape[1]
+    xs_ = rb * 256 == k * 136
     wf, xv, xdv, xsv = w.reshape(-1), xq.reshape(-1), xd.reshape(-1), xs.reshape(-1)
     for r in nb.prange(R):
         for t in range(Tn):
-            out[t, r] = rowdot_iq4_xs(wf, r * rb, nbk, xv, t * k, xdv, t * nbk, xsv, t * nbk * 16)
+            if xs_:
+                out[t, r] = rowdot_iq4_xs(wf, r * rb, nbk, xv, t * k, xdv, t * nbk, xsv, t * nbk * 16)
+            else:
+                out[t, r] = rowdot_iq4_nl(wf, r * rb, xv, t * k, xdv, xsv, t * nbk, nbk)
 
 
 @row_kernel
-def rows_iq4_nl(bufs, off, rb, r0, r1, k, acts, out):
+def rows_iq4(bufs, off, rb, r0, r1, k, acts, out):
     for r in range(r0, r1):
-        out[r] = rowdot_iq4_nl(bufs[0], off + r * rb, acts[0], 0, acts[1], acts[2], 0, k // 32)
-
-
-@row_kernel
-def rows_iq4_xs(bufs, off, rb, r0, r1, k, acts, out):
-    for r in range(r0, r1):
-        out[r] = rowdot_iq4_xs(bufs[0], off + r * rb, k // 256, acts[3], 0, acts[4], 0, acts[5], 0)
+        if rb * 256 == k * 136:
+            out[r] = rowdot_iq4_xs(bufs[0], off + r * rb, k // 256, acts[3], 0, acts[4], 0, acts[5], 0)
+        else:
+            out[r] = rowdot_iq4_nl(bufs[0], off + r * rb, acts[0], 0, acts[1], acts[2], 0, k // 32)
 
 
 # ---- registry entries ---------------------------------------------------------------------------------
@@ -229,11 +220,11 @@ class IQ4_NL(BlockFormat, QuantFormat, qtype=T.IQ4_NL):
     _kernel = staticmethod(quantize_iq4_nl_nb)
     _ref = staticmethod(iquants_ref.iq4_nl_quantize_ref)
     _deref = staticmethod(iquants_ref.iq4_nl_dequantize_ref)
-    dot = DotKernels("q8_32", matmul_iq4_nl, dequant_iq4, rows=rows_iq4_nl)
+    dot = DotKernels("q8_32", matmul_iq4, dequant_iq4, rows=rows_iq4)
 
 
 class IQ4_XS(BlockFormat, QuantFormat, qtype=T.IQ4_XS):
     _kernel = staticmethod(quantize_iq4_xs_nb)
     _ref = staticmethod(iquants_ref.iq4_xs_quantize_ref)
     _deref = staticmethod(iquants_ref.iq4_xs_dequantize_ref)
-    dot = DotKernels("q8_k", matmul_iq4_xs, dequant_iq4, rows=rows_iq4_xs)
+    dot = DotKernels("q8_k", matmul_iq4, dequant_iq4, rows=rows_iq4)

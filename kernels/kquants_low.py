@@ -472,11 +472,9 @@ def quantize_q2_k_nb(rows, qw, use_qw, out):
 
 
 # ---- runtime -------------------------------------------------------------------------------------------
-# Each format's matmul, row kernel and dequantizer are written out, the same few lines with its own rowdot:
-# numba caches no factory's kernels (kernels/legacy.py says why).
 
 @nb.njit(cache=True, inline="always")
-def _dequant_row(w, off, k, y):
+def _dequant_row_q3_k(w, off, k, y):
     for b in range(k // 256):
         at = off + b * 110
         d_all = fp16_to_fp32(np.int64(w[at + 108]) | (np.int64(w[at + 109]) << 8))
@@ -491,37 +489,6 @@ def _dequant_row(w, off, k, y):
                 q = (np.int64(w[at + 32 + 32 * half + l]) >> (2 * shift)) & 3
                 high = (np.int64(w[at + l]) >> (4 * half + shift)) & 1
                 y[b * 256 + kk] = dl * np.float32(q - (0 if high else 4))
-
-
-@nb.njit(parallel=True, cache=True)
-def dequant_q3_k(w, r0, r1, out):
-    k = out.shape[1]
-    for i in nb.prange(r1 - r0):
-        _dequant_row(w[r0 + i], 0, k, out[i])
-
-
-@nb.njit(parallel=True, cache=True)
-def matmul_q3_k(w, xf, xq, xd, xs, out):
-    R, rb = w.shape
-    Tn, nbk = xd.shape
-    k = xq.shape[1]
-    wf, xv, xdv, xsv = w.reshape(-1), xq.reshape(-1), xd.reshape(-1), xs.reshape(-1)
-    for r in nb.prange(R):
-        for t in range(Tn):
-            out[t, r] = rowdot_q3_k(wf, r * rb, nbk, xv, t * k, xdv, t * nbk, xsv, t * nbk * 16)
-
-
-@row_kernel
-def rows_q3_k(bufs, off, rb, r0, r1, k, acts, out):
-    for r in range(r0, r1):
-        out[r] = rowdot_q3_k(bufs[0], off + r * rb, k // 256, acts[3], 0, acts[4], 0, acts[5], 0)
-
-
-class Q3_K(BlockFormat, QuantFormat, qtype=T.Q3_K):
-    _kernel = staticmethod(quantize_q3_k_nb)
-    _ref = staticmethod(q3_k_quantize_ref)
-    _deref = staticmethod(q3_k_dequantize_ref)
-    dot = DotKernels("q8_k", matmul_q3_k, dequant_q3_k, rows=rows_q3_k)
 
 
 @nb.njit(cache=True, inline="always")
@@ -541,32 +508,57 @@ def _dequant_row_q2_k(w, off, k, y):
                 y[b * 256 + base + l] = dl * np.float32((np.int64(w[q0 + l]) >> shift) & 3) - ml
 
 
+# One dequantizer, matmul and row kernel for both formats: a row's length says which (Q2_K: 84 bytes a
+# block of 256, Q3_K: 110), as kernels/iquants.py does for its two.
+
+@nb.njit(cache=True, inline="always")
+def _is_q2_k(rb, k):
+    return rb * 256 == k * 84
+
+
 @nb.njit(parallel=True, cache=True)
-def dequant_q2_k(w, r0, r1, out):
-    k = out.shape[1]
+def dequant_k_low(w, r0, r1, out):
+    rb, k = w.shape[1], out.shape[1]
     for i in nb.prange(r1 - r0):
-        _dequant_row_q2_k(w[r0 + i], 0, k, out[i])
+        if _is_q2_k(rb, k):
+            _dequant_row_q2_k(w[r0 + i], 0, k, out[i])
+        else:
+            _dequant_row_q3_k(w[r0 + i], 0, k, out[i])
 
 
 @nb.njit(parallel=True, cache=True)
-def matmul_q2_k(w, xf, xq, xd, xs, out):
+def matmul_k_low(w, xf, xq, xd, xs, out):
     R, rb = w.shape
     Tn, nbk = xd.shape
     k = xq.shape[1]
+    q2 = _is_q2_k(rb, k)
     wf, xv, xdv, xsv = w.reshape(-1), xq.reshape(-1), xd.reshape(-1), xs.reshape(-1)
     for r in nb.prange(R):
         for t in range(Tn):
-            out[t, r] = rowdot_q2_k(wf, r * rb, nbk, xv, t * k, xdv, t * nbk, xsv, t * nbk * 16)
+            if q2:
+                out[t, r] = rowdot_q2_k(wf, r * rb, nbk, xv, t * k, xdv, t * nbk, xsv, t * nbk * 16)
+            else:
+                out[t, r] = rowdot_q3_k(wf, r * rb, nbk, xv, t * k, xdv, t * nbk, xsv, t * nbk * 16)
 
 
 @row_kernel
-def rows_q2_k(bufs, off, rb, r0, r1, k, acts, out):
+def rows_k_low(bufs, off, rb, r0, r1, k, acts, out):
     for r in range(r0, r1):
-        out[r] = rowdot_q2_k(bufs[0], off + r * rb, k // 256, acts[3], 0, acts[4], 0, acts[5], 0)
+        if _is_q2_k(rb, k):
+            out[r] = rowdot_q2_k(bufs[0], off + r * rb, k // 256, acts[3], 0, acts[4], 0, acts[5], 0)
+        else:
+            out[r] = rowdot_q3_k(bufs[0], off + r * rb, k // 256, acts[3], 0, acts[4], 0, acts[5], 0)
+
+
+class Q3_K(BlockFormat, QuantFormat, qtype=T.Q3_K):
+    _kernel = staticmethod(quantize_q3_k_nb)
+    _ref = staticmethod(q3_k_quantize_ref)
+    _deref = staticmethod(q3_k_dequantize_ref)
+    dot = DotKernels("q8_k", matmul_k_low, dequant_k_low, rows=rows_k_low)
 
 
 class Q2_K(BlockFormat, QuantFormat, qtype=T.Q2_K):
     _kernel = staticmethod(quantize_q2_k_nb)
     _ref = staticmethod(q2_k_quantize_ref)
     _deref = staticmethod(q2_k_dequantize_ref)
-    dot = DotKernels("q8_k", matmul_q2_k, dequant_q2_k, rows=rows_q2_k)
+    dot = DotKernels("q8_k", matmul_k_low, dequant_k_low, rows=rows_k_low)
