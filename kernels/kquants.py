@@ -26,6 +26,7 @@ from .dot_simd import (repacked, rowdot_q4_k, rowdot_q4_k_tiled, rowdot_q4_k_x8,
 from .numerics import (GROUP_MAX_EPS, BlockFormat, dequant_blocks, get_f16, make_qkx_quants, make_qx_quants,
                        nearest_int, put_f16)
 from .dot_rows import row_kernel
+from .gemm_q8 import u32_at
 from .registry import DotKernels, QuantFormat
 
 QK_K = 256
@@ -534,6 +535,68 @@ def dequant_q6_k(w, r0, r1, out):
                     out[i, y + l + 96] = d * f32(wi[r, so + 6]) * f32(i32((qb >> 4) | (((h >> 6) & 3) << 4)) - 32)
 
 
+# ---- unpacking for the batch GEMM (kernels/gemm_q8.py): w = s * q + m per sub-block, q a byte -------
+# Q4_K/Q5_K in blocks of 32 (s = d * scale, m = -dmin * min), Q6_K in blocks of 16 (s = d * scale, m = -32 s);
+# bytes 4j..4j+3 of a block go to tq[rowvec, block * G/4 + j, lane] as one uint32.
+
+_NIB = np.uint32(0x0F0F0F0F)
+
+
+@nb.njit(cache=True, parallel=True)
+def unpack_q45_k(w, r0, r1, tq, tsm):
+    """Q4_K (144-byte super-blocks) or Q5_K (176: a fifth bit per weight in qh)."""
+    L = tq.shape[2]
+    bb = w.shape[1] * 64 // tq.shape[1]        # bytes a super-block: k = 4 * tq.shape[1]
+    q0 = bb - 128
+    for i in nb.prange(r1 - r0):
+        wr, v, l = w[r0 + i], i // L, i % L
+        for sb in range(w.shape[1] // bb):
+            o = sb * bb
+            d = load_f16(w, r0 + i, o)
+            dmin = load_f16(w, r0 + i, o + 2)
+            for j in range(8):
+                sc, m = _scale_min_k4(wr, o + 4, j)
+                tsm[0, v, sb * 8 + j, l] = d * f32(sc)
+                tsm[1, v, sb * 8 + j, l] = -(dmin * f32(m))
+            for c in range(4):
+                bi = sb * 8 + 2 * c
+                for s in range(8):
+                    q = u32_at(wr, o + q0 + c * 32 + 4 * s)
+                    lo, hi = q & _NIB, (q >> np.uint32(4)) & _NIB
+                    if bb == 176:
+                        h = u32_at(wr, o + 16 + 4 * s) >> np.uint32(2 * c)
+                        lo |= (h & np.uint32(0x01010101)) << np.uint32(4)
+                        hi |= (h & np.uint32(0x02020202)) << np.uint32(3)
+                    tq[v, bi * 8 + s, l] = lo
+                    tq[v, bi * 8 + 8 + s, l] = hi
+
+
+@nb.njit(cache=True, parallel=True)
+def unpack_q6_k(w, r0, r1, tq, tsm):
+    """Q6_K (210-byte super-blocks), in blocks of 16: q = the 6-bit value, s = d * scale, m = -32 s."""
+    L = tq.shape[2]
+    wi = w.view(np.int8)
+    for i in nb.prange(r1 - r0):
+        wr, v, l = w[r0 + i], i // L, i % L
+        for sb in range(w.shape[1] // 210):
+            o = sb * 210
+            d = load_f16(w, r0 + i, o + 208)
+            for j in range(16):
+                sc = d * f32(wi[r0 + i, o + 192 + j])
+                tsm[0, v, sb * 16 + j, l] = sc
+                tsm[1, v, sb * 16 + j, l] = f32(-32.0) * sc
+            for n in range(2):
+                for s in range(8):
+                    a = u32_at(wr, o + n * 64 + 4 * s)
+                    b = u32_at(wr, o + n * 64 + 32 + 4 * s)
+                    h = u32_at(wr, o + 128 + n * 32 + 4 * s)
+                    at = (sb * 16 + n * 8 + s // 4) * 4 + s % 4
+                    tq[v, at, l] = (a & _NIB) | ((h & np.uint32(0x03030303)) << np.uint32(4))
+                    tq[v, at + 8, l] = (b & _NIB) | ((h & np.uint32(0x0C0C0C0C)) << np.uint32(2))
+                    tq[v, at + 16, l] = ((a >> np.uint32(4)) & _NIB) | (h & np.uint32(0x30303030))
+                    tq[v, at + 24, l] = ((b >> np.uint32(4)) & _NIB) | ((h >> np.uint32(2)) & np.uint32(0x30303030))
+
+
 # ---- the decode step's row kernels (kernels/dot_rows.py): rows r0..r1, the weight at byte `off` -----
 
 @row_kernel
@@ -568,21 +631,22 @@ def rows_q6_k(bufs, off, rb, r0, r1, k, acts, out):
 class Q4_K(BlockFormat, QuantFormat, qtype=T.Q4_K):
     _kernel = staticmethod(quantize_q4_k_nb)
     dot = DotKernels("q8_k", matmul_q4_k, dequant_q4_k, rows=rows_q4_k, rows_repacked=rows_q4_k_x8,
-                     matmul_llama_cpp=matmul_q4_k_llama_cpp)
+                     matmul_llama_cpp=matmul_q4_k_llama_cpp, unpack=unpack_q45_k)
     _ref = staticmethod(kquants_ref.q4_k_quantize_ref)
     _deref = staticmethod(kquants_ref.q4_k_dequantize_ref)
 
 
 class Q5_K(BlockFormat, QuantFormat, qtype=T.Q5_K):
     _kernel = staticmethod(quantize_q5_k_nb)
-    dot = DotKernels("q8_k", matmul_q5_k, dequant_q5_k, rows=rows_q5_k)
+    dot = DotKernels("q8_k", matmul_q5_k, dequant_q5_k, rows=rows_q5_k, unpack=unpack_q45_k, unpack_max=31)
     _ref = staticmethod(kquants_ref.q5_k_quantize_ref)
     _deref = staticmethod(kquants_ref.q5_k_dequantize_ref)
 
 
 class Q6_K(BlockFormat, QuantFormat, qtype=T.Q6_K):
     _kernel = staticmethod(quantize_q6_k_nb)
-    dot = DotKernels("q8_k", matmul_q6_k, dequant_q6_k, rows=rows_q6_k)
+    dot = DotKernels("q8_k", matmul_q6_k, dequant_q6_k, rows=rows_q6_k, unpack=unpack_q6_k, unpack_block=16,
+                     unpack_max=63)
     _ref = staticmethod(kquants_ref.q6_k_quantize_ref)
     _deref = staticmethod(kquants_ref.q6_k_dequantize_ref)
 

@@ -36,6 +36,7 @@ from .dot_simd import (dequant32_q4_0, dequant32_q4_1, dequant32_q5_0, dequant32
 from .numerics import (BlockFormat, c_roundf, c_to_int8, c_trunc_int, f32_as_u32, make_qkx_quants, make_qx_quants,
                        put_f16, row_sigma2, u32_as_f32)
 from .dot_rows import row_kernel
+from .gemm_q8 import u32_at
 from .registry import DotKernels, QuantFormat
 
 # ================================================================================================
@@ -373,6 +374,73 @@ def dequant_q8_0(w, r0, r1, out):
             dequant32_q8_0(wr, b * 34, orow, b * 32)
 
 
+# ---- unpacking for the batch GEMM (kernels/gemm_q8.py): w = s * q + m per block of 32, q a byte ------
+# Bytes 4j..4j+3 of a block go to tq[rowvec, block * 8 + j, lane] as one uint32.
+
+_NIB = np.uint32(0x0F0F0F0F)
+
+
+@nb.njit(inline="always")
+def _spread_bits(h, j):
+    """Bits 4j..4j+3 of h, each moved to bit 4 of its own byte (Q5's fifth bits, 4 weights at a time)."""
+    b = (h >> np.uint32(4 * j)) & np.uint32(15)
+    return (((b & np.uint32(1)) << np.uint32(4)) | ((b & np.uint32(2)) << np.uint32(11))
+            | ((b & np.uint32(4)) << np.uint32(18)) | ((b & np.uint32(8)) << np.uint32(25)))
+
+
+@nb.njit(cache=True, parallel=True)
+def unpack_q4_legacy(w, r0, r1, tq, tsm):
+    """Q4_0 (18-byte blocks: q = nibble, m = -8 d) or Q4_1 (20: d, m stored)."""
+    L = tq.shape[2]
+    bb = w.shape[1] * 8 // tq.shape[1]     # bytes a block: k = 4 * tq.shape[1]
+    for i in nb.prange(r1 - r0):
+        wr, v, l = w[r0 + i], i // L, i % L
+        for b in range(w.shape[1] // bb):
+            o = b * bb
+            d = load_f16(w, r0 + i, o)
+            tsm[0, v, b, l] = d
+            tsm[1, v, b, l] = load_f16(w, r0 + i, o + 2) if bb == 20 else np.float32(-8.0) * d
+            q0 = o + bb - 16
+            for j in range(4):
+                c = u32_at(wr, q0 + 4 * j)
+                tq[v, b * 8 + j, l] = c & _NIB
+                tq[v, b * 8 + 4 + j, l] = (c >> np.uint32(4)) & _NIB
+
+
+@nb.njit(cache=True, parallel=True)
+def unpack_q5_legacy(w, r0, r1, tq, tsm):
+    """Q5_0 (22-byte blocks: d, qh, qs; m = -16 d) or Q5_1 (24: d, m, qh, qs)."""
+    L = tq.shape[2]
+    bb = w.shape[1] * 8 // tq.shape[1]
+    for i in nb.prange(r1 - r0):
+        wr, v, l = w[r0 + i], i // L, i % L
+        for b in range(w.shape[1] // bb):
+            o = b * bb
+            d = load_f16(w, r0 + i, o)
+            tsm[0, v, b, l] = d
+            tsm[1, v, b, l] = load_f16(w, r0 + i, o + 2) if bb == 24 else np.float32(-16.0) * d
+            h = u32_at(wr, o + bb - 20)
+            for j in range(4):
+                c = u32_at(wr, o + bb - 16 + 4 * j)
+                tq[v, b * 8 + j, l] = (c & _NIB) | _spread_bits(h, j)
+                tq[v, b * 8 + 4 + j, l] = ((c >> np.uint32(4)) & _NIB) | _spread_bits(h, 4 + j)
+
+
+@nb.njit(cache=True, parallel=True)
+def unpack_q8_0(w, r0, r1, tq, tsm):
+    """Q8_0: q = the int8 + 128 (its sign bit flipped), m = -128 d."""
+    L = tq.shape[2]
+    for i in nb.prange(r1 - r0):
+        wr, v, l = w[r0 + i], i // L, i % L
+        for b in range(w.shape[1] // 34):
+            o = b * 34
+            d = load_f16(w, r0 + i, o)
+            tsm[0, v, b, l] = d
+            tsm[1, v, b, l] = np.float32(-128.0) * d
+            for j in range(8):
+                tq[v, b * 8 + j, l] = u32_at(wr, o + 2 + 4 * j) ^ np.uint32(0x80808080)
+
+
 # ---- integer dots: one row per iteration, the block loop inside the rowdot intrinsic --------------
 # The five matmuls differ only in their rowdot. They are written out because a factory's kernels cannot be
 # cached: numba keys a closure's cache entry by its cell contents, and a dispatcher pickles differently in
@@ -511,28 +579,28 @@ def rows_q8_0(bufs, off, rb, r0, r1, k, acts, out):
 class Q4_0(BlockFormat, QuantFormat, qtype=T.Q4_0):
     _kernel = staticmethod(quantize_q4_0_nb)
     dot = DotKernels("q8_32", matmul_q4_0, dequant_q4_0, rows=rows_q4_0, rows_repacked=rows_q4_0_x8,
-                     matmul_llama_cpp=matmul_q4_0_llama_cpp)
+                     matmul_llama_cpp=matmul_q4_0_llama_cpp, unpack=unpack_q4_legacy)
     _ref = staticmethod(legacy_ref.q4_0_quantize_ref)
     _deref = staticmethod(legacy_ref.q4_0_dequantize_ref)
 
 
 class Q4_1(BlockFormat, QuantFormat, qtype=T.Q4_1):
     _kernel = staticmethod(quantize_q4_1_nb)
-    dot = DotKernels("q8_32", matmul_q4_1, dequant_q4_1, rows=rows_q4_1)
+    dot = DotKernels("q8_32", matmul_q4_1, dequant_q4_1, rows=rows_q4_1, unpack=unpack_q4_legacy)
     _ref = staticmethod(legacy_ref.q4_1_quantize_ref)
     _deref = staticmethod(legacy_ref.q4_1_dequantize_ref)
 
 
 class Q5_0(BlockFormat, QuantFormat, qtype=T.Q5_0):
     _kernel = staticmethod(quantize_q5_0_nb)
-    dot = DotKernels("q8_32", matmul_q5_0, dequant_q5_0, rows=rows_q5_0)
+    dot = DotKernels("q8_32", matmul_q5_0, dequant_q5_0, rows=rows_q5_0, unpack=unpack_q5_legacy, unpack_max=31)
     _ref = staticmethod(legacy_ref.q5_0_quantize_ref)
     _deref = staticmethod(legacy_ref.q5_0_dequantize_ref)
 
 
 class Q5_1(BlockFormat, QuantFormat, qtype=T.Q5_1):
     _kernel = staticmethod(quantize_q5_1_nb)
-    dot = DotKernels("q8_32", matmul_q5_1, dequant_q5_1, rows=rows_q5_1)
+    dot = DotKernels("q8_32", matmul_q5_1, dequant_q5_1, rows=rows_q5_1, unpack=unpack_q5_legacy, unpack_max=31)
     _ref = staticmethod(legacy_ref.q5_1_quantize_ref)
     _deref = staticmethod(legacy_ref.q5_1_dequantize_ref)
 
@@ -540,6 +608,6 @@ class Q5_1(BlockFormat, QuantFormat, qtype=T.Q5_1):
 class Q8_0(BlockFormat, QuantFormat, qtype=T.Q8_0):
     uses_imatrix = False  # quantize_q8_0 ignores quant_weights
     _kernel = staticmethod(quantize_q8_0_nb)
-    dot = DotKernels("q8_32", matmul_q8_0, dequant_q8_0, rows=rows_q8_0)
+    dot = DotKernels("q8_32", matmul_q8_0, dequant_q8_0, rows=rows_q8_0, unpack=unpack_q8_0, unpack_max=255)
     _ref = staticmethod(legacy_ref.q8_0_quantize_ref)
     _deref = staticmethod(legacy_ref.q8_0_dequantize_ref)

@@ -37,6 +37,9 @@ class DotKernels:
     `matmul` differs (the float types: matmul's fastmath sums follow the host's vector width); None: the same
     rows: the decode step's row kernel (kernels/dot_rows.py), None: a file with this format decodes through
     the batch path; rows_repacked: the kernel for matrices llama.cpp's AVX2 build repacks (dot_simd.repacked)
+    unpack(w, r0, r1, tq, tsm): rows r0..r1 as bytes q with a scale and offset per block of `unpack_block`
+    (16 or 32) for the batch GEMM (kernels/gemm_q8.py); `unpack_max` the largest q. None: batches of this
+    format go through dequantized tiles and BLAS
     """
     act: str
     matmul: Callable
@@ -45,6 +48,9 @@ class DotKernels:
     matmul_llama_cpp: Callable | None = None
     rows: Callable | None = None
     rows_repacked: Callable | None = None
+    unpack: Callable | None = None
+    unpack_block: int = 32
+    unpack_max: int = 15
 
 
 class QuantFormat:

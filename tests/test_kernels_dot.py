@@ -13,6 +13,7 @@ import pytest
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType as T, quants
 
 from ggufq.files.gguf_reader import GGUFFile
+from ggufq.kernels import gemm_q8
 from ggufq.kernels.dot_common import FAKE_QUANT, Activations, quantize_q8_32, quantize_q8_k
 from ggufq.kernels.registry import get_format, runtime_format
 from ggufq.runtime.model import BLAS_MIN_TOKENS, Input, RunState, matmul
@@ -101,26 +102,32 @@ def test_kernels_real_tensors(path, names):
         check_matmul(ti.qtype, w, deq, x)
 
 
-def test_blas_batch_path_matches_integer_path():
-    """The runtime's batch path (dequantized tiles through BLAS, activations rounded the same way) gives
-    the integer kernels' numbers, for a tile count above one."""
+@pytest.mark.parametrize("gemm", [True, False], ids=["gemm", "blas"])
+def test_batch_path_matches_integer_path(gemm):
+    """The runtime's batch path gives the integer kernels' numbers: its integer GEMM (kernels/gemm_q8.py,
+    the activations quantized as those kernels quantize them), and the dequantized tiles through BLAS
+    (activations rounded the same way; formats without an unpacker), for a tile count above one."""
     g = GGUFFile(GEMMA)
     from ggufq.runtime.config import Config
     from ggufq.runtime.weights import Weights
     c = Config.from_gguf(g)
     wts = Weights(g, c)
+    for lin in wts.linears():
+        lin.gemm = gemm and lin.gemm
     rs = RunState(c, wts, 128, BLAS_MIN_TOKENS + 4, "f16")
     rng = np.random.default_rng(2)
     x = rng.standard_normal((BLAS_MIN_TOKENS + 4, c.n_embd)).astype(np.float32)
     for lin in (wts.layers[0].wq, wts.layers[0].w_gate, wts.output):
+        assert lin.gemm == (gemm and lin.dot.unpack is not None and gemm_q8.usable(lin.dot.unpack_max))
         rows = lin.rows
         big = np.zeros((len(x), rows), np.float32)
-        matmul(lin, Input(x, rs), big)            # BLAS path
+        matmul(lin, Input(x, rs), big)            # batch path
         small = np.zeros((4, rows), np.float32)
         matmul(lin, Input(x[:4], rs), small)      # integer path
         scale = np.abs(small).max()
         assert np.abs(big[:4] - small).max() <= 2e-5 * scale, lin.name
-    assert wts.output.tile_rows < wts.output.rows  # the tiled loop ran
+    assert wts.output.tile_rows < wts.output.rows  # the tiled loops ran
+    assert all(t.rows < wts.output.rows for t in rs.gemm_tiles.values())
 
 
 def test_activation_quantizers():

@@ -4,8 +4,9 @@ stage keeps busy. A measurement, not a test.
     .venv/bin/python tools/profile_batch.py MODEL.gguf [-p 512] [-t 2] [-r 3]
 
 Runs a batch of p tokens from an empty cache r + 1 times (the first to compile and warm) and times every
-stage of the forward in the last: the weight products (split into the float activations' rounding to the
-kernels' 8-bit grid, dequantizing weight tiles, and BLAS sgemm), attention (split into its BLAS products
+stage of the forward in the last: the weight products (the integer GEMM: quantizing the activations, unpacking
+weight tiles, the GEMM; formats without one: the float activations' rounding to the kernels' 8-bit grid,
+dequantizing weight tiles, and BLAS sgemm), attention (split into its BLAS products
 and its softmax), and the element-wise ops. For each stage: wall time, share of the batch, and the average
 number of busy threads (the process's CPU time over the stage's wall time: spinning threads count as
 busy). The rest ("outside the stages") is Python between the calls, the embedding and the KV cache's
@@ -61,6 +62,10 @@ def instrument() -> None:
     M.ops.attention_blas = timed("attention: BLAS products, copies", ops.attention_blas)
     M.ops.attention = timed("attention: small-batch kernel", ops.attention)
     M.matmul = timed("weights: dequantize tiles, other", M.matmul)
+    from ggufq.kernels import gemm_q8
+    gemm_q8.gemm_tile = timed("weights: integer GEMM", gemm_q8.gemm_tile)
+    gemm_q8.quantize_acts = timed("weights: activations to 8 bits (GEMM)", gemm_q8.quantize_acts)
+    gemm_q8.Tile.multiply = timed("weights: unpack tiles (GEMM), other", gemm_q8.Tile.multiply)
     for kind, fn in list(M.FAKE_QUANT.items()):
         M.FAKE_QUANT[kind] = timed("weights: activations to the 8-bit grid", fn)
 

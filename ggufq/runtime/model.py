@@ -25,6 +25,7 @@ import numpy as np  # noqa: E402
 
 from ggufq.errors import GGUFQError  # noqa: E402
 from ggufq.files.gguf_reader import GGUFFile  # noqa: E402
+from ggufq.kernels import gemm_q8  # noqa: E402
 from ggufq.kernels.dot_common import FAKE_QUANT, Activations  # noqa: E402
 from ggufq.runtime import ops  # noqa: E402
 from ggufq.runtime.config import Config  # noqa: E402
@@ -87,15 +88,29 @@ class RunState:
         # quantized activations, one buffer per (kind, width)
         self.acts = {}
         self.fq = {}
-        tile = 1
+        self.gemm_acts = {}     # batches for the integer GEMM, one per width
+        self.gemm_tiles = {}    # its unpacked weight tiles, per (width, block)
+        tile, tile_rows = 1, 1
+        big = B >= self.blas_min
         for lin in w.linears():
             key = (lin.act, lin.k)
             if key not in self.acts:
                 self.acts[key] = Activations(lin.act, min(B, BLAS_MIN_TOKENS), lin.k)
+            if not big:
+                continue
+            if lin.gemm and not exact:
+                if key not in self.gemm_acts:
+                    self.gemm_acts[key] = gemm_q8.GemmActs(B, lin.k, 256 if lin.act == "q8_k" else 32)
+                tk = (lin.k, lin.dot.unpack_block)
+                rows = max(lin.rows, self.gemm_tiles[tk].rows if tk in self.gemm_tiles else 0)
+                self.gemm_tiles[tk] = gemm_q8.Tile(lin.k, lin.dot.unpack_block, rows)
+                continue
+            if key not in self.fq and not exact and lin.act != "f32":
                 self.fq[key] = np.zeros((B, lin.k), np.float32)
             tile = max(tile, lin.tile_rows * lin.k)
+            tile_rows = max(tile_rows, lin.tile_rows)
         self.tile = np.zeros(tile, np.float32)                # dequantized weight rows (BLAS path)
-        self.tile_out = np.zeros(B * max(l.tile_rows for l in w.linears()), np.float32)
+        self.tile_out = np.zeros(B * tile_rows, np.float32)
 
 
 class Input:
@@ -112,6 +127,8 @@ class Input:
             T, k = self.x.shape
             if T < self.rs.blas_min:
                 f = self.rs.acts[(kind, k)].set(self.x)
+            elif kind.startswith("gemm "):
+                f = self.rs.gemm_acts[(kind[5:], k)].set(self.x)
             elif kind == "f32" or self.rs.exact:
                 f = self.x
             else:
@@ -127,6 +144,10 @@ def matmul(lin: Linear, inp: Input, out: np.ndarray) -> None:
     col = inp.rs.collector
     if col is not None and col.wants(lin.name):  # ggufq imatrix: the float activations entering W
         col.add(lin.name, inp.x)
+    if T >= inp.rs.blas_min and lin.gemm and not inp.rs.exact:
+        tile = inp.rs.gemm_tiles[(lin.k, lin.dot.unpack_block)]
+        tile.multiply(lin.dot.unpack, lin.w, inp.get("gemm " + lin.act), T, out)
+        return
     a = inp.get(lin.act)
     if T < inp.rs.blas_min:
         mm = lin.dot.matmul_llama_cpp if inp.rs.llama_cpp and lin.dot.matmul_llama_cpp else lin.dot.matmul

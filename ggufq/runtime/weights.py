@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ggufq.errors import GGUFQError
+from ggufq.kernels import gemm_q8
 from ggufq.files.gguf_reader import GGUFFile
 from ggufq.kernels.registry import GGMLQuantizationType, runtime_format
 from ggufq.runtime.config import Config
@@ -33,6 +34,8 @@ class Linear:
         self.w = dot.weight_view(ti.data)
         self.act = dot.act
         self.tile_rows = max(1, min(self.rows, TILE_FLOATS // self.k))
+        # batches multiply through the integer GEMM where the host has a kernel for the format's bytes
+        self.gemm = gemm_q8.USE and dot.unpack is not None and gemm_q8.usable(dot.unpack_max)
 
 
 def _vector(g: GGUFFile, name: str, n: int, required: bool = True) -> np.ndarray | None:
