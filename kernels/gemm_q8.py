@@ -39,7 +39,7 @@ from llvmlite import ir
 from numba import types
 from numba.extending import intrinsic
 
-from .dot_common import f16_to_f32, f32_to_f16
+from .dot_common import f16_to_f32, f32_to_f16, lazy_zeros
 from .dot_simd import F32T, I8, I16, I32, I64, _close_loop, _data_ptr, _fn, _open_loop, _splat, _vec
 
 
@@ -267,8 +267,8 @@ class Tile:
         self.k, self.G = k, G
         self.rows = max(span, min(-(-rows // span) * span, TILE_BYTES // k // span * span))
         nrv = self.rows // L
-        self.tq = np.zeros((nrv, k // 4, L), np.uint32)
-        self.tsm = np.zeros((2, nrv, k // G, L), np.float32)
+        self.tq = lazy_zeros((nrv, k // 4, L), np.uint32)
+        self.tsm = lazy_zeros((2, nrv, k // G, L), np.float32)
 
     def multiply(self, unpack, w, acts: "GemmActs", T: int, out: np.ndarray) -> None:
         """out[T, rows of w] = w @ tokens.T, tile by tile."""
@@ -291,10 +291,10 @@ class GemmActs:
     def __init__(self, T: int, k: int, qk: int):
         self.qk = qk
         Tp = -(-T // TOKENS) * TOKENS
-        self.aq = np.zeros((Tp, k), np.int8)
-        self.ad = np.zeros((Tp, k // 32), np.float32)
-        self.ax16 = np.zeros((Tp, k // 16), np.float32)
-        self.ax32 = np.zeros((Tp, k // 32), np.float32)
+        self.aq = lazy_zeros((Tp, k), np.int8)
+        self.ad = lazy_zeros((Tp, k // 32), np.float32)
+        self.ax16 = lazy_zeros((Tp, k // 16), np.float32)
+        self.ax32 = lazy_zeros((Tp, k // 32), np.float32)
 
     def set(self, x: np.ndarray) -> "GemmActs":
         T = x.shape[0]

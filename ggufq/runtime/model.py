@@ -26,7 +26,7 @@ import numpy as np  # noqa: E402
 from ggufq.errors import GGUFQError  # noqa: E402
 from ggufq.files.gguf_reader import GGUFFile  # noqa: E402
 from ggufq.kernels import gemm_q8  # noqa: E402
-from ggufq.kernels.dot_common import FAKE_QUANT, Activations  # noqa: E402
+from ggufq.kernels.dot_common import FAKE_QUANT, Activations, lazy_zeros  # noqa: E402
 from ggufq.runtime import ops  # noqa: E402
 from ggufq.runtime.config import Config  # noqa: E402
 from ggufq.runtime.threads import set_threads, threads_run_together  # noqa: E402
@@ -68,20 +68,20 @@ class RunState:
         # reference for the tests; the default rounds activations to 8 bits as llama.cpp does.
         self.exact = exact
         self.blas_min = 1 if exact else BLAS_MIN_TOKENS
-        self.x = np.zeros((B, d), np.float32)                 # residual stream
-        self.xb = np.zeros((B, d), np.float32)                # normed input of a sub-layer
-        self.xb2 = np.zeros((B, d), np.float32)               # a sub-layer's output
-        self.q = np.zeros((B, c.n_head * hd), np.float32)
-        self.k = np.zeros((B, c.n_kv * hd), np.float32)
-        self.v = np.zeros((B, c.n_kv * hd), np.float32)
-        self.att_out = np.zeros((B, c.n_head * hd), np.float32)
-        self.hg = np.zeros((B, c.n_ff), np.float32)           # FFN gate, then gate * up
-        self.hu = np.zeros((B, c.n_ff), np.float32)           # FFN up
-        self.att = np.zeros((FA_MAX_TOKENS * c.n_head, 3 * hd + 32), np.float32)  # attention scratch
-        self.logits = np.zeros((1, c.n_vocab), np.float32)
+        self.x = lazy_zeros((B, d), np.float32)                 # residual stream
+        self.xb = lazy_zeros((B, d), np.float32)                # normed input of a sub-layer
+        self.xb2 = lazy_zeros((B, d), np.float32)               # a sub-layer's output
+        self.q = lazy_zeros((B, c.n_head * hd), np.float32)
+        self.k = lazy_zeros((B, c.n_kv * hd), np.float32)
+        self.v = lazy_zeros((B, c.n_kv * hd), np.float32)
+        self.att_out = lazy_zeros((B, c.n_head * hd), np.float32)
+        self.hg = lazy_zeros((B, c.n_ff), np.float32)           # FFN gate, then gate * up
+        self.hu = lazy_zeros((B, c.n_ff), np.float32)           # FFN up
+        self.att = lazy_zeros((FA_MAX_TOKENS * c.n_head, 3 * hd + 32), np.float32)  # attention scratch
+        self.logits = lazy_zeros((1, c.n_vocab), np.float32)
         kv_dtype = {"f16": np.float16, "f32": np.float32}[kv_type]
-        self.kc = np.zeros((c.n_layer, n_ctx, c.n_kv * hd), kv_dtype)        # KV cache
-        self.vc = np.zeros((c.n_layer, n_ctx, c.n_kv * hd), kv_dtype)
+        self.kc = lazy_zeros((c.n_layer, n_ctx, c.n_kv * hd), kv_dtype)        # KV cache
+        self.vc = lazy_zeros((c.n_layer, n_ctx, c.n_kv * hd), kv_dtype)
         # the kernels read fp16 as its bits
         self.kc_k = self.kc.view(np.uint16) if kv_type == "f16" else self.kc
         self.vc_k = self.vc.view(np.uint16) if kv_type == "f16" else self.vc
@@ -106,11 +106,11 @@ class RunState:
                 self.gemm_tiles[tk] = gemm_q8.Tile(lin.k, lin.dot.unpack_block, rows)
                 continue
             if key not in self.fq and not exact and lin.act != "f32":
-                self.fq[key] = np.zeros((B, lin.k), np.float32)
+                self.fq[key] = lazy_zeros((B, lin.k), np.float32)
             tile = max(tile, lin.tile_rows * lin.k)
             tile_rows = max(tile_rows, lin.tile_rows)
-        self.tile = np.zeros(tile, np.float32)                # dequantized weight rows (BLAS path)
-        self.tile_out = np.zeros(B * tile_rows, np.float32)
+        self.tile = lazy_zeros(tile, np.float32)                # dequantized weight rows (BLAS path)
+        self.tile_out = lazy_zeros(B * tile_rows, np.float32)
 
 
 class Input:
