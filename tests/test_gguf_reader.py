@@ -152,3 +152,18 @@ def test_bad_utf8_in_a_string_array_is_one_line(tmp_path):
     r = subprocess.run([sys.executable, "-m", "ggufq", "inspect", str(p)], capture_output=True, text=True)
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1 and "UTF-8" in r.stderr
+
+
+def test_in_memory_file_equals_the_mapped_one(monkeypatch):
+    """GGUFFile(in_memory=True) (the runtime's default for files that fit) reads the same metadata and
+    tensor bytes as the mapping, and closes; Model.load keeps a file mapped when GGUFQ_MMAP=1."""
+    from ggufq.runtime.model import fits_in_memory
+    with GGUFFile(SMOL) as mapped, GGUFFile(SMOL, in_memory=True) as read:
+        assert read.get("tokenizer.ggml.tokens") == mapped.get("tokenizer.ggml.tokens")
+        assert list(read.tensors) == list(mapped.tensors)
+        for name, t in mapped.tensors.items():
+            np.testing.assert_array_equal(read.tensors[name].data, t.data)
+            assert not read.tensors[name].data.flags.writeable
+    assert fits_in_memory(SMOL)
+    monkeypatch.setenv("GGUFQ_MMAP", "1")
+    assert not fits_in_memory(SMOL)

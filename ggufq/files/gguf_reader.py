@@ -129,7 +129,11 @@ class _Cursor:
 
 
 class GGUFFile:
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, in_memory: bool = False):
+        """in_memory: read the whole file into private anonymous memory instead of mapping it. The
+        kernel backs such memory with transparent huge pages, a page cache mapping has 4 KB pages: a decode
+        step streaming a 1B model's weights read them at 14.6 GB/s mapped and 19.2 GB/s in memory (the
+        TLB misses of 4 KB pages). The runtime asks for it when the file fits (Model.load)."""
         self.path = str(path)
         try:
             self._file = open(self.path, "rb")
@@ -139,7 +143,16 @@ class GGUFFile:
         if size < 24:
             self._file.close()
             raise GGUFFormatError(f"{self.path}: not a GGUF file (only {size} bytes)")
-        self._mmap = mmap.mmap(self._file.fileno(), 0, access=mmap.ACCESS_READ)
+        if in_memory:
+            data = np.empty(size, np.uint8)
+            view = memoryview(data)
+            for at in range(0, size, 1 << 26):
+                if self._file.readinto(view[at:at + (1 << 26)]) != min(1 << 26, size - at):
+                    self._file.close()
+                    raise GGUFFormatError(f"{self.path}: the file shrank while it was read")
+            self._mmap = view.toreadonly()     # tensor views read-only, as the mapping's are
+        else:
+            self._mmap = mmap.mmap(self._file.fileno(), 0, access=mmap.ACCESS_READ)
         self.size = size
         self.kv: dict[str, KV] = {}
         self.tensors: dict[str, TensorInfo] = {}
@@ -167,7 +180,7 @@ class GGUFFile:
         for t in self.tensors.values():
             t.data = None  # drop views so the mapping can close
         try:
-            self._mmap.close()
+            self._mmap.close() if isinstance(self._mmap, mmap.mmap) else self._mmap.release()
         except BufferError:
             pass  # views still alive elsewhere: the mapping closes when they go
         self._file.close()

@@ -53,6 +53,20 @@ FA_MAX_TOKENS = 64
 # the compiled step of decode.py; for comparisons, the numbers are the same.
 DECODE_STEP = os.environ.get('GGUFQ_DECODE_STEP', '1') != '0'
 
+def fits_in_memory(path) -> bool:
+    """Whether Model.load reads the file into memory: it is at most half of MemAvailable, and GGUFQ_MMAP
+    is not 1."""
+    if os.environ.get("GGUFQ_MMAP") == "1":
+        return False
+    try:
+        size = os.path.getsize(path)
+        with open("/proc/meminfo") as f:
+            avail = next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:"))
+    except (OSError, StopIteration, ValueError):
+        return False
+    return size <= avail // 2
+
+
 # ==================================================================================================
 # Run state: every buffer, allocated once
 # ==================================================================================================
@@ -217,12 +231,17 @@ class Model:
     @classmethod
     def load(cls, path, n_ctx: int | None = None, n_threads: int | None = None, kv_type: str = "f16",
              n_batch: int = 512, exact: bool = False, decode_step: bool = True,
-             arithmetic: str | None = None) -> "Model":
-        """Map a GGUF file. exact=True keeps activations in float32 (slower; a reference for tests);
+             arithmetic: str | None = None, in_memory: bool | None = None) -> "Model":
+        """Open a GGUF file. exact=True keeps activations in float32 (slower; a reference for tests);
         decode_step=False runs one-token evals through the batch path (same numbers, slower);
-        arithmetic: "fast" (default) or "llama.cpp-avx2" (see ARITHMETICS; default $GGUFQ_ARITHMETIC)."""
-        return cls(GGUFFile(path), n_ctx=n_ctx, n_threads=n_threads, kv_type=kv_type, n_batch=n_batch,
-                   exact=exact, decode_step=decode_step, arithmetic=arithmetic)
+        arithmetic: "fast" (default) or "llama.cpp-avx2" (see ARITHMETICS; default $GGUFQ_ARITHMETIC);
+        in_memory: read the file into memory rather than map it (GGUFFile), by default when it takes at
+        most half of the memory available (a larger one stays mapped: the kernel can page it) and
+        GGUFQ_MMAP is not 1."""
+        if in_memory is None:
+            in_memory = fits_in_memory(path)
+        return cls(GGUFFile(path, in_memory=in_memory), n_ctx=n_ctx, n_threads=n_threads, kv_type=kv_type,
+                   n_batch=n_batch, exact=exact, decode_step=decode_step, arithmetic=arithmetic)
 
     # ---- public API ------------------------------------------------------------------------------
     def warm_up(self) -> None:
