@@ -6,9 +6,9 @@ stage keeps busy. A measurement, not a test.
 Runs a batch of p tokens from an empty cache r + 1 times (the first to compile and warm) and times every
 stage of the forward in the last: the weight products (the integer GEMM: quantizing the activations, unpacking
 weight tiles, the GEMM; formats without one: the float activations' rounding to the kernels' 8-bit grid,
-dequantizing weight tiles, and BLAS sgemm), attention (split into its BLAS products
-and its softmax), and the element-wise ops. For each stage: wall time, share of the batch, and the average
-number of busy threads (the process's CPU time over the stage's wall time: spinning threads count as
+dequantizing weight tiles, and BLAS sgemm), attention (its BLAS products and softmax, in worker
+threads), and the element-wise ops. For each stage: wall time, share of the batch, and the average number
+of busy threads (the process's CPU time over the stage's wall time: spinning threads count as
 busy). The rest ("outside the stages") is Python between the calls, the embedding and the KV cache's
 writes. Stages at about 1 busy thread on an n-thread run are the serial share that limits the speed-up
 from more threads (Amdahl).
@@ -58,8 +58,7 @@ def instrument() -> None:
     for name in ("rmsnorm", "add_rmsnorm", "rope", "silu_mul", "gelu_mul", "add_bias", "scale_rows"):
         for ns in (ops._Batch, ops._Serial):
             setattr(ns, name, timed(f"element-wise: {name}", getattr(ns, name)))
-    ops.masked_softmax = timed("attention: softmax", ops.masked_softmax)
-    M.ops.attention_blas = timed("attention: BLAS products, copies", ops.attention_blas)
+    M.ops.attention_blas = timed("attention: BLAS products, softmax, copies", ops.attention_blas)
     M.ops.attention = timed("attention: small-batch kernel", ops.attention)
     M.matmul = timed("weights: dequantize tiles, other", M.matmul)
     from ggufq.kernels import gemm_q8

@@ -115,17 +115,31 @@ def set_threads(n: int) -> None:
     import numba
     n = max(1, min(int(n), numba.config.NUMBA_NUM_THREADS))
     numba.set_num_threads(n)
-    _set_blas_threads(n)
+    set_blas_threads(n)
 
 
-def _set_blas_threads(n: int) -> None:
+_BLAS_SETTERS: list | None = None
+
+
+def set_blas_threads(n: int) -> None:
+    """Threads of the OpenBLAS numpy links (its setters found once in the process's mapped libraries)."""
+    global _BLAS_SETTERS
+    if _BLAS_SETTERS is None:
+        _BLAS_SETTERS = _find_blas_setters()
+    import ctypes
+    for fn in _BLAS_SETTERS:
+        fn(ctypes.c_int(n))
+
+
+def _find_blas_setters() -> list:
     import ctypes
     try:
         with open("/proc/self/maps") as f:
             libs = {line.split()[-1] for line in f if "openblas" in line.lower() and line.split()[-1].startswith("/")}
     except OSError:
-        return
-    for path in libs:
+        return []
+    found = []
+    for path in sorted(libs):
         try:
             lib = ctypes.CDLL(path)
         except OSError:
@@ -133,5 +147,6 @@ def _set_blas_threads(n: int) -> None:
         for sym in ("scipy_openblas_set_num_threads64_", "openblas_set_num_threads64_", "openblas_set_num_threads"):
             fn = getattr(lib, sym, None)
             if fn is not None:
-                fn(ctypes.c_int(n))
+                found.append(fn)
                 break
+    return found
