@@ -38,15 +38,19 @@ def row_kernel(fn=None, *, fastmath=False):
     return nb.njit(cache=True, fastmath=fastmath)(fn)
 
 
-def _entries() -> list[tuple[int, bool, object]]:
-    """(GGML type, repacked, kernel) for every format with a row kernel, in type order."""
+def _entries() -> list[tuple[int, str, object]]:
+    """(GGML type, variant, kernel) for every format with a row kernel, in type order; variant "llama.cpp"
+    (llama.cpp's numbers), "repacked" (its kernel for repacked matrices) or "fast" (the fast arithmetic's,
+    where the format has its own)."""
     out = []
     for qtype in sorted(FORMATS, key=int):
         dot = FORMATS[qtype].dot
         if dot is not None and dot.rows is not None:
-            out.append((int(qtype), False, dot.rows))
+            out.append((int(qtype), "llama.cpp", dot.rows))
             if dot.rows_repacked is not None:
-                out.append((int(qtype), True, dot.rows_repacked))
+                out.append((int(qtype), "repacked", dot.rows_repacked))
+            if dot.rows_fast is not None:
+                out.append((int(qtype), "fast", dot.rows_fast))
     return out
 
 
@@ -62,8 +66,12 @@ def has_row_kernel(qtype) -> bool:
 
 def row_kind(qtype, rows: int, llama_cpp: bool = False) -> int:
     """The index in row_table() of the kernel for a weight of this type and row count: in llama.cpp's AVX2
-    arithmetic the repacked kernel where that build repacks the matrix, else the plain one (faster)."""
+    arithmetic the repacked kernel where that build repacks the matrix, else its plain one; in the fast
+    arithmetic the format's fast kernel, else the plain one (as the batch path's `matmul`)."""
     from .dot_simd import repacked
     dot = FORMATS[qtype].dot
-    key = (int(qtype), llama_cpp and dot.rows_repacked is not None and bool(repacked(rows)))
-    return [e[:2] for e in _entries()].index(key)
+    if llama_cpp:
+        variant = "repacked" if dot.rows_repacked is not None and bool(repacked(rows)) else "llama.cpp"
+    else:
+        variant = "fast" if dot.rows_fast is not None else "llama.cpp"
+    return [e[:2] for e in _entries()].index((int(qtype), variant))

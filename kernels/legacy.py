@@ -36,6 +36,7 @@ from .dot_simd import (dequant32_q4_0, dequant32_q4_1, dequant32_q5_0, dequant32
 from .numerics import (BlockFormat, c_roundf, c_to_int8, c_trunc_int, f32_as_u32, make_qkx_quants, make_qx_quants,
                        put_f16, row_sigma2, u32_as_f32)
 from .dot_rows import row_kernel
+from .dot_vnni import rowdot_q4_0_fast
 from .gemm_q8 import u32_at
 from .registry import DotKernels, QuantFormat
 
@@ -447,7 +448,8 @@ def unpack_q8_0(w, r0, r1, tq, tsm):
 # every process, so each run would compile them again (measured: the index grows by one entry per run).
 
 @nb.njit(cache=True, parallel=True)
-def _matmul_q4_0(w, xf, xq, xd, xs, out, repack):
+def _matmul_q4_0(w, xf, xq, xd, xs, out, variant):
+    """variant 0: llama.cpp's AVX2 kernel, 1: its repacked one, 2: the fast one (dot_vnni)."""
     R, rb = w.shape
     Tn, nbk = xd.shape
     k = xq.shape[1]
@@ -455,10 +457,15 @@ def _matmul_q4_0(w, xf, xq, xd, xs, out, repack):
     xv = xq.reshape(-1)
     dv = xd.reshape(-1)
     sv = xs.reshape(-1)
-    if repack:  # one float accumulation per block
+    if variant == 1:  # one float accumulation per block
         for r in nb.prange(R):
             for t in range(Tn):
                 out[t, r] = rowdot_q4_0_x8(wf, r * rb, xv, t * k, dv, sv, t * nbk, nbk)
+        return
+    if variant == 2:
+        for r in nb.prange(R):
+            for t in range(Tn):
+                out[t, r] = rowdot_q4_0_fast(wf, r * rb, xv, t * k, dv, sv, t * nbk, nbk)
         return
     for r in nb.prange(R):
         for t in range(Tn):
@@ -467,14 +474,15 @@ def _matmul_q4_0(w, xf, xq, xd, xs, out, repack):
 
 @nb.njit(cache=True)
 def matmul_q4_0(w, xf, xq, xd, xs, out):
-    """The fast default: 8 float lanes a row (the repacked kernel's one float per block is slower)."""
-    _matmul_q4_0(w, xf, xq, xd, xs, out, False)
+    """The fast default: two blocks a step with VNNI (dot_vnni), else llama.cpp's AVX2 kernel (8 float
+    lanes a row: the repacked kernel's one float per block is slower)."""
+    _matmul_q4_0(w, xf, xq, xd, xs, out, 2)
 
 
 @nb.njit(cache=True)
 def matmul_q4_0_llama_cpp(w, xf, xq, xd, xs, out):
     """llama.cpp's AVX2 numbers: the repacked kernel's where it repacks the matrix (dot_simd.repacked)."""
-    _matmul_q4_0(w, xf, xq, xd, xs, out, repacked(w.shape[0]))
+    _matmul_q4_0(w, xf, xq, xd, xs, out, 1 if repacked(w.shape[0]) else 0)
 
 
 @nb.njit(cache=True, parallel=True)
@@ -542,6 +550,12 @@ def rows_q4_0(bufs, off, rb, r0, r1, k, acts, out):
 
 
 @row_kernel
+def rows_q4_0_fast(bufs, off, rb, r0, r1, k, acts, out):
+    for r in range(r0, r1):
+        out[r] = rowdot_q4_0_fast(bufs[0], off + r * rb, acts[0], 0, acts[1], acts[2], 0, k // 32)
+
+
+@row_kernel
 def rows_q4_0_x8(bufs, off, rb, r0, r1, k, acts, out):
     for r in range(r0, r1):
         out[r] = rowdot_q4_0_x8(bufs[0], off + r * rb, acts[0], 0, acts[1], acts[2], 0, k // 32)
@@ -579,7 +593,7 @@ def rows_q8_0(bufs, off, rb, r0, r1, k, acts, out):
 class Q4_0(BlockFormat, QuantFormat, qtype=T.Q4_0):
     _kernel = staticmethod(quantize_q4_0_nb)
     dot = DotKernels("q8_32", matmul_q4_0, dequant_q4_0, rows=rows_q4_0, rows_repacked=rows_q4_0_x8,
-                     matmul_llama_cpp=matmul_q4_0_llama_cpp, unpack=unpack_q4_legacy)
+                     rows_fast=rows_q4_0_fast, matmul_llama_cpp=matmul_q4_0_llama_cpp, unpack=unpack_q4_legacy)
     _ref = staticmethod(legacy_ref.q4_0_quantize_ref)
     _deref = staticmethod(legacy_ref.q4_0_dequantize_ref)
 

@@ -35,8 +35,9 @@ class DotKernels:
     weight_view(TensorInfo.data) -> the array the kernels take
     matmul_llama_cpp: the same product in the numbers of llama.cpp's AVX2 build on every host, where
     `matmul` differs (the float types: matmul's fastmath sums follow the host's vector width); None: the same
-    rows: the decode step's row kernel (kernels/dot_rows.py), None: a file with this format decodes through
-    the batch path; rows_repacked: the kernel for matrices llama.cpp's AVX2 build repacks (dot_simd.repacked)
+    rows: the decode step's row kernel (kernels/dot_rows.py) with llama.cpp's numbers, None: a file with this
+    format decodes through the batch path; rows_repacked: the kernel for matrices llama.cpp's AVX2 build
+    repacks (dot_simd.repacked); rows_fast: the fast arithmetic's, where it is not `rows` (as `matmul`'s)
     unpack(w, r0, r1, tq, tsm): rows r0..r1 as bytes q with a scale and offset per block of `unpack_block`
     (16 or 32) for the batch GEMM (kernels/gemm_q8.py); `unpack_max` the largest q. None: batches of this
     format go through dequantized tiles and BLAS
@@ -48,6 +49,7 @@ class DotKernels:
     matmul_llama_cpp: Callable | None = None
     rows: Callable | None = None
     rows_repacked: Callable | None = None
+    rows_fast: Callable | None = None
     unpack: Callable | None = None
     unpack_block: int = 32
     unpack_max: int = 15

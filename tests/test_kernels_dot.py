@@ -190,8 +190,11 @@ def test_decode_row_kernels_equal_the_matmul(qtype):
         # equal to the batch matmul of the same arithmetic (float weights take the matmul's fastmath rows)
         for llama_cpp in (False, True):
             kind = row_kind(qtype, rows, llama_cpp)
-            assert ROW_KERNELS[kind] is (dot.rows_repacked if llama_cpp and dot.rows_repacked is not None
-                                         and repacked(rows) else dot.rows)
+            if llama_cpp:
+                assert ROW_KERNELS[kind] is (dot.rows_repacked if dot.rows_repacked is not None and repacked(rows)
+                                             else dot.rows)
+            else:
+                assert ROW_KERNELS[kind] is (dot.rows_fast or dot.rows)
             mm = dot.matmul_llama_cpp if llama_cpp and dot.act != "f32" and dot.matmul_llama_cpp else dot.matmul
             a = Activations(dot.act, 1, k).set(x)
             expect = np.zeros((1, rows), np.float32)
@@ -202,3 +205,12 @@ def test_decode_row_kernels_equal_the_matmul(qtype):
             matvec_rows(kind, bufs, off, raw.shape[1], 0, 3, k, acts, out)
             matvec_rows(kind, bufs, off, raw.shape[1], 3, rows, k, acts, out)
             np.testing.assert_array_equal(out, expect[0], err_msg=f"{qtype.name}, {rows} rows, {llama_cpp=}")
+
+
+@pytest.mark.parametrize("k", [32, 608])
+def test_q4_0_fast_kernel_odd_block_counts(k):
+    """The fast Q4_0 kernel takes two blocks a step (dot_vnni on VNNI hosts): a row of one block, and of an
+    odd number, equal dequantize + numpy too."""
+    rng = np.random.default_rng(k)
+    w, deq = make_weights(T.Q4_0, 21, k, rng)
+    check_matmul(T.Q4_0, w, deq, rng.standard_normal((3, k)).astype(np.float32))
