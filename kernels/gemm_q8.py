@@ -25,8 +25,9 @@ kernel holds ROWVECS rowvecs x TOKENS tokens of accumulators and runs over all b
 runs it over a tile of rows and all tokens, parallel over rowvecs (each thread's weights stay in its cache
 while the tokens stream past).
 
-Without VNNI the same loop takes `vpmaddubsw` + `vpmaddwd` (AVX2, 8 rows a vector); that saturates at
-products over 2^15, so on such hosts only formats whose q fits in 7 bits (`q_max` <= 127) take it.
+AVX-VNNI hosts (client CPUs without AVX-512) take `vpdpbusd` on 8 rows a vector. Without VNNI the same
+loop takes `vpmaddubsw` + `vpmaddwd` (AVX2, 8 rows a vector); that saturates at products over 2^15, so on
+such hosts only formats whose q fits in 7 bits (`unpack_max` <= 127) take it.
 """
 from __future__ import annotations
 
@@ -52,9 +53,12 @@ def _host_features() -> str:
 
 _FEATURES = _host_features()
 VNNI512 = "+avx512vnni" in _FEATURES and "+avx512bw" in _FEATURES
+# vpdpbusd on 8 lanes: AVX-512 VNNI with VL, or AVX-VNNI (client CPUs without AVX-512)
+VNNI256 = (VNNI512 and "+avx512vl" in _FEATURES) or "+avxvnni" in _FEATURES
 AVX2 = "+avx2" in _FEATURES
 # Rows a vector holds: 16 int32 lanes of a zmm register with AVX-512, 8 of a ymm with AVX2.
 LANES = 16 if VNNI512 else 8
+VNNI = VNNI512 or VNNI256   # the kernels' dot: vpdpbusd, else vpmaddubsw + vpmaddwd
 ROWVECS = 2          # the micro-kernel's rows: ROWVECS * LANES
 TOKENS = 4           # and tokens (accumulators: ROWVECS * TOKENS vectors, plus as many block sums)
 AVAILABLE = AVX2     # no kernel for other targets: they keep the BLAS path
@@ -64,18 +68,19 @@ USE = os.environ.get("GGUFQ_GEMM", "1") != "0"
 
 def usable(q_max: int) -> bool:
     """Whether this host's GEMM multiplies weights whose unpacked bytes reach q_max exactly."""
-    return AVAILABLE and (VNNI512 or q_max <= 127)
+    return AVAILABLE and (VNNI or q_max <= 127)
 
 
-def _dot4(builder, acc, wv, av, lanes):
+def _dot4(builder, acc, wv, av, lanes, vnni):
     """acc + per int32 lane the dot of its 4 unsigned weight bytes with the 4 signed activation bytes:
-    `vpdpbusd` (16 lanes, AVX-512 VNNI), `vpmaddubsw` + `vpmaddwd` (8 lanes, AVX2: exact while no pair of
-    products passes 2^15), else the same sums in portable IR (any target compiles both kernels)."""
+    vnni, `vpdpbusd` (16 lanes with AVX-512 VNNI, 8 with its VL form or AVX-VNNI); else `vpmaddubsw` +
+    `vpmaddwd` (8 lanes, AVX2: exact while no pair of products passes 2^15). Where the host lacks the
+    instruction, the same sums in portable IR, so that every kernel compiles on every host."""
     vi32 = _vec(I32, lanes)
-    if lanes == 16 and VNNI512:
-        fn = _fn(builder, "llvm.x86.avx512.vpdpbusd.512", vi32, [vi32] * 3)
+    if vnni and ((lanes == 16 and VNNI512) or (lanes == 8 and VNNI256)):
+        fn = _fn(builder, f"llvm.x86.avx512.vpdpbusd.{32 * lanes}", vi32, [vi32] * 3)
         return builder.call(fn, [acc, wv, av])
-    if lanes == 8 and AVX2:
+    if not vnni and lanes == 8 and AVX2:
         maddubs = _fn(builder, "llvm.x86.avx2.pmadd.ub.sw", _vec(I16, 16), [_vec(I8, 32)] * 2)
         maddwd = _fn(builder, "llvm.x86.avx2.pmadd.wd", _vec(I32, 8), [_vec(I16, 16)] * 2)
         p16 = builder.call(maddubs, [builder.bitcast(wv, _vec(I8, 32)), builder.bitcast(av, _vec(I8, 32))])
@@ -94,7 +99,7 @@ def _broadcast(builder, v, n):
     return builder.shuffle_vector(one, ir.Constant(_vec(v.type, n), None), ir.Constant(_vec(I32, n), [0] * n))
 
 
-def _make_microkernel(G, lanes, rowvecs, tokens):
+def _make_microkernel(G, lanes, rowvecs, tokens, vnni):
     """micro(tq, tq0, tsm, ts0, rstride, sstride, nb, aq, a0, k, ad, ad0, nad, ax, ax0, out):
     out[(t * rowvecs + v) * lanes + l] = row (v, l) . token t, over nb blocks of G.
     tq: the unpacked bytes as uint32, rowvec v's at tq0 + v * rstride; tsm: the scales s at ts0 (rowvec v
@@ -142,7 +147,7 @@ def _make_microkernel(G, lanes, rowvecs, tokens):
                     a4 = builder.load(builder.bitcast(builder.gep(aqp, [ai]), I32.as_pointer()), align=1)
                     av = _broadcast(builder, a4, lanes)
                     for v in range(rowvecs):
-                        isums[v][t] = _dot4(builder, isums[v][t], wvs[v], av, lanes)
+                        isums[v][t] = _dot4(builder, isums[v][t], wvs[v], av, lanes, vnni)
             nxt = [[None] * tokens for _ in range(rowvecs)]
             for t in range(tokens):
                 da = builder.load(builder.gep(adp, [builder.add(builder.mul(ir.Constant(I64, t), nad_), adi)]))
@@ -164,11 +169,14 @@ def _make_microkernel(G, lanes, rowvecs, tokens):
     return intrinsic(typer)
 
 
-# the kernels per (block, lanes): 16 lanes where VNNI512, else 8 (Tile.lanes; a test may take either)
-_micro_16_16 = _make_microkernel(16, 16, ROWVECS, TOKENS)
-_micro_32_16 = _make_microkernel(32, 16, ROWVECS, TOKENS)
-_micro_16_8 = _make_microkernel(16, 8, ROWVECS, TOKENS)
-_micro_32_8 = _make_microkernel(32, 8, ROWVECS, TOKENS)
+# the kernels per (block, lanes, dot): 16 lanes where VNNI512, else 8; vpdpbusd where VNNI, else vpmaddubsw
+# (Tile.lanes and Tile.vnni; a test may take any)
+_micro_16_16 = _make_microkernel(16, 16, ROWVECS, TOKENS, True)
+_micro_32_16 = _make_microkernel(32, 16, ROWVECS, TOKENS, True)
+_micro_16_8v = _make_microkernel(16, 8, ROWVECS, TOKENS, True)
+_micro_32_8v = _make_microkernel(32, 8, ROWVECS, TOKENS, True)
+_micro_16_8 = _make_microkernel(16, 8, ROWVECS, TOKENS, False)
+_micro_32_8 = _make_microkernel(32, 8, ROWVECS, TOKENS, False)
 
 
 @nb.njit(cache=True, parallel=True, fastmath=True)
@@ -215,9 +223,10 @@ def quantize_acts(x, aq, ad, ax16, ax32, qk):
 
 
 @nb.njit(cache=True, parallel=True)
-def gemm_tile(tq, tsm, nrv, G, L, aq, ad, ax, T, out, r0, n):
+def gemm_tile(tq, tsm, nrv, G, L, vnni, aq, ad, ax, T, out, r0, n):
     """out[t, r0 + r] = (row r of the unpacked tile) . (token t) for r < n, t < T.
-    tq, tsm: the tile (flat, nrv rowvecs of L lanes, nrv a multiple of ROWVECS); aq, ad, ax: quantize_acts's output
+    tq, tsm: the tile (flat, nrv rowvecs of L lanes, nrv a multiple of ROWVECS; vnni: the 8-lane kernel's
+    dot, the 16-lane one always has vpdpbusd); aq, ad, ax: quantize_acts's output
     with at least T rounded up to TOKENS rows (the rows past T zero); ax the sums per block of G."""
     k = aq.shape[1]
     nbk = k // G
@@ -237,6 +246,11 @@ def gemm_tile(tq, tsm, nrv, G, L, aq, ad, ax, T, out, r0, n):
                     _micro_16_16(*a)
                 else:
                     _micro_32_16(*a)
+            elif vnni:
+                if G == 16:
+                    _micro_16_8v(*a)
+                else:
+                    _micro_32_8v(*a)
             elif G == 16:
                 _micro_16_8(*a)
             else:
@@ -261,8 +275,9 @@ TILE_BYTES = 4 << 20     # unpacked weight bytes per tile: 4 MiB, in cache while
 class Tile:
     """Buffers for one unpacked tile of weight rows of length k in blocks of G (reused between calls)."""
 
-    def __init__(self, k: int, G: int, rows: int, lanes: int = LANES):
+    def __init__(self, k: int, G: int, rows: int, lanes: int = LANES, vnni: bool = VNNI):
         self.lanes = L = lanes
+        self.vnni = vnni
         span = ROWVECS * L
         self.k, self.G = k, G
         self.rows = max(span, min(-(-rows // span) * span, TILE_BYTES // k // span * span))
@@ -280,8 +295,8 @@ class Tile:
             if n < self.rows:   # rows past the matrix multiply by zero scales
                 self.tsm[:, n // L:] = 0
             unpack(w, r0, r0 + n, self.tq, self.tsm)
-            gemm_tile(self.tq.reshape(-1), self.tsm.reshape(-1), nrv, self.G, L, acts.aq, acts.ad, ax, T, out,
-                      r0, n)
+            gemm_tile(self.tq.reshape(-1), self.tsm.reshape(-1), nrv, self.G, L, self.vnni, acts.aq, acts.ad, ax, T,
+                      out, r0, n)
 
 
 class GemmActs:

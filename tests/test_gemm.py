@@ -2,8 +2,9 @@
 
 For every format with an unpacker: the product of a matrix (rows not a multiple of the lanes, more than
 one tile) and a batch (tokens not a multiple of the micro-kernel's) equals dequant(W) @ (the activations
-as quantized) to float32 rounding, with both micro-kernels: 16 lanes (vpdpbusd on AVX-512 VNNI hosts, the
-portable IR elsewhere) and 8 lanes (vpmaddubsw + vpmaddwd on AVX2). The activations are rounded as the
+as quantized) to float32 rounding, with every micro-kernel: 16 lanes (vpdpbusd on AVX-512 VNNI hosts), 8
+lanes with vpdpbusd (AVX-VNNI or AVX-512 VL) and with vpmaddubsw + vpmaddwd (AVX2); each falls back to
+portable IR on a host without its instruction. The activations are rounded as the
 format's integer kernels round them (quantize_q8_32 / quantize_q8_k), value for value.
 """
 from __future__ import annotations
@@ -21,12 +22,14 @@ from .test_kernels_dot import make_weights
 FORMATS = [T.Q4_0, T.Q4_1, T.Q5_0, T.Q5_1, T.Q8_0, T.Q4_K, T.Q5_K, T.Q6_K]
 
 
-# the 8-lane kernel's vpmaddubsw saturates on bytes over 127: Q8_0 keeps BLAS on hosts without VNNI
-CASES = [(q, lanes) for q in FORMATS for lanes in (16, 8) if lanes == 16 or get_format(q).dot.unpack_max <= 127]
+# the 8-lane kernels: vpdpbusd (vnni) and vpmaddubsw, which saturates on bytes over 127 (Q8_0 keeps BLAS on
+# hosts without VNNI)
+CASES = [(q, lanes, vnni) for q in FORMATS for lanes, vnni in ((16, True), (8, True), (8, False))
+         if vnni or get_format(q).dot.unpack_max <= 127]
 
 
-@pytest.mark.parametrize("qtype,lanes", CASES, ids=lambda v: getattr(v, "name", str(v)))
-def test_gemm_against_numpy(qtype, lanes, monkeypatch):
+@pytest.mark.parametrize("qtype,lanes,vnni", CASES, ids=lambda v: getattr(v, "name", str(v)))
+def test_gemm_against_numpy(qtype, lanes, vnni, monkeypatch):
     dot = get_format(qtype).dot
     rng = np.random.default_rng(int(qtype) * 10 + lanes)
     rows, k, n_tok = 3 * lanes * gemm_q8.ROWVECS + 5, 512, 2 * gemm_q8.TOKENS + 3
@@ -36,7 +39,7 @@ def test_gemm_against_numpy(qtype, lanes, monkeypatch):
     monkeypatch.setattr(gemm_q8, "TILE_BYTES", 2 * lanes * gemm_q8.ROWVECS * k)   # two tiles
     qk = 256 if dot.act == "q8_k" else 32
     acts = gemm_q8.GemmActs(n_tok, k, qk).set(x)
-    tile = gemm_q8.Tile(k, dot.unpack_block, rows, lanes)
+    tile = gemm_q8.Tile(k, dot.unpack_block, rows, lanes, vnni)
     assert tile.rows < rows
     out = np.full((n_tok, rows), np.nan, np.float32)
     tile.multiply(dot.unpack, w, acts, n_tok, out)
