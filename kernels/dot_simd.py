@@ -170,6 +170,17 @@ def _prefetch(builder, p8, ahead):
                       ir.Constant(I32, 1)])
 
 
+def rowdot_pointers(context, builder, sig, args):
+    """A rowdot's (w, wi, xq, xi, xd, xs, si, nb) as pointers to the row's first block, the token's
+    values, its block scales and sums, and nb as an i64."""
+    w_, wi_, xq_, xi_, xd_, xs_, si_, nb_ = args
+    wp = _data_ptr(context, builder, sig.args[0], w_, wi_, I8)
+    xp = _data_ptr(context, builder, sig.args[2], xq_, xi_, I8)
+    dp = _data_ptr(context, builder, sig.args[4], xd_, si_, F32T)
+    sp = _data_ptr(context, builder, sig.args[5], xs_, si_, F32T)
+    return wp, xp, dp, sp, (builder.sext(nb_, I64) if sig.args[7].bitwidth < 64 else nb_)
+
+
 def _make_rowdot(block_bytes, decode, has_min, repacked=False):
     """An intrinsic rowdot(w, wi, xq, xi, xd, xs, si, nb) -> float32: sum over nb blocks of one row of
     d_w * d_x * isum (+ m_w * s_x when has_min). decode(builder, block_ptr) -> <32 x i8> weights.
@@ -181,12 +192,7 @@ def _make_rowdot(block_bytes, decode, has_min, repacked=False):
             return None
 
         def codegen(context, builder, sig, args):
-            w_, wi_, xq_, xi_, xd_, xs_, si_, nb_ = args
-            wp = _data_ptr(context, builder, sig.args[0], w_, wi_, I8)
-            xp = _data_ptr(context, builder, sig.args[2], xq_, xi_, I8)
-            dp = _data_ptr(context, builder, sig.args[4], xd_, si_, F32T)
-            sp = _data_ptr(context, builder, sig.args[5], xs_, si_, F32T)
-            nbv = builder.sext(nb_, I64) if sig.args[7].bitwidth < 64 else nb_
+            wp, xp, dp, sp, nbv = rowdot_pointers(context, builder, sig, args)
             zero8 = ir.Constant(_vec(F32T, 8), [0.0] * 8)
             entry, loop, done, i = _open_loop(builder, nbv)
             acc = builder.phi(_vec(F32T, 8))

@@ -16,10 +16,11 @@ from __future__ import annotations
 from llvmlite import ir
 from numba.extending import intrinsic
 
-from .dot_simd import (F32T, I8, I32, I64, PREFETCH_BYTES, _close_loop, _data_ptr, _fn, _is_arr, _is_int,
-                       _load_half, _open_loop, _prefetch, _splat, _vec)
-from .gemm_q8 import VNNI512
 from numba import types
+
+from .dot_simd import (F32T, I8, I32, I64, PREFETCH_BYTES, _close_loop, _fn, _is_arr, _is_int, _load_half,
+                       _open_loop, _prefetch, _splat, _vec, rowdot_pointers)
+from .gemm_q8 import VNNI512
 
 
 def _dpbusd(builder, acc, u8, s8, lanes):
@@ -56,12 +57,7 @@ def _make_rowdot_vnni_q4(block_bytes, qs_at, offset, has_min):
             return None
 
         def codegen(context, builder, sig, args):
-            w_, wi_, xq_, xi_, xd_, xs_, si_, nb_ = args
-            wp = _data_ptr(context, builder, sig.args[0], w_, wi_, I8)
-            xp = _data_ptr(context, builder, sig.args[2], xq_, xi_, I8)
-            dp = _data_ptr(context, builder, sig.args[4], xd_, si_, F32T)
-            sp = _data_ptr(context, builder, sig.args[5], xs_, si_, F32T)
-            nbv = builder.sext(nb_, I64) if sig.args[7].bitwidth < 64 else nb_
+            wp, xp, dp, sp, nbv = rowdot_pointers(context, builder, sig, args)
             v16f, v8f = _vec(F32T, 16), _vec(F32T, 8)
             fma16 = _fn(builder, "llvm.fma.v16f32", v16f, [v16f] * 3)
             fma1 = _fn(builder, "llvm.fma.f32", F32T, [F32T] * 3)

@@ -390,41 +390,31 @@ def _spread_bits(h, j):
 
 
 @nb.njit(cache=True, parallel=True)
-def unpack_q4_legacy(w, r0, r1, tq, tsm):
-    """Q4_0 (18-byte blocks: q = nibble, m = -8 d) or Q4_1 (20: d, m stored)."""
+def unpack_q45_legacy(w, r0, r1, tq, tsm):
+    """Q4_0 (18-byte blocks: d, qs; q = the nibble, m = -8 d), Q4_1 (20: d, m, qs), Q5_0 (22: d, qh, qs;
+    a fifth bit from qh, m = -16 d) or Q5_1 (24: d, m, qh, qs), told apart by the row's bytes a block."""
     L = tq.shape[2]
     bb = w.shape[1] * 8 // tq.shape[1]     # bytes a block: k = 4 * tq.shape[1]
+    five = bb >= 22
     for i in nb.prange(r1 - r0):
         wr, v, l = w[r0 + i], i // L, i % L
         for b in range(w.shape[1] // bb):
             o = b * bb
             d = load_f16(w, r0 + i, o)
             tsm[0, v, b, l] = d
-            tsm[1, v, b, l] = load_f16(w, r0 + i, o + 2) if bb == 20 else np.float32(-8.0) * d
-            q0 = o + bb - 16
-            for j in range(4):
-                c = u32_at(wr, q0 + 4 * j)
-                tq[v, b * 8 + j, l] = c & _NIB
-                tq[v, b * 8 + 4 + j, l] = (c >> np.uint32(4)) & _NIB
-
-
-@nb.njit(cache=True, parallel=True)
-def unpack_q5_legacy(w, r0, r1, tq, tsm):
-    """Q5_0 (22-byte blocks: d, qh, qs; m = -16 d) or Q5_1 (24: d, m, qh, qs)."""
-    L = tq.shape[2]
-    bb = w.shape[1] * 8 // tq.shape[1]
-    for i in nb.prange(r1 - r0):
-        wr, v, l = w[r0 + i], i // L, i % L
-        for b in range(w.shape[1] // bb):
-            o = b * bb
-            d = load_f16(w, r0 + i, o)
-            tsm[0, v, b, l] = d
-            tsm[1, v, b, l] = load_f16(w, r0 + i, o + 2) if bb == 24 else np.float32(-16.0) * d
-            h = u32_at(wr, o + bb - 20)
+            if bb == 20 or bb == 24:
+                tsm[1, v, b, l] = load_f16(w, r0 + i, o + 2)
+            else:
+                tsm[1, v, b, l] = np.float32(-16.0 if five else -8.0) * d
+            h = u32_at(wr, o + bb - 20) if five else np.uint32(0)
             for j in range(4):
                 c = u32_at(wr, o + bb - 16 + 4 * j)
-                tq[v, b * 8 + j, l] = (c & _NIB) | _spread_bits(h, j)
-                tq[v, b * 8 + 4 + j, l] = ((c >> np.uint32(4)) & _NIB) | _spread_bits(h, 4 + j)
+                lo, hi = c & _NIB, (c >> np.uint32(4)) & _NIB
+                if five:
+                    lo |= _spread_bits(h, j)
+                    hi |= _spread_bits(h, 4 + j)
+                tq[v, b * 8 + j, l] = lo
+                tq[v, b * 8 + 4 + j, l] = hi
 
 
 @nb.njit(cache=True, parallel=True)
@@ -593,28 +583,28 @@ def rows_q8_0(bufs, off, rb, r0, r1, k, acts, out):
 class Q4_0(BlockFormat, QuantFormat, qtype=T.Q4_0):
     _kernel = staticmethod(quantize_q4_0_nb)
     dot = DotKernels("q8_32", matmul_q4_0, dequant_q4_0, rows=rows_q4_0, rows_repacked=rows_q4_0_x8,
-                     rows_fast=rows_q4_0_fast, matmul_llama_cpp=matmul_q4_0_llama_cpp, unpack=unpack_q4_legacy)
+                     rows_fast=rows_q4_0_fast, matmul_llama_cpp=matmul_q4_0_llama_cpp, unpack=unpack_q45_legacy)
     _ref = staticmethod(legacy_ref.q4_0_quantize_ref)
     _deref = staticmethod(legacy_ref.q4_0_dequantize_ref)
 
 
 class Q4_1(BlockFormat, QuantFormat, qtype=T.Q4_1):
     _kernel = staticmethod(quantize_q4_1_nb)
-    dot = DotKernels("q8_32", matmul_q4_1, dequant_q4_1, rows=rows_q4_1, unpack=unpack_q4_legacy)
+    dot = DotKernels("q8_32", matmul_q4_1, dequant_q4_1, rows=rows_q4_1, unpack=unpack_q45_legacy)
     _ref = staticmethod(legacy_ref.q4_1_quantize_ref)
     _deref = staticmethod(legacy_ref.q4_1_dequantize_ref)
 
 
 class Q5_0(BlockFormat, QuantFormat, qtype=T.Q5_0):
     _kernel = staticmethod(quantize_q5_0_nb)
-    dot = DotKernels("q8_32", matmul_q5_0, dequant_q5_0, rows=rows_q5_0, unpack=unpack_q5_legacy, unpack_max=31)
+    dot = DotKernels("q8_32", matmul_q5_0, dequant_q5_0, rows=rows_q5_0, unpack=unpack_q45_legacy, unpack_max=31)
     _ref = staticmethod(legacy_ref.q5_0_quantize_ref)
     _deref = staticmethod(legacy_ref.q5_0_dequantize_ref)
 
 
 class Q5_1(BlockFormat, QuantFormat, qtype=T.Q5_1):
     _kernel = staticmethod(quantize_q5_1_nb)
-    dot = DotKernels("q8_32", matmul_q5_1, dequant_q5_1, rows=rows_q5_1, unpack=unpack_q5_legacy, unpack_max=31)
+    dot = DotKernels("q8_32", matmul_q5_1, dequant_q5_1, rows=rows_q5_1, unpack=unpack_q45_legacy, unpack_max=31)
     _ref = staticmethod(legacy_ref.q5_1_quantize_ref)
     _deref = staticmethod(legacy_ref.q5_1_dequantize_ref)
 

@@ -5,7 +5,8 @@
 
 Files: SmolLM2 Q4_0, Q4_K_M and Q8_0 (made once with `ggufq quantize --allow-requantize` from the shipped
 Q4_1 file, into models/bench/), the shipped Gemma 3 Q4_K_M, and Llama-3.2-1B-shaped Q4_0 and Q4_K_M with
-random weights (made once by tools/make_synthetic.py; --small-only leaves them out). First the machine's
+random weights (made once by tools/make_synthetic.py; --small-only leaves them out), and Llama-3.1-8B-shaped
+files where make_synthetic.py --shape llama-3.1-8b has made them. First the machine's
 read bandwidth (a parallel sum over 1 GiB), then for each decode the GB/s of weights it reads and its
 fraction of that bandwidth. For each: `ggufq bench` and llama-bench
 with the same settings (pp = one batch of p tokens, tg = n tokens one at a time), the ratios, the time
@@ -73,6 +74,9 @@ def files() -> list[tuple[str, Path]]:
                 subprocess.run([PY, str(ROOT / "tools/make_synthetic.py"), "--shape", "llama-3.2-1b", "--types", t],
                                check=True, stdout=subprocess.DEVNULL)
             out.append((f"Llama-3.2-1B-shaped {t}", p))
+        # the 8B file only when it was made (make_synthetic.py --shape llama-3.1-8b: 16 GB of F16 on the way)
+        for p in sorted(BENCH_DIR.glob("llama-3.1-8b-*.gguf")):
+            out.append((f"Llama-3.1-8B-shaped {p.stem.rsplit('-', 1)[1]}", p))
     return out
 
 
