@@ -159,9 +159,13 @@ class GGUFFile:
         self._parse()
 
     # ---- public helpers -------------------------------------------------------------------------
-    def get(self, key: str, default: Any = None) -> Any:
+    def get(self, key: str, default: Any = None, keep: bool = True) -> Any:
+        """The value of a key; keep=False decodes a string array without keeping the list in the file's
+        metadata (a tokenizer's 280k merges, read once)."""
         kv = self.kv.get(key)
-        return default if kv is None else kv.value
+        if kv is None:
+            return default
+        return kv.value if keep or not isinstance(kv.raw, _StringArray) else kv.raw.decode()
 
     def require(self, key: str) -> Any:
         if key not in self.kv:

@@ -86,7 +86,9 @@ class Tokenizer:
     """Encode and decode with a GGUF's vocabulary exactly as llama.cpp does (SPM and byte-level BPE)."""
 
     def __init__(self, *, model: str, pre: str | None, tokens: list[str], scores, token_types, merges,
-                 kv: dict, arch: str = "", name: str = ""):
+                 kv: dict, arch: str = "", name: str = "", bpe_package: bool = True):
+        """bpe_package=False: byte-level BPE merges words with our own loop even where the tokenizers
+        package could (the tests compare the two)."""
         self.model = model
         self.pre = pre
         n = len(tokens)
@@ -240,7 +242,7 @@ class Tokenizer:
             self.attrs[self.token_to_id["[MASK]"]] |= ATTR_LSTRIP
 
         if self.kind == "bpe":
-            self._init_bpe(merges)
+            self._init_bpe(merges, bpe_package)
         if self.kind == "wpm":
             self._max_token_chars = max(len(t) for t in self.tokens)
         self._pieces = [self._piece(i, True) for i in range(n)]
@@ -248,7 +250,7 @@ class Tokenizer:
 
     # ---------------------------------------------------------------- construction
     @classmethod
-    def from_gguf(cls, g) -> "Tokenizer":
+    def from_gguf(cls, g, bpe_package: bool = True) -> "Tokenizer":
         """Build from an open GGUFFile (only its tokenizer.* and general.* keys are read)."""
         model = g.get("tokenizer.ggml.model")
         if model is None:
@@ -261,8 +263,8 @@ class Tokenizer:
                         "tokenizer.ggml.merges")}
         return cls(model=model, pre=g.get("tokenizer.ggml.pre"), tokens=list(tokens),
                    scores=g.get("tokenizer.ggml.scores"), token_types=g.get("tokenizer.ggml.token_type"),
-                   merges=g.get("tokenizer.ggml.merges"), kv=kv, arch=g.get("general.architecture", "") or "",
-                   name=g.get("general.name", "") or "")
+                   merges=g.get("tokenizer.ggml.merges", keep=False), kv=kv, arch=g.get("general.architecture", "") or "",
+                   name=g.get("general.name", "") or "", bpe_package=bpe_package)
 
     @classmethod
     def from_path(cls, path) -> "Tokenizer":
@@ -270,7 +272,7 @@ class Tokenizer:
         with GGUFFile(path) as g:
             return cls.from_gguf(g)
 
-    def _init_bpe(self, merges) -> None:
+    def _init_bpe(self, merges, bpe_package: bool = True) -> None:
         if merges is None:
             raise GGUFQError("BPE tokenizer without merges (tokenizer.ggml.merges missing)")
         ranks: dict[tuple[str, str], int] = {}
@@ -281,7 +283,7 @@ class Tokenizer:
         self._ranks = ranks
         # the tokenizers package merges words fast when the vocabulary is consistent with the merges
         self._hf = None
-        if self.byte_encode:
+        if self.byte_encode and bpe_package:
             t2i = self.token_to_id
             ok = all(a in t2i and b in t2i and (a + b) in t2i for (a, b) in ranks)
             ok = ok and all(c in t2i for c in BYTE_TO_UNICODE.values())
@@ -292,6 +294,9 @@ class Tokenizer:
                 bpe = BPE(vocab=dict(t2i), merges=[p for p, _ in ordered], ignore_merges=self.ignore_merges,
                           fuse_unk=False)
                 self._hf = HFTokenizer(bpe)
+                # words then merge in the tokenizers package alone: the pair ranks (280k tuples of two
+                # strings for Llama 3, some 70 MB) are not needed again
+                self._ranks = None
 
     # ---------------------------------------------------------------- properties
     @property
