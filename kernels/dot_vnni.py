@@ -88,8 +88,8 @@ def _make_rowdot_vnni_q4(block_bytes, qs_at, offset, has_min):
             if has_min:
                 for j, bp in ((0, bp0), (1, bp1)):
                     m = _load_half(builder, builder.gep(bp, [ir.Constant(I64, 2)]))
-                    accm2 = builder.call(fma1, [m, builder.load(builder.gep(sp, [builder.add(b0, ir.Constant(I64, j))])),
-                                                accm2])
+                    xs_j = builder.load(builder.gep(sp, [builder.add(b0, ir.Constant(I64, j))]))
+                    accm2 = builder.call(fma1, [m, xs_j, accm2])
             accf, mf = _close_loop(builder, i, pairs, entry, loop, done,
                                    [(acc, ir.Constant(v16f, [0.0] * 16), acc2), (accm, ir.Constant(F32T, 0.0), accm2)])
             # an odd last block: the same in 8 lanes
@@ -130,7 +130,8 @@ def _make_rowdot_vnni_q4(block_bytes, qs_at, offset, has_min):
             # the 16 lanes summed as a tree: (i + 8), then (i + 4), (i + 2), (i + 1)
             v = accv
             for width in (8, 4, 2, 1):
-                lo = builder.shuffle_vector(v, ir.Constant(v.type, None), ir.Constant(_vec(I32, width), list(range(width))))
+                lo = builder.shuffle_vector(v, ir.Constant(v.type, None),
+                                            ir.Constant(_vec(I32, width), list(range(width))))
                 hi = builder.shuffle_vector(v, ir.Constant(v.type, None),
                                             ir.Constant(_vec(I32, width), list(range(width, 2 * width))))
                 v = builder.fadd(lo, hi)

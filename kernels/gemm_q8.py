@@ -269,7 +269,7 @@ def u32_at(wr, o):
 
 # ---- the driver's buffers -------------------------------------------------------------------------
 
-TILE_BYTES = 4 << 20     # unpacked weight bytes per tile: 4 MiB, in cache while the tokens pass
+TILE_BYTES = 4 << 20     # unpacked weight bytes a tile (its rows unpacked by one parallel pass)
 
 
 class Tile:

@@ -1,16 +1,17 @@
-"""CPU inference over a memory-mapped GGUF: the run-state and the forward pass of each family
-(config.py reads the hyper-parameters, weights.py the matrices).
+"""CPU inference over a GGUF: the run-state and the forward pass of each family (config.py reads the
+hyper-parameters, weights.py the matrices).
 
     m = Model.load("model.gguf", n_ctx=None, n_threads=None, kv_type="f16")
     m.logits(tokens) -> float32[len(tokens), n_vocab]   a fresh sequence, every position
     m.eval(tokens)   -> float32[n_vocab]                appends to the KV cache, last token's logits
     m.reset(); m.truncate(n); m.n_past; m.n_ctx; m.n_vocab; m.gguf; m.tokenizer
 
-Weights are never copied: each matrix is a view into the mapping and the kernels (ggufq.kernels.dot_*)
-read its blocks in place. A batch of one to a few tokens goes through the integer-dot kernels with
-activations quantized as llama.cpp does; a larger batch (prompt, perplexity) multiplies through BLAS,
-one tile of dequantized rows at a time, with the activations rounded the same way. Every buffer
-(activations, scratch, KV cache) is allocated once, in RunState.
+The file is read into memory when it fits (fits_in_memory: huge pages), else mapped; each matrix is a
+view of its bytes and the kernels (ggufq.kernels.dot_*) read its blocks in place. A batch of one to a
+few tokens goes through the integer-dot kernels with activations quantized as llama.cpp does; a larger
+batch (prompt, perplexity) through the integer GEMM (kernels/gemm_q8.py) a tile of unpacked rows at a
+time, or BLAS on dequantized tiles for formats without an unpacker, the activations rounded the same
+way. Every buffer (activations, scratch, KV cache) is allocated once, in RunState, in lazily mapped pages.
 """
 from __future__ import annotations
 
@@ -32,14 +33,14 @@ from ggufq.runtime.config import Config  # noqa: E402
 from ggufq.runtime.threads import set_threads, threads_run_together  # noqa: E402
 from ggufq.runtime.weights import Linear, Weights  # noqa: E402
 
-# From this many tokens on, matrix products go through BLAS (dequantized tiles). Below it they run the
-# integer kernels with llama.cpp's exact numbers: 64 is where llama.cpp's own attention switches to its
-# tiled kernel, so a prompt under 64 tokens gives llama.cpp's logits bit for bit (at 32-63 tokens that
-# costs up to a quarter of the prompt speed on Gemma 3 against BLAS; measured 150 vs 200 t/s at 48).
+# From this many tokens on, matrix products go through the integer GEMM (or BLAS on dequantized tiles).
+# Below it they run the integer kernels with llama.cpp's numbers: 64 is where llama.cpp's own attention
+# switches to its tiled kernel, so a prompt under 64 tokens gives llama.cpp's logits bit for bit (at 32-63
+# tokens that cost up to a quarter of the prompt speed on Gemma 3 against BLAS; measured 150 vs 200 t/s).
 BLAS_MIN_TOKENS = 64
 DEFAULT_N_CTX = 4096
 # How the numbers are computed (Model.load(arithmetic=...), or GGUFQ_ARITHMETIC):
-#   fast            the default: BLAS for batches of BLAS_MIN_TOKENS or more, whatever the host does best
+#   fast            the default: the GEMM for batches of BLAS_MIN_TOKENS or more, whatever the host does best
 #   llama.cpp-avx2  llama.cpp's AVX2 build operation for operation, on any x86-64 host: every batch in
 #                   sub-batches under BLAS_MIN_TOKENS (integer kernels, per-row flash attention), float
 #                   weights through tinyBLAS's lanes. Its logits do not depend on the host's instructions
@@ -52,6 +53,7 @@ FA_MAX_TOKENS = 64
 # GGUFQ_DECODE_STEP=0: decode one token through the batch path (a Python loop over layers) instead of
 # the compiled step of decode.py; for comparisons, the numbers are the same.
 DECODE_STEP = os.environ.get('GGUFQ_DECODE_STEP', '1') != '0'
+
 
 def fits_in_memory(path) -> bool:
     """Whether Model.load reads the file into memory: it is at most half of MemAvailable, and GGUFQ_MMAP
@@ -82,19 +84,19 @@ class RunState:
         # reference for the tests; the default rounds activations to 8 bits as llama.cpp does.
         self.exact = exact
         self.blas_min = 1 if exact else BLAS_MIN_TOKENS
-        self.x = lazy_zeros((B, d), np.float32)                 # residual stream
-        self.xb = lazy_zeros((B, d), np.float32)                # normed input of a sub-layer
-        self.xb2 = lazy_zeros((B, d), np.float32)               # a sub-layer's output
+        self.x = lazy_zeros((B, d), np.float32)               # residual stream
+        self.xb = lazy_zeros((B, d), np.float32)              # normed input of a sub-layer
+        self.xb2 = lazy_zeros((B, d), np.float32)             # a sub-layer's output
         self.q = lazy_zeros((B, c.n_head * hd), np.float32)
         self.k = lazy_zeros((B, c.n_kv * hd), np.float32)
         self.v = lazy_zeros((B, c.n_kv * hd), np.float32)
         self.att_out = lazy_zeros((B, c.n_head * hd), np.float32)
-        self.hg = lazy_zeros((B, c.n_ff), np.float32)           # FFN gate, then gate * up
-        self.hu = lazy_zeros((B, c.n_ff), np.float32)           # FFN up
+        self.hg = lazy_zeros((B, c.n_ff), np.float32)         # FFN gate, then gate * up
+        self.hu = lazy_zeros((B, c.n_ff), np.float32)         # FFN up
         self.att = lazy_zeros((FA_MAX_TOKENS * c.n_head, 3 * hd + 32), np.float32)  # attention scratch
         self.logits = lazy_zeros((1, c.n_vocab), np.float32)
         kv_dtype = {"f16": np.float16, "f32": np.float32}[kv_type]
-        self.kc = lazy_zeros((c.n_layer, n_ctx, c.n_kv * hd), kv_dtype)        # KV cache
+        self.kc = lazy_zeros((c.n_layer, n_ctx, c.n_kv * hd), kv_dtype)  # KV cache
         self.vc = lazy_zeros((c.n_layer, n_ctx, c.n_kv * hd), kv_dtype)
         # the kernels read fp16 as its bits
         self.kc_k = self.kc.view(np.uint16) if kv_type == "f16" else self.kc
@@ -123,7 +125,7 @@ class RunState:
                 self.fq[key] = lazy_zeros((B, lin.k), np.float32)
             tile = max(tile, lin.tile_rows * lin.k)
             tile_rows = max(tile_rows, lin.tile_rows)
-        self.tile = lazy_zeros(tile, np.float32)                # dequantized weight rows (BLAS path)
+        self.tile = lazy_zeros(tile, np.float32)              # dequantized weight rows (BLAS path)
         self.tile_out = lazy_zeros(B * tile_rows, np.float32)
 
 

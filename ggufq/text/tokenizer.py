@@ -263,8 +263,9 @@ class Tokenizer:
                         "tokenizer.ggml.merges")}
         return cls(model=model, pre=g.get("tokenizer.ggml.pre"), tokens=list(tokens),
                    scores=g.get("tokenizer.ggml.scores"), token_types=g.get("tokenizer.ggml.token_type"),
-                   merges=g.get("tokenizer.ggml.merges", keep=False), kv=kv, arch=g.get("general.architecture", "") or "",
-                   name=g.get("general.name", "") or "", bpe_package=bpe_package)
+                   merges=g.get("tokenizer.ggml.merges", keep=False), kv=kv,
+                   arch=g.get("general.architecture", "") or "", name=g.get("general.name", "") or "",
+                   bpe_package=bpe_package)
 
     @classmethod
     def from_path(cls, path) -> "Tokenizer":
