@@ -187,6 +187,47 @@ def dequant_iq4(w, r0, r1, out):
         _dequant_row(w[r0 + i], 0, rb, k, out[i])
 
 
+# ---- unpacking for the batch GEMM (kernels/gemm_q8.py): blocks of 32, q = the level + 128 (1..241) -------
+
+_KV_U8 = (KVALUES.astype(np.int32) + 128).astype(np.uint32)
+
+
+@nb.njit(cache=True, inline="always")
+def _levels4(wr, o, shift):
+    """The 4 nibbles (low: shift 0, high: 4) of the bytes wr[o:o+4] as levels + 128, one uint32."""
+    c = np.uint32(0)
+    for n in range(4):
+        c |= _KV_U8[(wr[o + n] >> shift) & 15] << np.uint32(8 * n)
+    return c
+
+
+@nb.njit(cache=True, parallel=True)
+def unpack_iq4(w, r0, r1, tq, tsm):
+    """IQ4_NL (18-byte blocks: s = d) or IQ4_XS (136 per 256: s = d * (6-bit scale - 32)); m = -128 s."""
+    L = tq.shape[2]
+    k = tq.shape[1] * 4
+    xs = w.shape[1] * 256 == k * 136
+    for i in nb.prange(r1 - r0):
+        wr, v, l = w[r0 + i], i // L, i % L
+        for b in range(k // 32):
+            if xs:
+                o = (b // 8) * 136
+                ib = b % 8
+                sh = np.int64(wr[o + 2]) | (np.int64(wr[o + 3]) << 8)
+                ls = ((np.int64(wr[o + 4 + ib // 2]) >> (4 * (ib % 2))) & 0xF) | (((sh >> (2 * ib)) & 3) << 4)
+                s = fp16_to_fp32(np.int64(wr[o]) | (np.int64(wr[o + 1]) << 8)) * np.float32(ls - 32)
+                qs = o + 8 + 16 * ib
+            else:
+                o = b * 18
+                s = fp16_to_fp32(np.int64(wr[o]) | (np.int64(wr[o + 1]) << 8))
+                qs = o + 2
+            tsm[0, v, b, l] = s
+            tsm[1, v, b, l] = np.float32(-128.0) * s
+            for c in range(4):
+                tq[v, b * 8 + c, l] = _levels4(wr, qs + 4 * c, 0)
+                tq[v, b * 8 + 4 + c, l] = _levels4(wr, qs + 4 * c, 4)
+
+
 # The integer dots (kernels/dot_simd_lowbit.py): IQ4_NL on Q8_0 activations, IQ4_XS on Q8_K, as llama.cpp.
 # One matmul and one row kernel for both, as one dequantizer: a row's length says which (_dequant_row).
 
@@ -220,11 +261,11 @@ class IQ4_NL(BlockFormat, QuantFormat, qtype=T.IQ4_NL):
     _kernel = staticmethod(quantize_iq4_nl_nb)
     _ref = staticmethod(iquants_ref.iq4_nl_quantize_ref)
     _deref = staticmethod(iquants_ref.iq4_nl_dequantize_ref)
-    dot = DotKernels("q8_32", matmul_iq4, dequant_iq4, rows=rows_iq4)
+    dot = DotKernels("q8_32", matmul_iq4, dequant_iq4, rows=rows_iq4, unpack=unpack_iq4, unpack_max=241)
 
 
 class IQ4_XS(BlockFormat, QuantFormat, qtype=T.IQ4_XS):
     _kernel = staticmethod(quantize_iq4_xs_nb)
     _ref = staticmethod(iquants_ref.iq4_xs_quantize_ref)
     _deref = staticmethod(iquants_ref.iq4_xs_dequantize_ref)
-    dot = DotKernels("q8_k", matmul_iq4, dequant_iq4, rows=rows_iq4)
+    dot = DotKernels("q8_k", matmul_iq4, dequant_iq4, rows=rows_iq4, unpack=unpack_iq4, unpack_max=241)

@@ -20,6 +20,7 @@ from gguf import GGMLQuantizationType as T
 
 from .dot_rows import row_kernel
 from .dot_simd_lowbit import rowdot_q2_k, rowdot_q3_k
+from .gemm_q8 import u32_at
 from .kquants import make_qp_quants
 from .kquants_ref import np_make_qp_quants
 from .numerics import (F32, GROUP_MAX_EPS, BlockFormat, fp16_to_fp32, get_f16, make_qkx_quants, make_qx_quants,
@@ -508,6 +509,46 @@ def _dequant_row_q2_k(w, off, k, y):
                 y[b * 256 + base + l] = dl * np.float32((np.int64(w[q0 + l]) >> shift) & 3) - ml
 
 
+# ---- unpacking for the batch GEMM (kernels/gemm_q8.py): blocks of 16, w = s * q + m, q a byte ----------
+# Q2_K: q the 2-bit value, s = d * (scale & 15), m = -dmin * (scale >> 4); Q3_K: q the 2 low bits plus 4 x
+# the hmask bit (0..7), s = d * (6-bit scale - 32), m = -4 s. Sub-block j holds weights 16 j .. 16 j + 15.
+
+@nb.njit(cache=True, parallel=True)
+def unpack_k_low(w, r0, r1, tq, tsm):
+    """Q2_K (84-byte super-blocks) or Q3_K (110), told apart by the row's length."""
+    L = tq.shape[2]
+    k = tq.shape[1] * 4
+    q2 = _is_q2_k(w.shape[1], k)
+    bb = 84 if q2 else 110
+    for i in nb.prange(r1 - r0):
+        wr, v, l = w[r0 + i], i // L, i % L
+        for sb in range(k // 256):
+            at = sb * bb
+            for j in range(16):
+                bi = sb * 16 + j
+                if q2:
+                    sc = np.int64(wr[at + j])
+                    s = get_f16(wr, at + 80) * np.float32(sc & 0xF)
+                    tsm[0, v, bi, l] = s
+                    tsm[1, v, bi, l] = -(get_f16(wr, at + 82) * np.float32(sc >> 4))
+                    q0 = at + 16 + 32 * (j // 8) + 16 * (j % 2)
+                    shift = np.uint32(2 * ((j % 8) // 2))
+                    for c in range(4):
+                        tq[v, bi * 4 + c, l] = (u32_at(wr, q0 + 4 * c) >> shift) & np.uint32(0x03030303)
+                else:
+                    s = fp16_to_fp32(np.int64(wr[at + 108]) | (np.int64(wr[at + 109]) << 8)) * np.float32(
+                        _scale_of(wr, at + 96, j))
+                    tsm[0, v, bi, l] = s
+                    tsm[1, v, bi, l] = np.float32(-4.0) * s
+                    half, shift = j // 8, (j % 8) // 2
+                    for c in range(4):
+                        q = (u32_at(wr, at + 32 + 32 * half + 16 * (j % 2) + 4 * c) >> np.uint32(2 * shift)) \
+                            & np.uint32(0x03030303)
+                        h = (u32_at(wr, at + 16 * (j % 2) + 4 * c) >> np.uint32(4 * half + shift)) \
+                            & np.uint32(0x01010101)
+                        tq[v, bi * 4 + c, l] = q | (h << np.uint32(2))
+
+
 # One dequantizer, matmul and row kernel for both formats: a row's length says which (Q2_K: 84 bytes a
 # block of 256, Q3_K: 110), as kernels/iquants.py does for its two.
 
@@ -554,11 +595,13 @@ class Q3_K(BlockFormat, QuantFormat, qtype=T.Q3_K):
     _kernel = staticmethod(quantize_q3_k_nb)
     _ref = staticmethod(q3_k_quantize_ref)
     _deref = staticmethod(q3_k_dequantize_ref)
-    dot = DotKernels("q8_k", matmul_k_low, dequant_k_low, rows=rows_k_low)
+    dot = DotKernels("q8_k", matmul_k_low, dequant_k_low, rows=rows_k_low, unpack=unpack_k_low, unpack_block=16,
+                     unpack_max=7)
 
 
 class Q2_K(BlockFormat, QuantFormat, qtype=T.Q2_K):
     _kernel = staticmethod(quantize_q2_k_nb)
     _ref = staticmethod(q2_k_quantize_ref)
     _deref = staticmethod(q2_k_dequantize_ref)
-    dot = DotKernels("q8_k", matmul_k_low, dequant_k_low, rows=rows_k_low)
+    dot = DotKernels("q8_k", matmul_k_low, dequant_k_low, rows=rows_k_low, unpack=unpack_k_low, unpack_block=16,
+                     unpack_max=7)

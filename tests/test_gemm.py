@@ -19,9 +19,11 @@ from ggufq.kernels.registry import get_format
 
 from .test_kernels_dot import make_weights
 
-FORMATS = [T.Q4_0, T.Q4_1, T.Q5_0, T.Q5_1, T.Q8_0, T.Q4_K, T.Q5_K, T.Q6_K]
+FORMATS = [T.Q4_0, T.Q4_1, T.Q5_0, T.Q5_1, T.Q8_0, T.Q4_K, T.Q5_K, T.Q6_K, T.Q2_K, T.Q3_K, T.IQ4_NL, T.IQ4_XS]
 
 
+# weights made by our quantizers (llama-quantize's bytes, tests/test_lowbit.py), which gguf-py lacks
+OWN_QUANTIZER = (T.Q2_K, T.Q3_K, T.IQ4_NL, T.IQ4_XS)
 # the 8-lane kernels: vpdpbusd (vnni) and vpmaddubsw, which saturates on bytes over 127 (Q8_0 keeps BLAS on
 # hosts without VNNI)
 CASES = [(q, lanes, vnni) for q in FORMATS for lanes, vnni in ((16, True), (8, True), (8, False))
@@ -33,7 +35,11 @@ def test_gemm_against_numpy(qtype, lanes, vnni, monkeypatch):
     dot = get_format(qtype).dot
     rng = np.random.default_rng(int(qtype) * 10 + lanes)
     rows, k, n_tok = 3 * lanes * gemm_q8.ROWVECS + 5, 512, 2 * gemm_q8.TOKENS + 3
-    w, deq = make_weights(qtype, rows, k, rng)
+    if qtype in OWN_QUANTIZER:
+        w = get_format(qtype).quantize(rng.standard_normal((rows, k)).astype(np.float32))
+        deq = get_format(qtype).dequantize(w)
+    else:
+        w, deq = make_weights(qtype, rows, k, rng)
     x = rng.standard_normal((n_tok, k)).astype(np.float32)
     x[1, :256] = 0.0                                            # an all-zero block of activations
     monkeypatch.setattr(gemm_q8, "TILE_BYTES", 2 * lanes * gemm_q8.ROWVECS * k)   # two tiles
