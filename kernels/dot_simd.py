@@ -25,14 +25,17 @@ from numba.extending import intrinsic
 I8, I16, I32 = ir.IntType(8), ir.IntType(16), ir.IntType(32)
 
 
-def _host_has_avx2() -> bool:
+def _host_features() -> str:
+    """LLVM's feature string of this CPU ("+avx2,+avx512vnni,..."); empty on an unknown host (the portable
+    paths)."""
     try:
-        return "+avx2" in llvm_binding.get_host_cpu_features().flatten()
-    except Exception:  # pragma: no cover - unknown host: the portable path
-        return False
+        return llvm_binding.get_host_cpu_features().flatten()
+    except Exception:  # pragma: no cover - unknown host
+        return ""
 
 
-AVX2 = _host_has_avx2()
+HOST_FEATURES = _host_features()
+AVX2 = "+avx2" in HOST_FEATURES
 
 
 @njit(cache=True)

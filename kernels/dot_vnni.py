@@ -19,7 +19,7 @@ from numba.extending import intrinsic
 from numba import types
 
 from .dot_simd import (F32T, I8, I32, I64, PREFETCH_BYTES, _close_loop, _fn, _is_arr, _is_int, _load_half,
-                       _open_loop, _prefetch, _splat, _vec, rowdot_pointers)
+                       _open_loop, _prefetch, _splat, _splat_val, _vec, rowdot_pointers)
 from .gemm_q8 import VNNI512
 
 
@@ -109,9 +109,7 @@ def _make_rowdot_vnni_q4(block_bytes, qs_at, offset, has_min):
             if offset:
                 isum = builder.sub(isum, _dpbusd(builder, zero8i, _splat(offset, 32), a, 8))
             s = builder.fmul(_load_half(builder, bp), builder.load(builder.gep(dp, [bl])))
-            part = builder.fmul(builder.sitofp(isum, v8f), builder.shuffle_vector(
-                builder.insert_element(ir.Constant(v8f, None), s, ir.Constant(I32, 0)), ir.Constant(v8f, None),
-                ir.Constant(_vec(I32, 8), [0] * 8)))
+            part = builder.fmul(builder.sitofp(isum, v8f), _splat_val(builder, s, 8, F32T))
             acc_t = builder.fadd(accf, builder.shuffle_vector(part, ir.Constant(v8f, [0.0] * 8),
                                                                ir.Constant(_vec(I32, 16), list(range(16)))))
             accm_t = mf

@@ -16,7 +16,7 @@ The weights are first unpacked a tile of rows at a time (each format's `unpack`,
 a layout where one vector holds 4 consecutive bytes of L rows (L = 16 with AVX-512, 8 with AVX2):
 
     tq uint32 [rowvecs, blocks * G/4, L]   bytes 4j..4j+3 of each block, for the L rows of a rowvec
-    ts, tm float32 [rowvecs, blocks, L]    each row's s and m for the block
+    tsm float32 [2, rowvecs, blocks, L]   each row's s (tsm[0]) and m (tsm[1]) for the block
 
 so that `vpdpbusd(acc, tq[v, step], broadcast(4 bytes of one token))` leaves in lane l the running sum of
 row l: after G/4 steps each lane holds its row's block sum, one int-to-float conversion and two fma per
@@ -35,27 +35,17 @@ import os
 
 import numba as nb
 import numpy as np
-from llvmlite import binding as llvm_binding
 from llvmlite import ir
 from numba import types
 from numba.extending import intrinsic
 
 from .dot_common import f16_to_f32, f32_to_f16, lazy_zeros
-from .dot_simd import F32T, I8, I16, I32, I64, _close_loop, _data_ptr, _fn, _open_loop, _splat, _vec
+from .dot_simd import (AVX2, F32T, HOST_FEATURES, I8, I16, I32, I64, _close_loop, _data_ptr, _fn, _open_loop,
+                       _splat, _splat_val, _vec)
 
-
-def _host_features() -> str:
-    try:
-        return llvm_binding.get_host_cpu_features().flatten()
-    except Exception:  # pragma: no cover - unknown host: no GEMM, the BLAS path
-        return ""
-
-
-_FEATURES = _host_features()
-VNNI512 = "+avx512vnni" in _FEATURES and "+avx512bw" in _FEATURES
+VNNI512 = "+avx512vnni" in HOST_FEATURES and "+avx512bw" in HOST_FEATURES
 # vpdpbusd on 8 lanes: AVX-512 VNNI with VL, or AVX-VNNI (client CPUs without AVX-512)
-VNNI256 = (VNNI512 and "+avx512vl" in _FEATURES) or "+avxvnni" in _FEATURES
-AVX2 = "+avx2" in _FEATURES
+VNNI256 = (VNNI512 and "+avx512vl" in HOST_FEATURES) or "+avxvnni" in HOST_FEATURES
 # Rows a vector holds: 16 int32 lanes of a zmm register with AVX-512, 8 of a ymm with AVX2.
 LANES = 16 if VNNI512 else 8
 VNNI = VNNI512 or VNNI256   # the kernels' dot: vpdpbusd, else vpmaddubsw + vpmaddwd
@@ -92,11 +82,6 @@ def _dot4(builder, acc, wv, av, lanes, vnni):
         acc = builder.add(acc, builder.shuffle_vector(p, ir.Constant(_vec(I32, n), None),
                                                       ir.Constant(_vec(I32, lanes), [4 * i + j for i in range(lanes)])))
     return acc
-
-
-def _broadcast(builder, v, n):
-    one = builder.insert_element(ir.Constant(_vec(v.type, n), None), v, ir.Constant(I32, 0))
-    return builder.shuffle_vector(one, ir.Constant(_vec(v.type, n), None), ir.Constant(_vec(I32, n), [0] * n))
 
 
 def _make_microkernel(G, lanes, rowvecs, tokens, vnni):
@@ -145,14 +130,14 @@ def _make_microkernel(G, lanes, rowvecs, tokens, vnni):
                 for t in range(tokens):
                     ai = builder.add(builder.mul(ir.Constant(I64, t), k_), builder.add(ab, ir.Constant(I64, 4 * s)))
                     a4 = builder.load(builder.bitcast(builder.gep(aqp, [ai]), I32.as_pointer()), align=1)
-                    av = _broadcast(builder, a4, lanes)
+                    av = _splat_val(builder, a4, lanes, I32)
                     for v in range(rowvecs):
                         isums[v][t] = _dot4(builder, isums[v][t], wvs[v], av, lanes, vnni)
             nxt = [[None] * tokens for _ in range(rowvecs)]
             for t in range(tokens):
                 da = builder.load(builder.gep(adp, [builder.add(builder.mul(ir.Constant(I64, t), nad_), adi)]))
                 xs = builder.load(builder.gep(axp, [builder.add(builder.mul(ir.Constant(I64, t), nb_), b)]))
-                dav, xsv = _broadcast(builder, da, lanes), _broadcast(builder, xs, lanes)
+                dav, xsv = _splat_val(builder, da, lanes, F32T), _splat_val(builder, xs, lanes, F32T)
                 for v in range(rowvecs):
                     f = builder.sitofp(isums[v][t], vf)
                     acc = builder.call(fma, [f, builder.fmul(sw[v], dav), accs[v][t]])
@@ -279,7 +264,7 @@ class Tile:
         self.lanes = L = lanes
         self.vnni = vnni
         span = ROWVECS * L
-        self.k, self.G = k, G
+        self.G = G
         self.rows = max(span, min(-(-rows // span) * span, TILE_BYTES // k // span * span))
         nrv = self.rows // L
         self.tq = lazy_zeros((nrv, k // 4, L), np.uint32)
@@ -292,8 +277,8 @@ class Tile:
         for r0 in range(0, R, self.rows):
             n = min(self.rows, R - r0)
             nrv = -(-n // (ROWVECS * L)) * ROWVECS
-            if n < self.rows:   # rows past the matrix multiply by zero scales
-                self.tsm[:, n // L:] = 0
+            if n < self.rows:   # rows past the matrix in the last rowvecs multiply by zero scales
+                self.tsm[:, n // L:nrv] = 0
             unpack(w, r0, r0 + n, self.tq, self.tsm)
             gemm_tile(self.tq.reshape(-1), self.tsm.reshape(-1), nrv, self.G, L, self.vnni, acts.aq, acts.ad, ax, T,
                       out, r0, n)
@@ -314,6 +299,6 @@ class GemmActs:
     def set(self, x: np.ndarray) -> "GemmActs":
         T = x.shape[0]
         quantize_acts(x, self.aq[:T], self.ad[:T], self.ax16[:T], self.ax32[:T], self.qk)
-        for a in (self.aq, self.ad, self.ax16, self.ax32):
-            a[T:] = 0
+        for a in (self.aq, self.ad, self.ax16, self.ax32):   # the rows the micro-kernel reads past T
+            a[T:-(-T // TOKENS) * TOKENS] = 0
         return self

@@ -524,20 +524,20 @@ def unpack_k_low(w, r0, r1, tq, tsm):
         wr, v, l = w[r0 + i], i // L, i % L
         for sb in range(k // 256):
             at = sb * bb
+            d = get_f16(wr, at + 80) if q2 else fp16_to_fp32(np.int64(wr[at + 108]) | (np.int64(wr[at + 109]) << 8))
+            dmin = get_f16(wr, at + 82) if q2 else np.float32(0.0)
             for j in range(16):
                 bi = sb * 16 + j
                 if q2:
                     sc = np.int64(wr[at + j])
-                    s = get_f16(wr, at + 80) * np.float32(sc & 0xF)
-                    tsm[0, v, bi, l] = s
-                    tsm[1, v, bi, l] = -(get_f16(wr, at + 82) * np.float32(sc >> 4))
+                    tsm[0, v, bi, l] = d * np.float32(sc & 0xF)
+                    tsm[1, v, bi, l] = -(dmin * np.float32(sc >> 4))
                     q0 = at + 16 + 32 * (j // 8) + 16 * (j % 2)
                     shift = np.uint32(2 * ((j % 8) // 2))
                     for c in range(4):
                         tq[v, bi * 4 + c, l] = (u32_at(wr, q0 + 4 * c) >> shift) & np.uint32(0x03030303)
                 else:
-                    s = fp16_to_fp32(np.int64(wr[at + 108]) | (np.int64(wr[at + 109]) << 8)) * np.float32(
-                        _scale_of(wr, at + 96, j))
+                    s = d * np.float32(_scale_of(wr, at + 96, j))
                     tsm[0, v, bi, l] = s
                     tsm[1, v, bi, l] = np.float32(-4.0) * s
                     half, shift = j // 8, (j % 8) // 2
@@ -591,17 +591,20 @@ def rows_k_low(bufs, off, rb, r0, r1, k, acts, out):
             out[r] = rowdot_q3_k(bufs[0], off + r * rb, k // 256, acts[3], 0, acts[4], 0, acts[5], 0)
 
 
+# the pair's runtime functions tell the two apart by a row's length
+_K_LOW_DOT = DotKernels("q8_k", matmul_k_low, dequant_k_low, rows=rows_k_low, unpack=unpack_k_low, unpack_block=16,
+                        unpack_max=7)
+
+
 class Q3_K(BlockFormat, QuantFormat, qtype=T.Q3_K):
     _kernel = staticmethod(quantize_q3_k_nb)
     _ref = staticmethod(q3_k_quantize_ref)
     _deref = staticmethod(q3_k_dequantize_ref)
-    dot = DotKernels("q8_k", matmul_k_low, dequant_k_low, rows=rows_k_low, unpack=unpack_k_low, unpack_block=16,
-                     unpack_max=7)
+    dot = _K_LOW_DOT
 
 
 class Q2_K(BlockFormat, QuantFormat, qtype=T.Q2_K):
     _kernel = staticmethod(quantize_q2_k_nb)
     _ref = staticmethod(q2_k_quantize_ref)
     _deref = staticmethod(q2_k_dequantize_ref)
-    dot = DotKernels("q8_k", matmul_k_low, dequant_k_low, rows=rows_k_low, unpack=unpack_k_low, unpack_block=16,
-                     unpack_max=7)
+    dot = _K_LOW_DOT

@@ -44,8 +44,8 @@ class _StringArray:
     __slots__ = ("buf", "starts", "what")
 
     def __init__(self, buf, starts: array, what: str):
-        # each string's first byte, its length in the 8 bytes before it: 8 bytes a string (a list of
-        # (start, end) tuples held 120, 50 MB for Llama 3's vocabulary and merges)
+        # each string's first byte, its length in the 8 bytes before it: 8 bytes a string, where a list
+        # of (start, end) tuples took about 120 (50 MB for Llama 3's vocabulary and merges)
         self.buf, self.starts, self.what = buf, starts, what
 
     def decode(self) -> list[str]:

@@ -105,8 +105,8 @@ class RunState:
         self.acts = {}
         self.fq = {}
         self.gemm_acts = {}     # batches for the integer GEMM, one per width
-        self.gemm_tiles = {}    # its unpacked weight tiles, per (width, block)
         tile, tile_rows = 1, 1
+        gemm_rows = {}          # (width, block) -> the most rows a matrix of it has
         big = B >= self.blas_min
         for lin in w.linears():
             key = (lin.act, lin.k)
@@ -118,13 +118,14 @@ class RunState:
                 if key not in self.gemm_acts:
                     self.gemm_acts[key] = gemm_q8.GemmActs(B, lin.k, 256 if lin.act == "q8_k" else 32)
                 tk = (lin.k, lin.dot.unpack_block)
-                rows = max(lin.rows, self.gemm_tiles[tk].rows if tk in self.gemm_tiles else 0)
-                self.gemm_tiles[tk] = gemm_q8.Tile(lin.k, lin.dot.unpack_block, rows)
+                gemm_rows[tk] = max(lin.rows, gemm_rows.get(tk, 0))
                 continue
             if key not in self.fq and not exact and lin.act != "f32":
                 self.fq[key] = lazy_zeros((B, lin.k), np.float32)
             tile = max(tile, lin.tile_rows * lin.k)
             tile_rows = max(tile_rows, lin.tile_rows)
+        # the GEMM's unpacked weight tiles, one per (width, block)
+        self.gemm_tiles = {tk: gemm_q8.Tile(*tk, rows) for tk, rows in gemm_rows.items()}
         self.tile = lazy_zeros(tile, np.float32)              # dequantized weight rows (BLAS path)
         self.tile_out = lazy_zeros(B * tile_rows, np.float32)
 
@@ -137,14 +138,19 @@ class Input:
     def __init__(self, x: np.ndarray, rs: RunState):
         self.x, self.rs, self.forms = x, rs, {}
 
+    def gemm(self, kind: str) -> gemm_q8.GemmActs:
+        """x quantized for the integer GEMM as the kernels of activation form `kind` round it."""
+        f = self.forms.get(("gemm", kind))
+        if f is None:
+            f = self.forms[("gemm", kind)] = self.rs.gemm_acts[(kind, self.x.shape[1])].set(self.x)
+        return f
+
     def get(self, kind: str):
         f = self.forms.get(kind)
         if f is None:
             T, k = self.x.shape
             if T < self.rs.blas_min:
                 f = self.rs.acts[(kind, k)].set(self.x)
-            elif kind.startswith("gemm "):
-                f = self.rs.gemm_acts[(kind[5:], k)].set(self.x)
             elif kind == "f32" or self.rs.exact:
                 f = self.x
             else:
@@ -162,7 +168,7 @@ def matmul(lin: Linear, inp: Input, out: np.ndarray) -> None:
         col.add(lin.name, inp.x)
     if T >= inp.rs.blas_min and lin.gemm and not inp.rs.exact:
         tile = inp.rs.gemm_tiles[(lin.k, lin.dot.unpack_block)]
-        tile.multiply(lin.dot.unpack, lin.w, inp.get("gemm " + lin.act), T, out)
+        tile.multiply(lin.dot.unpack, lin.w, inp.gemm(lin.act), T, out)
         return
     a = inp.get(lin.act)
     if T < inp.rs.blas_min:

@@ -411,34 +411,6 @@ def _exp_nonpositive(x):
     return fma32(p, k, k) if x >= f32(-87.0) else f32(0.0)
 
 
-@nb.njit(inline="always", fastmath=True)
-def _softmax_row(row, p, window, scale, k0):
-    """One row of scores for the query at position p over keys k0.. (masked_softmax's rows)."""
-    n = row.shape[0]
-    lo = k0
-    if window > 0 and p - window + 1 > lo:
-        lo = p - window + 1
-    lo -= k0
-    hi = min(n, p + 1 - k0)
-    # the loops run over a slice from 0: numba's range(lo, hi) indexing keeps LLVM from vectorizing
-    seg = row[lo:hi]
-    mx = f32(-np.inf)
-    for j in range(seg.shape[0]):
-        v = seg[j] * scale
-        seg[j] = v
-        mx = max(mx, v)
-    tot = 0.0
-    for j in range(seg.shape[0]):
-        e = _exp_nonpositive(seg[j] - mx)
-        seg[j] = e
-        tot += e
-    inv = f32(1.0 / tot)
-    for j in range(seg.shape[0]):
-        seg[j] *= inv
-    row[:lo] = 0.0
-    row[hi:] = 0.0
-
-
 @nb.njit(cache=True, nogil=True, fastmath=True)
 def masked_softmax(s, pos0, T, window, scale, k0):
     """Rows of s[n_kv, g * T, n] (query row r is token r % T, at position pos0 + r % T; column j is key
@@ -447,7 +419,32 @@ def masked_softmax(s, pos0, T, window, scale, k0):
     attention_blas's workers runs it on its heads."""
     nkv, m, n = s.shape
     for idx in range(nkv * m):
-        _softmax_row(s[idx // m, idx % m], pos0 + (idx % m) % T, window, scale, k0)
+        a = idx // m
+        r = idx % m
+        row = s[a, r]
+        p = pos0 + r % T
+        lo = k0
+        if window > 0 and p - window + 1 > lo:
+            lo = p - window + 1
+        lo -= k0
+        hi = min(n, p + 1 - k0)
+        # the loops run over a slice from 0: numba's range(lo, hi) indexing keeps LLVM from vectorizing
+        seg = row[lo:hi]
+        mx = f32(-np.inf)
+        for j in range(seg.shape[0]):
+            v = seg[j] * scale
+            seg[j] = v
+            mx = max(mx, v)
+        tot = 0.0
+        for j in range(seg.shape[0]):
+            e = _exp_nonpositive(seg[j] - mx)
+            seg[j] = e
+            tot += e
+        inv = f32(1.0 / tot)
+        for j in range(seg.shape[0]):
+            seg[j] *= inv
+        row[:lo] = 0.0
+        row[hi:] = 0.0
 
 
 # query rows per BLAS product in the batched attention: keys past a slice's last query are not multiplied
