@@ -9,6 +9,11 @@ __version__ = "0.1.0"
 # numpy), so it is set here, before numpy; the user's value wins (ggufq/runtime/threads.py has the rest).
 os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
 
+# before any kernel's cache is loaded: drop them all if a source they inline has changed (see there)
+from ggufq.jit_cache import drop_stale_caches  # noqa: E402
+
+drop_stale_caches()
+
 
 def __getattr__(name):
     # The runtime pulls in numba; load it only when asked for.

@@ -26,8 +26,12 @@ I8, I16, I32 = ir.IntType(8), ir.IntType(16), ir.IntType(32)
 
 
 def _host_features() -> str:
-    """LLVM's feature string of this CPU ("+avx2,+avx512vnni,..."); empty on an unknown host (the portable
-    paths)."""
+    """LLVM's feature string of the CPU numba compiles for ("+avx2,+avx512vnni,..."): the host's, unless
+    NUMBA_CPU_FEATURES names another target (with NUMBA_CPU_NAME), so that the instructions our IR asks
+    for are the ones the target has: tools/isa.sh runs the AVX2 or the portable paths on any x86 host."""
+    from numba.core import config
+    if config.CPU_FEATURES is not None:
+        return config.CPU_FEATURES
     try:
         return llvm_binding.get_host_cpu_features().flatten()
     except Exception:  # pragma: no cover - unknown host

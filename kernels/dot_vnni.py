@@ -9,7 +9,13 @@ signed activations by one `vpdpbusd`, the format's offset (8 for Q4_0) taken off
 `vpdpbusd(offset bytes, activations)`, and one fma with the two blocks' scales (lanes 0-7 and 8-15). The
 numbers differ from llama.cpp's only in the order of the float sums.
 
-    rowdot_q4_0_vnni(w, wi, xq, xi, xd, xs, si, nb)    the signature of dot_simd's rowdots
+    rowdot_q4_0_fast, rowdot_q4_1_fast (w, wi, xq, xi, xd, xs, si, nb)   dot_simd's rowdot_q4_0's signature
+    rowdot_q4_k_fast, rowdot_q6_k_fast (w, wo, nbk, xq, xo, xd, xdo, xs, xso)   rowdot_q4_k's
+
+The K-quants take 64 weights a `vpdpbusd`: two sub-blocks of 32 (Q4_K: a byte's low and high nibbles),
+or four of 16 (Q6_K), each in its own lanes, multiplied there by its scale in integers; the super-block's
+int32 lanes are converted once and fused into the accumulator with d. The minimums (Q4_K) and Q6_K's
+offset of 32 come from the activations' 16-sums, as in llama.cpp.
 """
 from __future__ import annotations
 
@@ -19,7 +25,7 @@ from numba.extending import intrinsic
 from numba import types
 
 from .dot_simd import (F32T, I8, I32, I64, PREFETCH_BYTES, _close_loop, _fn, _is_arr, _is_int, _load_half,
-                       _open_loop, _prefetch, _splat, _splat_val, _vec, rowdot_pointers)
+                       _load_vec, _open_loop, _prefetch, _splat, _splat_val, _vec, q8k_row_args, rowdot_pointers)
 from .gemm_q8 import VNNI512
 
 
@@ -125,17 +131,128 @@ def _make_rowdot_vnni_q4(block_bytes, qs_at, offset, has_min):
             mv = builder.phi(F32T)
             mv.add_incoming(mf, head)
             mv.add_incoming(accm_t, tail_end)
-            # the 16 lanes summed as a tree: (i + 8), then (i + 4), (i + 2), (i + 1)
-            v = accv
-            for width in (8, 4, 2, 1):
-                lo = builder.shuffle_vector(v, ir.Constant(v.type, None),
-                                            ir.Constant(_vec(I32, width), list(range(width))))
-                hi = builder.shuffle_vector(v, ir.Constant(v.type, None),
-                                            ir.Constant(_vec(I32, width), list(range(width, 2 * width))))
-                v = builder.fadd(lo, hi)
-            return builder.fadd(builder.extract_element(v, ir.Constant(I32, 0)), mv)
+            return builder.fadd(_hsum16(builder, accv), mv)
 
         return types.float32(w, wi, xq, xi, xd, xs, si, nb), codegen
+
+    return intrinsic(typer)
+
+
+def _hsum16(builder, v):
+    """The 16 lanes summed as a tree: (i + 8), then (i + 4), (i + 2), (i + 1)."""
+    for width in (8, 4, 2, 1):
+        lo = builder.shuffle_vector(v, ir.Constant(v.type, None), ir.Constant(_vec(I32, width), list(range(width))))
+        hi = builder.shuffle_vector(v, ir.Constant(v.type, None),
+                                    ir.Constant(_vec(I32, width), list(range(width, 2 * width))))
+        v = builder.fadd(lo, hi)
+    return builder.extract_element(v, ir.Constant(I32, 0))
+
+
+def _to_i32(builder, v, n):
+    """A vector of n integers of any width as <n x i32>."""
+    w = v.type.element.width
+    return v if w == 32 else (builder.trunc(v, _vec(I32, n)) if w > 32 else builder.sext(v, _vec(I32, n)))
+
+
+def _dpwssd(builder, acc, a, b):
+    """acc + the pairwise int16 products of a and b (16 lanes): where a's lanes are int16 values (high half
+    their sign) and b's lanes hold an int16 in the low half and 0 in the high one, lane i gains a[i] * b[i]
+    exactly: one `vpdpwssd` instead of `vpmulld` + add."""
+    vi = _vec(I32, 16)
+    return builder.call(_fn(builder, "llvm.x86.avx512.vpdpwssd.512", vi, [vi] * 3), [acc, a, b])
+
+
+def _scales_mins_k4_vec(builder, bp):
+    """<16 x i32>: the 8 six-bit scales then the 8 minimums of a Q4_K/Q5_K super-block at bp, from its 12
+    bytes at bp + 4 with four 32-bit operations (llama.cpp's utmp / kmask unpacking)."""
+    c = lambda v: ir.Constant(I32, v)  # noqa: E731
+    u = [builder.load(builder.bitcast(builder.gep(bp, [ir.Constant(I64, 4 + 4 * k)]), I32.as_pointer()), align=1)
+         for k in range(3)]
+    k1, k2, k3 = c(0x3F3F3F3F), c(0x0F0F0F0F), c(0x03030303)
+    u3 = builder.or_(builder.and_(builder.lshr(u[2], c(4)), k2), builder.shl(builder.and_(builder.lshr(u[1], c(6)), k3), c(4)))
+    u1 = builder.or_(builder.and_(u[2], k2), builder.shl(builder.and_(builder.lshr(u[0], c(6)), k3), c(4)))
+    u2 = builder.and_(u[1], k1)
+    u0 = builder.and_(u[0], k1)
+    v = ir.Constant(_vec(I32, 4), None)
+    for k, x in enumerate((u0, u1, u2, u3)):
+        v = builder.insert_element(v, x, c(k))
+    return builder.zext(builder.bitcast(v, _vec(I8, 16)), _vec(I32, 16))
+
+
+def _make_rowdot_vnni_k(kind):
+    """rowdot(w, wo, nbk, xq, xo, xd, xdo, xs, xso) -> float32 over nbk super-blocks of a Q4_K or Q6_K row
+    times Q8_K activations (the arguments of dot_simd's rowdot_q4_k). A `vpdpbusd` lane sums 4 products
+    (at most 4 * 63 * 128 < 2^15), so the scale goes on by `vpdpwssd`; the minimums' term (Q4_K, with
+    -d_y * dmin) and Q6_K's offset (32 * scale * 16-sum) are lane-wise too, summed once at the row's end."""
+    block_bytes = {"q4_k": 144, "q6_k": 210}[kind]
+
+    def typer(typingctx, w, wo, nbk, xq, xo, xd, xdo, xs, xso):
+        if not (_is_arr(w, xq) and _is_int(wo, nbk, xo, xdo, xso)):
+            return None
+
+        def codegen(context, builder, sig, args):
+            wp, xp, dp, sp, sty, nbv = q8k_row_args(context, builder, sig, args)
+            v16f, v16i = _vec(F32T, 16), _vec(I32, 16)
+            fma16 = _fn(builder, "llvm.fma.v16f32", v16f, [v16f] * 3)
+            zero16i, zero16f = ir.Constant(v16i, [0] * 16), ir.Constant(v16f, [0.0] * 16)
+
+            entry, loop, done, i = _open_loop(builder, nbv)
+            acc = builder.phi(v16f)
+            accm = builder.phi(v16f)
+            bp = builder.gep(wp, [builder.mul(i, ir.Constant(I64, block_bytes))])
+            _prefetch(builder, bp, PREFETCH_BYTES)
+            xb = builder.gep(xp, [builder.mul(i, ir.Constant(I64, 256))])
+            yd = builder.load(builder.gep(dp, [i]))
+            bsv = builder.load(builder.bitcast(builder.gep(sp, [builder.mul(i, ir.Constant(I64, 16))]),
+                                               _vec(sty, 16).as_pointer()), align=4)
+            bsv = _to_i32(builder, bsv, 16)
+            sums = [zero16i, zero16i]   # two chains: vpdpwssd's latency (5 cycles) would bound one
+            if kind == "q4_k":
+                d = builder.fmul(yd, _load_half(builder, bp))
+                dmin = builder.fmul(builder.fneg(yd), _load_half(builder, builder.gep(bp, [ir.Constant(I64, 2)])))
+                scm = _scales_mins_k4_vec(builder, bp)
+                for c in range(4):  # bytes 32c..32c+31: sub-block 2c in the low nibbles, 2c + 1 in the high
+                    qv = _load_vec(builder, bp, 16 + 32 * c)
+                    q = builder.shuffle_vector(builder.and_(qv, _splat(15, 32)), builder.lshr(qv, _splat(4, 32)),
+                                               ir.Constant(_vec(I32, 64), list(range(64))))
+                    p = _dpbusd(builder, zero16i, q, _load_vec(builder, xb, 64 * c, 64), 16)
+                    s16 = builder.shuffle_vector(scm, ir.Constant(v16i, None),
+                                                 ir.Constant(v16i, [2 * c] * 8 + [2 * c + 1] * 8))
+                    sums[c % 2] = _dpwssd(builder, sums[c % 2], p, s16)
+                sumi = builder.add(*sums)
+                m16 = builder.shuffle_vector(scm, ir.Constant(v16i, None),
+                                             ir.Constant(v16i, [8 + j // 2 for j in range(16)]))
+                accm2 = builder.call(fma16, [_splat_val(builder, dmin, 16, F32T),
+                                             builder.sitofp(builder.mul(m16, bsv), v16f), accm])
+            else:  # q6_k: 6-bit values 0..63 (offset 32), a signed scale per 16
+                d = builder.fmul(yd, _load_half(builder, builder.gep(bp, [ir.Constant(I64, 208)])))
+                scv = builder.sext(_load_vec(builder, bp, 192, 16), v16i)
+                # vpdpwssd's operand: the scale in the low int16 of its lane, the high one 0 (not its sign)
+                scw = builder.and_(scv, ir.Constant(v16i, [0xFFFF] * 16))
+                for j in range(2):
+                    ql1, ql2 = _load_vec(builder, bp, 64 * j), _load_vec(builder, bp, 64 * j + 32)
+                    qh = _load_vec(builder, bp, 128 + 32 * j)
+                    hb = [builder.shl(builder.and_(builder.lshr(qh, _splat(2 * k, 32)), _splat(3, 32)), _splat(4, 32))
+                          for k in range(4)]
+                    qk = [builder.or_(builder.and_(ql1, _splat(15, 32)), hb[0]),
+                          builder.or_(builder.and_(ql2, _splat(15, 32)), hb[1]),
+                          builder.or_(builder.lshr(ql1, _splat(4, 32)), hb[2]),
+                          builder.or_(builder.lshr(ql2, _splat(4, 32)), hb[3])]
+                    for h in range(2):  # weights 128j + 64h ..: four sub-blocks of 16, four lanes each
+                        q = builder.shuffle_vector(qk[2 * h], qk[2 * h + 1], ir.Constant(_vec(I32, 64), list(range(64))))
+                        p = _dpbusd(builder, zero16i, q, _load_vec(builder, xb, 128 * j + 64 * h, 64), 16)
+                        s16 = builder.shuffle_vector(scw, ir.Constant(v16i, None),
+                                                     ir.Constant(v16i, [8 * j + 4 * h + lane // 4 for lane in range(16)]))
+                        sums[h] = _dpwssd(builder, sums[h], p, s16)
+                sumi = builder.sub(builder.add(*sums), builder.shl(builder.mul(scv, bsv), _splat(5, 16, I32)))
+                accm2 = accm
+            acc2 = builder.call(fma16, [_splat_val(builder, d, 16, F32T), builder.sitofp(sumi, v16f), acc])
+            accf, mf = _close_loop(builder, i, nbv, entry, loop, done, [(acc, zero16f, acc2), (accm, zero16f, accm2)])
+            if kind == "q6_k":
+                return _hsum16(builder, accf)
+            return builder.fadd(_hsum16(builder, accf), _hsum16(builder, mf))
+
+        return types.float32(w, wo, nbk, xq, xo, xd, xdo, xs, xso), codegen
 
     return intrinsic(typer)
 
@@ -143,5 +260,8 @@ def _make_rowdot_vnni_q4(block_bytes, qs_at, offset, has_min):
 if VNNI512:
     rowdot_q4_0_fast = _make_rowdot_vnni_q4(18, 2, 8, False)
     rowdot_q4_1_fast = _make_rowdot_vnni_q4(20, 4, 0, True)
+    rowdot_q4_k_fast = _make_rowdot_vnni_k("q4_k")
+    rowdot_q6_k_fast = _make_rowdot_vnni_k("q6_k")
 else:  # the AVX2 kernels are the fast ones there
     from .dot_simd import rowdot_q4_0 as rowdot_q4_0_fast, rowdot_q4_1 as rowdot_q4_1_fast  # noqa: F401
+    from .dot_simd import rowdot_q4_k as rowdot_q4_k_fast, rowdot_q6_k as rowdot_q6_k_fast  # noqa: F401

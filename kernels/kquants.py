@@ -26,6 +26,7 @@ from .dot_simd import (repacked, rowdot_q4_k, rowdot_q4_k_tiled, rowdot_q4_k_x8,
 from .numerics import (GROUP_MAX_EPS, BlockFormat, dequant_blocks, get_f16, make_qkx_quants, make_qx_quants,
                        nearest_int, put_f16)
 from .dot_rows import row_kernel
+from .dot_vnni import rowdot_q4_k_fast, rowdot_q6_k_fast
 from .gemm_q8 import u32_at
 from .registry import DotKernels, QuantFormat
 
@@ -402,18 +403,25 @@ TILED_MIN_TOKENS = 8
 # ---- Q4_K ----------------------------------------------------------------------------------------
 
 @nb.njit(cache=True, parallel=True)
-def _matmul_q4_k(w, xf, xq, xd, xs, out, repack):
+def _matmul_q4_k(w, xf, xq, xd, xs, out, variant):
+    """variant 0: llama.cpp's AVX2 kernels (tiled from 8 tokens on), 1: its repacked ones, 2: the fast one
+    (dot_vnni, every batch size: the batch GEMM takes over from 64 tokens)."""
     R, rb = w.shape
     Tn, nbk = xd.shape
     k = xq.shape[1]
     wf, xv, xdv, xsv = w.reshape(-1), xq.reshape(-1), xd.reshape(-1), xs.reshape(-1)
-    if repack:  # tokens by 4 through the gemm kernel, the rest through gemv
+    if variant == 1:  # tokens by 4 through the gemm kernel, the rest through gemv
         t4 = Tn - Tn % 4
         for r in nb.prange(R):
             for t in range(t4):
                 out[t, r] = rowdot_q4_k_x8_gemm(wf, r * rb, nbk, xv, t * k, xdv, t * nbk, xsv, t * nbk * 16)
             for t in range(t4, Tn):
                 out[t, r] = rowdot_q4_k_x8(wf, r * rb, nbk, xv, t * k, xdv, t * nbk, xsv, t * nbk * 16)
+        return
+    if variant == 2:
+        for r in nb.prange(R):
+            for t in range(Tn):
+                out[t, r] = rowdot_q4_k_fast(wf, r * rb, nbk, xv, t * k, xdv, t * nbk, xsv, t * nbk * 16)
         return
     if Tn >= TILED_MIN_TOKENS:
         for r in nb.prange(R):
@@ -427,14 +435,15 @@ def _matmul_q4_k(w, xf, xq, xd, xs, out, repack):
 
 @nb.njit(cache=True)
 def matmul_q4_k(w, xf, xq, xd, xs, out):
-    """The fast default: never the repacked kernels (their numbers are llama.cpp's AVX2 build's only)."""
-    _matmul_q4_k(w, xf, xq, xd, xs, out, False)
+    """The fast default: 64 weights a step with VNNI (dot_vnni), else llama.cpp's AVX2 kernel; never the
+    repacked kernels (their numbers are llama.cpp's AVX2 build's only)."""
+    _matmul_q4_k(w, xf, xq, xd, xs, out, 2)
 
 
 @nb.njit(cache=True)
 def matmul_q4_k_llama_cpp(w, xf, xq, xd, xs, out):
     """llama.cpp's AVX2 numbers: the repacked kernels' where it repacks the matrix (dot_simd.repacked)."""
-    _matmul_q4_k(w, xf, xq, xd, xs, out, repacked(w.shape[0]))
+    _matmul_q4_k(w, xf, xq, xd, xs, out, 1 if repacked(w.shape[0]) else 0)
 
 
 @nb.njit(cache=True, parallel=True)
@@ -499,11 +508,16 @@ def dequant_q5_k(w, r0, r1, out):
 # ---- Q6_K ----------------------------------------------------------------------------------------
 
 @nb.njit(cache=True, parallel=True)
-def matmul_q6_k(w, xf, xq, xd, xs, out):
+def _matmul_q6_k(w, xf, xq, xd, xs, out, fast):
     R, rb = w.shape
     Tn, nbk = xd.shape
     k = xq.shape[1]
     wf, xv, xdv, xsv = w.reshape(-1), xq.reshape(-1), xd.reshape(-1), xs.reshape(-1)
+    if fast:
+        for r in nb.prange(R):
+            for t in range(Tn):
+                out[t, r] = rowdot_q6_k_fast(wf, r * rb, nbk, xv, t * k, xdv, t * nbk, xsv, t * nbk * 16)
+        return
     if Tn >= TILED_MIN_TOKENS:
         for r in nb.prange(R):
             for t in range(Tn):
@@ -512,6 +526,17 @@ def matmul_q6_k(w, xf, xq, xd, xs, out):
     for r in nb.prange(R):
         for t in range(Tn):
             out[t, r] = rowdot_q6_k(wf, r * rb, nbk, xv, t * k, xdv, t * nbk, xsv, t * nbk * 16)
+
+
+@nb.njit(cache=True)
+def matmul_q6_k(w, xf, xq, xd, xs, out):
+    """The fast default: 64 weights a step with VNNI (dot_vnni), else llama.cpp's AVX2 kernel."""
+    _matmul_q6_k(w, xf, xq, xd, xs, out, True)
+
+
+@nb.njit(cache=True)
+def matmul_q6_k_llama_cpp(w, xf, xq, xd, xs, out):
+    _matmul_q6_k(w, xf, xq, xd, xs, out, False)
 
 
 @nb.njit(cache=True, parallel=True)
@@ -606,6 +631,12 @@ def rows_q4_k(bufs, off, rb, r0, r1, k, acts, out):
 
 
 @row_kernel
+def rows_q4_k_fast(bufs, off, rb, r0, r1, k, acts, out):
+    for r in range(r0, r1):
+        out[r] = rowdot_q4_k_fast(bufs[0], off + r * rb, k // 256, acts[3], 0, acts[4], 0, acts[5], 0)
+
+
+@row_kernel
 def rows_q4_k_x8(bufs, off, rb, r0, r1, k, acts, out):
     for r in range(r0, r1):
         out[r] = rowdot_q4_k_x8(bufs[0], off + r * rb, k // 256, acts[3], 0, acts[4], 0, acts[5], 0)
@@ -623,6 +654,12 @@ def rows_q6_k(bufs, off, rb, r0, r1, k, acts, out):
         out[r] = rowdot_q6_k(bufs[0], off + r * rb, k // 256, acts[3], 0, acts[4], 0, acts[5], 0)
 
 
+@row_kernel
+def rows_q6_k_fast(bufs, off, rb, r0, r1, k, acts, out):
+    for r in range(r0, r1):
+        out[r] = rowdot_q6_k_fast(bufs[0], off + r * rb, k // 256, acts[3], 0, acts[4], 0, acts[5], 0)
+
+
 # ================================================================================================
 # Registry entries
 # ================================================================================================
@@ -631,7 +668,7 @@ def rows_q6_k(bufs, off, rb, r0, r1, k, acts, out):
 class Q4_K(BlockFormat, QuantFormat, qtype=T.Q4_K):
     _kernel = staticmethod(quantize_q4_k_nb)
     dot = DotKernels("q8_k", matmul_q4_k, dequant_q4_k, rows=rows_q4_k, rows_repacked=rows_q4_k_x8,
-                     matmul_llama_cpp=matmul_q4_k_llama_cpp, unpack=unpack_q45_k)
+                     rows_fast=rows_q4_k_fast, matmul_llama_cpp=matmul_q4_k_llama_cpp, unpack=unpack_q45_k)
     _ref = staticmethod(kquants_ref.q4_k_quantize_ref)
     _deref = staticmethod(kquants_ref.q4_k_dequantize_ref)
 
@@ -645,8 +682,8 @@ class Q5_K(BlockFormat, QuantFormat, qtype=T.Q5_K):
 
 class Q6_K(BlockFormat, QuantFormat, qtype=T.Q6_K):
     _kernel = staticmethod(quantize_q6_k_nb)
-    dot = DotKernels("q8_k", matmul_q6_k, dequant_q6_k, rows=rows_q6_k, unpack=unpack_q6_k, unpack_block=16,
-                     unpack_max=63)
+    dot = DotKernels("q8_k", matmul_q6_k, dequant_q6_k, rows=rows_q6_k, rows_fast=rows_q6_k_fast,
+                     matmul_llama_cpp=matmul_q6_k_llama_cpp, unpack=unpack_q6_k, unpack_block=16, unpack_max=63)
     _ref = staticmethod(kquants_ref.q6_k_quantize_ref)
     _deref = staticmethod(kquants_ref.q6_k_dequantize_ref)
 

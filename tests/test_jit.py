@@ -23,10 +23,10 @@ def inlined(x):
 '''
 
 
-def load(path):
-    spec = importlib.util.spec_from_file_location("jit_probe_module", path)
+def load(path, name="jit_probe_module"):
+    spec = importlib.util.spec_from_file_location(name, path)
     mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
+    sys.modules[name] = mod
     spec.loader.exec_module(mod)
     return mod
 
@@ -72,3 +72,46 @@ def test_a_module_without_any_cache_entry_is_all_uncompiled(tmp_path):
     finally:
         sys.modules.pop("jit_probe_module", None)
         sys.modules.pop("jit_probe_other", None)
+
+
+CALLER = '''
+import numba
+from jit_probe_callee import K
+
+@numba.njit(cache=True)
+def scaled(x):
+    return K * x
+'''
+
+
+def test_an_edit_to_an_inlined_module_drops_the_callers_cache(tmp_path, monkeypatch):
+    """numba would keep a function's machine code after an edit to another module it takes code from (its
+    cache checks the function's own file): ggufq.jit_cache hashes every cached package's sources together
+    and drops all their cached kernels when the hash changes. Shown on two probe modules: the caller's
+    stale constant without the guard, the new one with it."""
+    from ggufq import jit_cache
+    (tmp_path / "jit_probe_callee.py").write_text("K = 2\n")
+    caller = tmp_path / "jit_probe_caller.py"
+    caller.write_text(CALLER)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(jit_cache, "CACHED", [tmp_path])
+    monkeypatch.setattr(jit_cache, "STAMP", tmp_path / "__pycache__" / "ggufq-sources.sha1")
+
+    def fresh():
+        for name in ("jit_probe_callee", "jit_probe_caller"):
+            sys.modules.pop(name, None)
+        return load(caller, "jit_probe_caller")
+    try:
+        jit_cache.drop_stale_caches()
+        assert fresh().scaled(5) == 10
+        (tmp_path / "jit_probe_callee.py").write_text("K = 3\n")
+        assert fresh().scaled(5) == 10            # numba alone: the cached code with the old constant
+        jit_cache.drop_stale_caches()
+        assert not list((tmp_path / "__pycache__").glob("*.nb[ic]"))
+        assert fresh().scaled(5) == 15
+        jit_cache.drop_stale_caches()             # unchanged sources: the new cache is kept
+        assert list((tmp_path / "__pycache__").glob("*.nbi"))
+    finally:
+        for name in ("jit_probe_callee", "jit_probe_caller"):
+            sys.modules.pop(name, None)
+

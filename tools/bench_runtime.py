@@ -1,6 +1,6 @@
 """Runtime speed against llama.cpp, in the same run: a benchmark, not a test.
 
-    .venv/bin/python tools/bench_runtime.py [--llama-cpp DIR] [-t 2] [-p 512] [-n 128] [-r 3]
+    .venv/bin/python tools/bench_runtime.py [--llama-cpp DIR] [-t 2] [-p 512] [-n 128] [-r 3] [--only 1B]
     .venv/bin/python tools/bench_runtime.py --busy-core [-n 64] [-r 5]
 
 Files: SmolLM2 Q4_0, Q4_K_M and Q8_0 (made once with `ggufq quantize --allow-requantize` from the shipped
@@ -153,6 +153,7 @@ def main() -> None:
     ap.add_argument("-r", type=int, default=3)
     ap.add_argument("--busy-core", action="store_true", help="decode with one core kept busy (see above)")
     ap.add_argument("--small-only", action="store_true", help="the cache-resident real models only")
+    ap.add_argument("--only", default="", help="the files whose label contains this (e.g. '1B', 'Q4_K_M')")
     args = ap.parse_args()
     global SMALL_ONLY
     SMALL_ONLY = args.small_only
@@ -165,6 +166,8 @@ def main() -> None:
     print(f"read bandwidth, {args.t} threads (a parallel sum over 1 GiB, median of 7): {bandwidth:.1f} GB/s\n")
     rows = []
     for label, path in files():
+        if args.only not in label:
+            continue
         cmd = [PY, "-m", "ggufq", "bench", "-m", str(path), "-t", str(args.t), "-p", str(args.p), "-n", str(args.n),
                "-r", str(args.r)]
         if have_llama:

@@ -14,62 +14,21 @@ quantized (not exact mode), and the threading layer runs every prange iteration 
 """
 from __future__ import annotations
 
-import os
 from collections import namedtuple
-from pathlib import Path
 
 import numba as nb
 import numpy as np
 from numba import literal_unroll
 
-from ggufq.errors import GGUFQError
-from ggufq.files.atomic import atomic_output
 from ggufq.runtime import ops
 from ggufq.runtime.barrier import barrier
 from ggufq.kernels.dot_common import quantize_q8_32, quantize_q8_k
 from ggufq.kernels.dot_rows import has_row_kernel, row_kind, row_table
 
-# The registry's row kernels, fixed when this module is compiled. numba's cache does not see the tuple, so a
-# step cached with another table (a format added or removed) would call the wrong kernels: _drop_stale_step
-# compiles it again then. (The table is a global, not an argument: typing a tuple of functions costs ~0.3 ms
-# a call, a token's time.)
+# The registry's row kernels, fixed when this module is compiled; the tuple is a global, not an argument
+# (typing a tuple of functions costs ~0.3 ms a call, a token's time). numba's cache of the step does not
+# see it: ggufq/jit_cache.py drops the step with every kernel when a source changes.
 ROW_KERNELS = row_table()
-
-
-def _table_name() -> str:
-    """The row kernels in order, each with its file's modification time: numba's cache of the step checks
-    this file's time only, so an edit to a row kernel would otherwise keep the old kernel in the step."""
-    def stamp(k):
-        try:
-            return os.stat(k.py_func.__code__.co_filename).st_mtime_ns
-        except OSError:
-            return 0
-    return "".join(f"{k.py_func.__module__}.{k.py_func.__qualname__} {stamp(k)}\n" for k in ROW_KERNELS)
-
-
-def _drop_stale_step() -> None:
-    """Empty the step's cache if it was compiled with another table of row kernels, or before an edit to
-    one (it compiles on its next call), before the first call of this process loads it: run when this
-    module is imported. The table the cache was compiled with is named in a file beside it, written only
-    after the flush (a mark kept in a cached function would be loaded before the flush and never saved
-    again, and the next process would trust the stale step)."""
-    folder = getattr(matvec_rows._cache, "_cache_path", None)
-    if folder is None:
-        return
-    mark = Path(folder) / "decode.row_kernels.txt"
-    table = _table_name()
-    try:
-        if mark.read_text() == table:
-            return
-    except OSError:
-        pass
-    for f in (matvec_rows, decode_step):
-        f._cache.flush()
-    try:
-        with atomic_output(mark) as tmp:
-            Path(tmp).write_text(table)
-    except (OSError, GGUFQError):
-        pass  # a read-only cache: numba does not write there either
 
 f32 = np.float32
 
@@ -287,4 +246,3 @@ class DecodeStep:
         return self.rs.logits
 
 
-_drop_stale_step()

@@ -25,7 +25,8 @@ GEMMA = ROOT / "models" / "gemma-3-270m-q4_k_m.gguf"
 TEXT = ROOT / "tests" / "data" / "ppl_text_austen.txt"
 
 # the weight types whose runtime kernels a file can ask for, as the quantize file types that give them
-RUNTIME_TYPES = ["F16", "BF16", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q4_K_S", "Q5_K_S", "Q6_K"]
+RUNTIME_TYPES = ["F16", "BF16", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q4_K_S", "Q5_K_S", "Q6_K",
+                 "Q2_K", "Q3_K_S", "IQ4_NL", "IQ4_XS"]
 
 
 def _quiet(argv: list[str]) -> None:
@@ -84,11 +85,15 @@ def evaluation(tmp: Path) -> None:
 
 
 def _stamp() -> tuple[Path, str]:
-    """A file beside the kernels' cache saying a whole warm-up finished for this CPU (numba's key for it)."""
+    """A file beside the kernels' cache saying a whole warm-up finished for this CPU (numba's key for it),
+    one per target (tools/isa.sh compiles for others beside the host's)."""
+    import hashlib
+
     import numba
     from numba.core.registry import cpu_target
     key = f"numba {numba.__version__} {cpu_target.target_context.codegen().magic_tuple()}"
-    return ROOT / "kernels" / "__pycache__" / "ggufq-warmup.stamp", key
+    name = f"ggufq-warmup-{hashlib.sha1(key.encode()).hexdigest()[:12]}.stamp"
+    return ROOT / "kernels" / "__pycache__" / name, key
 
 
 def main() -> int:
