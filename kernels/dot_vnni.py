@@ -229,18 +229,16 @@ def _make_rowdot_vnni_k(kind):
                 scv = builder.sext(_load_vec(builder, bp, 192, 16), v16i)
                 # vpdpwssd's operand: the scale in the low int16 of its lane, the high one 0 (not its sign)
                 scw = builder.and_(scv, ir.Constant(v16i, [0xFFFF] * 16))
-                for j in range(2):
-                    ql1, ql2 = _load_vec(builder, bp, 64 * j), _load_vec(builder, bp, 64 * j + 32)
+                for j in range(2):  # 128 weights: low nibbles at ql[64j..], 2 high bits each at qh[32j..]
+                    ql = _load_vec(builder, bp, 64 * j, 64)
                     qh = _load_vec(builder, bp, 128 + 32 * j)
-                    hb = [builder.shl(builder.and_(builder.lshr(qh, _splat(2 * k, 32)), _splat(3, 32)), _splat(4, 32))
-                          for k in range(4)]
-                    qk = [builder.or_(builder.and_(ql1, _splat(15, 32)), hb[0]),
-                          builder.or_(builder.and_(ql2, _splat(15, 32)), hb[1]),
-                          builder.or_(builder.lshr(ql1, _splat(4, 32)), hb[2]),
-                          builder.or_(builder.lshr(ql2, _splat(4, 32)), hb[3])]
+                    qh = builder.shuffle_vector(qh, builder.lshr(qh, _splat(2, 32)),
+                                                ir.Constant(_vec(I32, 64), list(range(64))))
+                    q = [builder.or_(builder.and_(ql, _splat(15, 64)),
+                                     builder.and_(builder.shl(qh, _splat(4, 64)), _splat(0x30, 64))),
+                         builder.or_(builder.lshr(ql, _splat(4, 64)), builder.and_(qh, _splat(0x30, 64)))]
                     for h in range(2):  # weights 128j + 64h ..: four sub-blocks of 16, four lanes each
-                        q = builder.shuffle_vector(qk[2 * h], qk[2 * h + 1], ir.Constant(_vec(I32, 64), list(range(64))))
-                        p = _dpbusd(builder, zero16i, q, _load_vec(builder, xb, 128 * j + 64 * h, 64), 16)
+                        p = _dpbusd(builder, zero16i, q[h], _load_vec(builder, xb, 128 * j + 64 * h, 64), 16)
                         s16 = builder.shuffle_vector(scw, ir.Constant(v16i, None),
                                                      ir.Constant(v16i, [8 * j + 4 * h + lane // 4 for lane in range(16)]))
                         sums[h] = _dpwssd(builder, sums[h], p, s16)
