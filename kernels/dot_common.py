@@ -19,14 +19,71 @@ A format's kernels are its registry class's `dot` (registry.DotKernels).
 from __future__ import annotations
 
 import mmap
+import platform
 
 import numba as nb
 import numpy as np
+from llvmlite import binding as llvm_binding
 from llvmlite import ir
 from numba import types
 from numba.extending import intrinsic
 
+
+def _host_features() -> str:
+    """LLVM's feature string of the CPU numba compiles for ("+avx2,+avx512vnni,..."): the host's, unless
+    NUMBA_CPU_FEATURES names another target (with NUMBA_CPU_NAME), so that the instructions our IR asks
+    for are the ones the target has: tools/isa.sh runs the AVX2 or the portable paths on any x86 host."""
+    from numba.core import config
+    if config.CPU_FEATURES is not None:
+        return config.CPU_FEATURES
+    try:
+        return llvm_binding.get_host_cpu_features().flatten()
+    except Exception:  # pragma: no cover - unknown host
+        return ""
+
+
+HOST_FEATURES = _host_features()
+
 # ---- fp16 <-> fp32, one instruction each with F16C ------------------------------------------------
+# Without F16C (x86-64 before Ivy Bridge, Atom-class Celerons) LLVM lowers `half` conversions to calls of
+# __extendhfsf2 / __truncsfhf2, which numba's JIT cannot resolve (it aborts): there they are integer code.
+SOFT_HALF = platform.machine().lower() in ("x86_64", "amd64", "i386", "i686") and "+f16c" not in HOST_FEATURES
+
+
+def half_to_float(builder, h, soft=SOFT_HALF):
+    """An i16 of IEEE half bits -> float (exact). soft: in integer operations: the exponent and mantissa
+    moved into a float's places and scaled by 2^112 (which makes subnormals right too), Inf/NaN kept."""
+    if not soft:
+        return builder.fpext(builder.bitcast(h, ir.HalfType()), ir.FloatType())
+    i32, c = ir.IntType(32), (lambda v: ir.Constant(ir.IntType(32), v))  # noqa: E731
+    u = builder.zext(h, i32)
+    body = builder.shl(builder.and_(u, c(0x7FFF)), c(13))
+    scaled = builder.fmul(builder.bitcast(body, ir.FloatType()), ir.Constant(ir.FloatType(), 2.0 ** 112))
+    special = builder.icmp_unsigned(">=", body, c(0x0F800000))          # exponent 31: Inf or NaN
+    bits = builder.select(special, builder.or_(body, c(0x70000000)), builder.bitcast(scaled, i32))
+    sign = builder.shl(builder.and_(u, c(0x8000)), c(16))
+    return builder.bitcast(builder.or_(bits, sign), ir.FloatType())
+
+
+def float_to_half(builder, x, soft=SOFT_HALF):
+    """A float -> i16 of IEEE half bits, rounded to nearest even (F16C's and numpy's). soft: in integer
+    operations (F. Giesen's float_to_half_fast3_rtne): subnormal results by adding 0.5, normal ones by
+    rounding the 13 dropped bits, overflow to Inf, NaN kept quiet."""
+    if not soft:
+        return builder.bitcast(builder.fptrunc(x, ir.HalfType()), ir.IntType(16))
+    i32, f = ir.IntType(32), ir.FloatType()
+    c = lambda v: ir.Constant(i32, v)  # noqa: E731
+    u = builder.bitcast(x, i32)
+    sign = builder.and_(builder.lshr(u, c(16)), c(0x8000))
+    a = builder.and_(u, c(0x7FFFFFFF))
+    inf_nan = builder.select(builder.icmp_unsigned(">", a, c(0x7F800000)), c(0x7E00), c(0x7C00))
+    sub = builder.sub(builder.bitcast(builder.fadd(builder.bitcast(a, f), ir.Constant(f, 0.5)), i32),
+                      c(0x3F000000))
+    odd = builder.and_(builder.lshr(a, c(13)), c(1))
+    norm = builder.lshr(builder.add(builder.add(a, c(((15 - 127) << 23) + 0xFFF)), odd), c(13))
+    r = builder.select(builder.icmp_unsigned("<", a, c(0x38800000)), sub, norm)
+    r = builder.select(builder.icmp_unsigned(">=", a, c(0x47800000)), inf_nan, r)
+    return builder.trunc(builder.or_(r, sign), ir.IntType(16))
 
 
 def low16(builder, v, ty):
@@ -40,8 +97,8 @@ def low16(builder, v, ty):
 def f16_to_f32(typingctx, h):
     """The low 16 bits of an integer, read as an IEEE half -> float32 (exact)."""
     if isinstance(h, types.Integer):
-        return types.float32(h), lambda context, builder, signature, args: builder.fpext(
-            builder.bitcast(low16(builder, args[0], h), ir.HalfType()), ir.FloatType())
+        return types.float32(h), lambda context, builder, signature, args: half_to_float(
+            builder, low16(builder, args[0], h))
 
 
 @intrinsic
@@ -69,7 +126,7 @@ def f32_to_f16(typingctx, x):
         return None
 
     def codegen(context, builder, signature, args):
-        return builder.bitcast(builder.fptrunc(args[0], ir.HalfType()), ir.IntType(16))
+        return float_to_half(builder, args[0])
 
     return types.uint16(x), codegen
 

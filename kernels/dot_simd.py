@@ -17,28 +17,13 @@ Arguments: `w` and `x` are C-contiguous arrays addressed by a flat element index
 """
 from __future__ import annotations
 
-from llvmlite import binding as llvm_binding
 from llvmlite import ir
 from numba import njit, types
 from numba.extending import intrinsic
 
+from .dot_common import HOST_FEATURES, half_to_float
+
 I8, I16, I32 = ir.IntType(8), ir.IntType(16), ir.IntType(32)
-
-
-def _host_features() -> str:
-    """LLVM's feature string of the CPU numba compiles for ("+avx2,+avx512vnni,..."): the host's, unless
-    NUMBA_CPU_FEATURES names another target (with NUMBA_CPU_NAME), so that the instructions our IR asks
-    for are the ones the target has: tools/isa.sh runs the AVX2 or the portable paths on any x86 host."""
-    from numba.core import config
-    if config.CPU_FEATURES is not None:
-        return config.CPU_FEATURES
-    try:
-        return llvm_binding.get_host_cpu_features().flatten()
-    except Exception:  # pragma: no cover - unknown host
-        return ""
-
-
-HOST_FEATURES = _host_features()
 AVX2 = "+avx2" in HOST_FEATURES
 
 
@@ -160,7 +145,7 @@ def _data_ptr(context, builder, aryty, ary, idx, elem):
 
 def _load_half(builder, p8):
     h = builder.load(builder.bitcast(p8, ir.IntType(16).as_pointer()), align=1)
-    return builder.fpext(builder.bitcast(h, ir.HalfType()), F32T)
+    return half_to_float(builder, h)
 
 
 # Weights are read once per token, straight from the mapped file: a matrix that does not fit in cache
@@ -335,6 +320,14 @@ def _scales_mins_k4(builder, bp):
     return sc, m
 
 
+def superblock(builder, wp, xp, dp, i, block_bytes):
+    """Super-block i of a K-quant row: its first byte (and the line PREFETCH_BYTES on asked for), its 256
+    activations and their scale."""
+    bp = builder.gep(wp, [builder.mul(i, ir.Constant(I64, block_bytes))])
+    _prefetch(builder, bp, PREFETCH_BYTES)
+    return bp, builder.gep(xp, [builder.mul(i, ir.Constant(I64, 256))]), builder.load(builder.gep(dp, [i]))
+
+
 def q8k_row_args(context, builder, sig, args):
     """The pointers of a Q8_K rowdot's arguments (w, wo, nbk, xq, xo, xd, xdo, xs, xso): the row's first
     block, the activations, their scales and their 16-sums (and that array's element type), the block
@@ -377,10 +370,7 @@ def _make_rowdot_k(kind):
             acc = builder.phi(f8)
             accm = builder.phi(f4 if kind == "q4_k" else F32T)
 
-            bp = builder.gep(wp, [builder.mul(i, ir.Constant(I64, block_bytes))])
-            _prefetch(builder, bp, PREFETCH_BYTES)
-            xb = builder.gep(xp, [builder.mul(i, ir.Constant(I64, 256))])
-            yd = builder.load(builder.gep(dp, [i]))
+            bp, xb, yd = superblock(builder, wp, xp, dp, i, block_bytes)
             bsum = builder.gep(sp, [builder.mul(i, ir.Constant(I64, 16))])
             bs = [builder.load(builder.gep(bsum, [ir.Constant(I64, k)])) for k in range(16)]
             bs = [builder.trunc(v, I32) if sty.width > 32 else (builder.sext(v, I32) if sty.width < 32 else v)

@@ -19,9 +19,9 @@ from llvmlite import ir
 from numba import types
 from numba.extending import intrinsic
 
-from .dot_simd import (AVX2, F32T, I8, I32, I64, PREFETCH_BYTES, _byte, _close_loop, _dot_lanes, _dot_portable,
-                       _fn, _hsum8, _is_arr, _is_int, _load_half, _load_vec, _make_rowdot, _nibbles, _open_loop,
-                       _prefetch, _splat, _splat_val, _vec, q8k_row_args)
+from .dot_simd import (AVX2, F32T, I8, I32, I64, _byte, _close_loop, _dot_lanes, _dot_portable, _fn, _hsum8,
+                       _is_arr, _is_int, _load_half, _load_vec, _make_rowdot, _nibbles, _open_loop, _splat,
+                       _splat_val, _vec, q8k_row_args, superblock)
 from .iquants_ref import KVALUES_IQ4NL
 
 
@@ -131,10 +131,7 @@ def _make_rowdot_q8k(kind):
             entry, loop, done, i = _open_loop(builder, nbv)
             acc = builder.phi(f8)
             accm = builder.phi(F32T)
-            bp = builder.gep(wp, [builder.mul(i, ir.Constant(I64, block_bytes))])
-            _prefetch(builder, bp, PREFETCH_BYTES)
-            xb = builder.gep(xp, [builder.mul(i, ir.Constant(I64, 256))])
-            yd = builder.load(builder.gep(dp, [i]))
+            bp, xb, yd = superblock(builder, wp, xp, dp, i, block_bytes)
             d = builder.fmul(yd, _load_half(builder, builder.gep(bp, [ir.Constant(I64, d_at)])))
             accm2 = accm
             if kind == "q2_k":

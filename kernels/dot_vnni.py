@@ -25,7 +25,8 @@ from numba.extending import intrinsic
 from numba import types
 
 from .dot_simd import (F32T, I8, I32, I64, PREFETCH_BYTES, _close_loop, _fn, _is_arr, _is_int, _load_half,
-                       _load_vec, _open_loop, _prefetch, _splat, _splat_val, _vec, q8k_row_args, rowdot_pointers)
+                       _load_vec, _open_loop, _prefetch, _splat, _splat_val, _vec, q8k_row_args, rowdot_pointers,
+                       superblock)
 from .gemm_q8 import VNNI512
 
 
@@ -199,10 +200,7 @@ def _make_rowdot_vnni_k(kind):
             entry, loop, done, i = _open_loop(builder, nbv)
             acc = builder.phi(v16f)
             accm = builder.phi(v16f)
-            bp = builder.gep(wp, [builder.mul(i, ir.Constant(I64, block_bytes))])
-            _prefetch(builder, bp, PREFETCH_BYTES)
-            xb = builder.gep(xp, [builder.mul(i, ir.Constant(I64, 256))])
-            yd = builder.load(builder.gep(dp, [i]))
+            bp, xb, yd = superblock(builder, wp, xp, dp, i, block_bytes)
             bsv = builder.load(builder.bitcast(builder.gep(sp, [builder.mul(i, ir.Constant(I64, 16))]),
                                                _vec(sty, 16).as_pointer()), align=4)
             bsv = _to_i32(builder, bsv, 16)

@@ -9,11 +9,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from gguf import GGMLQuantizationType as GT
-from numba import vectorize
+from numba import types, vectorize
+from numba.extending import intrinsic
 
 from ggufq.errors import GGUFQError
 from ggufq.kernels import get_format
-from ggufq.kernels import numerics, numerics_ref
+from ggufq.kernels import dot_common, numerics, numerics_ref
 
 FORMATS = [GT.Q4_0, GT.Q4_1, GT.Q5_0, GT.Q5_1, GT.Q8_0, GT.Q4_K, GT.Q5_K, GT.Q6_K, GT.Q8_K]
 K = 512  # two super-blocks
@@ -94,6 +95,20 @@ _fp16_back_nb = vectorize(["float32(uint16)"])(lambda h: numerics.fp16_to_fp32(h
 _nearest_int_nb = vectorize(["int64(float32)"])(lambda v: numerics.nearest_int(v))
 
 
+@intrinsic
+def _soft_half_to_float(typingctx, h):
+    return types.float32(h), lambda context, builder, sig, args: dot_common.half_to_float(builder, args[0], soft=True)
+
+
+@intrinsic
+def _soft_float_to_half(typingctx, x):
+    return types.uint16(x), lambda context, builder, sig, args: dot_common.float_to_half(builder, args[0], soft=True)
+
+
+_soft_back_nb = vectorize(["float32(uint16)"])(lambda h: _soft_half_to_float(h))
+_soft_bits_nb = vectorize(["uint16(float32)"])(lambda v: _soft_float_to_half(v))
+
+
 def test_fp16_rounding_and_nearest_int():
     rng = np.random.default_rng(5)
     bits = rng.integers(0, 2**32, 200_000, dtype=np.uint64).astype(np.uint32)
@@ -115,6 +130,11 @@ def test_fp16_rounding_and_nearest_int():
     finite = ~np.isnan(all_h.view(np.float16))
     back = _fp16_back_nb(all_h)
     assert np.array_equal(back[finite].view(np.uint32), all_h.view(np.float16)[finite].astype(np.float32).view(np.uint32))
+    # the kernels' IR conversions in integer operations (CPUs without F16C): every half (NaNs too), and the
+    # floats above, as numpy converts them
+    assert np.array_equal(_soft_back_nb(all_h).view(np.uint32), all_h.view(np.float16).astype(np.float32).view(np.uint32))
+    assert np.array_equal(_soft_bits_nb(x), expected)
+    assert _soft_bits_nb(np.float32([np.inf, -np.inf, np.nan])).tolist() == [0x7C00, 0xFC00, 0x7E00]
     # the converter's row conversion (vectorized, not through fp16_to_fp32): every half, Inf/NaN counted
     rows = np.empty((256, 256), np.float32)
     assert numerics.f16_to_f32_rows(all_h.reshape(256, 256), rows) == 2 * 1024

@@ -17,7 +17,7 @@ from llvmlite import ir
 from numba import types
 from numba.extending import intrinsic
 
-from ggufq.kernels.dot_common import f16_to_f32, f32_to_f16, fma32  # noqa: F401  (fma32: used by decode too)
+from ggufq.kernels.dot_common import f16_to_f32, f32_to_f16, float_to_half, fma32, half_to_float  # noqa: F401
 from ggufq.kernels.numerics import f32_as_u32, u32_as_f32
 
 f32 = np.float32
@@ -28,7 +28,7 @@ def kv_to_f32(typingctx, v):
     """A KV-cache element as float32: uint16 holds fp16 bits, float32 passes through."""
     if isinstance(v, types.Integer) and v.bitwidth == 16:
         def codegen(context, builder, signature, args):
-            return builder.fpext(builder.bitcast(args[0], ir.HalfType()), ir.FloatType())
+            return half_to_float(builder, args[0])
         return types.float32(v), codegen
     if v == types.float32:
         def codegen(context, builder, signature, args):
@@ -45,7 +45,7 @@ def f32_to_kv(typingctx, x, cache):
         return None
     if cache.dtype == types.uint16:
         def codegen(context, builder, signature, args):
-            return builder.bitcast(builder.fptrunc(args[0], ir.HalfType()), ir.IntType(16))
+            return float_to_half(builder, args[0])
         return types.uint16(x, cache), codegen
     if cache.dtype == types.float32:
         def codegen(context, builder, signature, args):
