@@ -29,9 +29,10 @@ AVX2 = "+avx2" in HOST_FEATURES
 
 @njit(cache=True)
 def repacked(rows):
-    """Whether llama.cpp runs a Q4_0 or Q4_K matrix of this many rows repacked (8 rows interleaved,
-    ggml_gemv/gemm_q4_0_8x8_q8_0 and _q4_K_8x8_q8_K) on this host: with AVX2, rows a multiple of 8."""
-    return AVX2 and rows % 8 == 0
+    """Whether llama.cpp's AVX2 build runs a Q4_0 or Q4_K matrix of this many rows repacked (8 rows
+    interleaved, ggml_gemv/gemm_q4_0_8x8_q8_0 and _q4_K_8x8_q8_K): rows a multiple of 8. Its arithmetic is
+    reproduced on every host (the portable kernels keep its lanes), so this does not ask the host."""
+    return rows % 8 == 0
 
 
 def _vec(t, n):
@@ -89,15 +90,19 @@ I64 = ir.IntType(64)
 
 
 def _dot_lanes(builder, a, x):
-    """The 8 int32 partial sums of sum(a * x) over <32 x i8> (AVX2), or the total in lane 0 elsewhere."""
+    """The 8 int32 partial sums of sum(a * x) over <32 x i8>: lane l sums the products of bytes 4l..4l+3
+    (callers weight lanes by sub-block scales, so the portable path keeps the lanes too)."""
     if AVX2:
         sign = _fn(builder, "llvm.x86.avx2.psign.b", _vec(I8, 32), [_vec(I8, 32)] * 2)
         maddubs = _fn(builder, "llvm.x86.avx2.pmadd.ub.sw", _vec(I16, 16), [_vec(I8, 32)] * 2)
         maddwd = _fn(builder, "llvm.x86.avx2.pmadd.wd", _vec(I32, 8), [_vec(I16, 16)] * 2)
         p16 = builder.call(maddubs, [builder.call(sign, [a, a]), builder.call(sign, [x, a])])
         return builder.call(maddwd, [p16, _splat(1, 16, I16)])
-    total = _dot_portable(builder, a, x, 32)
-    return builder.insert_element(ir.Constant(_vec(I32, 8), [0] * 8), total, ir.Constant(I32, 0))
+    p = builder.mul(builder.sext(a, _vec(I32, 32)), builder.sext(x, _vec(I32, 32)))
+    undef = ir.Constant(_vec(I32, 32), None)
+    parts = [builder.shuffle_vector(p, undef, ir.Constant(_vec(I32, 8), [4 * lane + k for lane in range(8)]))
+             for k in range(4)]
+    return builder.add(builder.add(parts[0], parts[1]), builder.add(parts[2], parts[3]))
 
 
 def _hsum8(builder, v):
