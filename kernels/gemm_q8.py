@@ -172,39 +172,46 @@ def quantize_acts(x, aq, ad, ax16, ax32, qk):
     ax16/ax32 the blocks' d * sum(q) per 16 and per 32 values (float32): the terms of the weights' offsets.
     (fastmath lets LLVM vectorize the max and the rounding, which it computes exactly all the same: the
     test compares with dot_common's quantizers value for value.)"""
-    T, k = x.shape
-    for t in nb.prange(T):
-        for o in range(0, k, qk):
-            xb, qb = x[t, o:o + qk], aq[t, o:o + qk]
-            amax = np.float32(0.0)
+    for t in nb.prange(x.shape[0]):
+        quantize_act_row(x[t], aq[t], ad[t], ax16[t], ax32[t], qk)
+
+
+@nb.njit(cache=True, fastmath=True)
+def quantize_act_row(x, aq, ad, ax16, ax32, qk):
+    """One token of quantize_acts (x float32[k], the others its rows): its own compiled function, so that
+    callers without fastmath (the batch step) get the vectorized loops too."""
+    k = x.shape[0]
+    for o in range(0, k, qk):
+        xb, qb = x[o:o + qk], aq[o:o + qk]
+        amax = np.float32(0.0)
+        for j in range(qk):
+            amax = max(amax, abs(xb[j]))
+        if qk == 32:
+            d = amax / np.float32(127.0)
+            idn = np.float32(127.0) / amax if amax > 0 else np.float32(0.0)
+            d = f16_to_f32(f32_to_f16(d))
+            for j in range(32):
+                qb[j] = np.int8(np.rint(xb[j] * idn))
+        else:
+            mx = np.float32(0.0)
             for j in range(qk):
-                amax = max(amax, abs(xb[j]))
-            if qk == 32:
-                d = amax / np.float32(127.0)
-                idn = np.float32(127.0) / amax if amax > 0 else np.float32(0.0)
-                d = f16_to_f32(f32_to_f16(d))
-                for j in range(32):
-                    qb[j] = np.int8(np.rint(xb[j] * idn))
-            else:
-                mx = np.float32(0.0)
-                for j in range(qk):
-                    if abs(xb[j]) == amax:
-                        mx = xb[j]
-                        break
-                iscale = np.float32(-127.0) / mx if amax > 0 else np.float32(0.0)
-                d = np.float32(1.0) / iscale if amax > 0 else np.float32(0.0)
-                for j in range(qk):
-                    qb[j] = np.int8(min(np.rint(iscale * xb[j]), np.float32(127.0)))
-            for b in range(qk // 32):
-                s0 = np.int32(0)
-                s1 = np.int32(0)
-                for j in range(16):
-                    s0 += np.int32(qb[32 * b + j])
-                    s1 += np.int32(qb[32 * b + 16 + j])
-                ad[t, o // 32 + b] = d
-                ax16[t, o // 16 + 2 * b] = d * np.float32(s0)
-                ax16[t, o // 16 + 2 * b + 1] = d * np.float32(s1)
-                ax32[t, o // 32 + b] = d * np.float32(s0 + s1)
+                if abs(xb[j]) == amax:
+                    mx = xb[j]
+                    break
+            iscale = np.float32(-127.0) / mx if amax > 0 else np.float32(0.0)
+            d = np.float32(1.0) / iscale if amax > 0 else np.float32(0.0)
+            for j in range(qk):
+                qb[j] = np.int8(min(np.rint(iscale * xb[j]), np.float32(127.0)))
+        for b in range(qk // 32):
+            s0 = np.int32(0)
+            s1 = np.int32(0)
+            for j in range(16):
+                s0 += np.int32(qb[32 * b + j])
+                s1 += np.int32(qb[32 * b + 16 + j])
+            ad[o // 32 + b] = d
+            ax16[o // 16 + 2 * b] = d * np.float32(s0)
+            ax16[o // 16 + 2 * b + 1] = d * np.float32(s1)
+            ax32[o // 32 + b] = d * np.float32(s0 + s1)
 
 
 @nb.njit(cache=True, parallel=True)
@@ -215,34 +222,43 @@ def gemm_tile(tq, tsm, nrv, G, L, vnni, aq, ad, ax, T, out, r0, n):
     with at least T rounded up to TOKENS rows (the rows past T zero); ax the sums per block of G."""
     k = aq.shape[1]
     nbk = k // G
-    nad = k // 32
     rstride = nbk * (G // 4) * L
     sstride = tsm.size // 2
-    width = ROWVECS * L
     aqf, adf, axf = aq.reshape(-1), ad.reshape(-1), ax.reshape(-1)
     for g in nb.prange(nrv // ROWVECS):
-        scratch = np.empty(TOKENS * width, np.float32)
+        scratch = np.empty(TOKENS * ROWVECS * L, np.float32)
         v0 = g * ROWVECS
-        for t0 in range(0, T, TOKENS):
-            a = (tq, v0 * rstride, tsm, v0 * nbk * L, rstride, sstride, nbk, aqf, t0 * k, k, adf, t0 * nad, nad,
-                 axf, t0 * nbk, scratch)
-            if L == 16:
-                if G == 16:
-                    _micro_16_16(*a)
-                else:
-                    _micro_32_16(*a)
-            elif vnni:
-                if G == 16:
-                    _micro_16_8v(*a)
-                else:
-                    _micro_32_8v(*a)
-            elif G == 16:
-                _micro_16_8(*a)
+        multiply_rowvecs(tq, v0 * rstride, tsm, v0 * nbk * L, rstride, sstride, G, L, vnni, aqf, adf, axf, k, T,
+                         scratch, out, r0 + v0 * L, min(ROWVECS * L, n - v0 * L))
+
+
+@nb.njit(inline="always")
+def multiply_rowvecs(tq, tq0, tsm, ts0, rstride, sstride, G, L, vnni, aqf, adf, axf, k, T, scratch, out, c0, n):
+    """ROWVECS rowvecs of an unpacked tile (from tq[tq0], tsm[ts0]; rstride, sstride as gemm_tile's) times
+    tokens 0..T of the flat activations: out[t, c0 + j] = row j . token t for j < n. scratch: float32
+    [TOKENS * ROWVECS * L]."""
+    nbk = k // G
+    nad = k // 32
+    width = ROWVECS * L
+    for t0 in range(0, T, TOKENS):
+        a = (tq, tq0, tsm, ts0, rstride, sstride, nbk, aqf, t0 * k, k, adf, t0 * nad, nad, axf, t0 * nbk, scratch)
+        if L == 16:
+            if G == 16:
+                _micro_16_16(*a)
             else:
-                _micro_32_8(*a)
-            for t in range(min(TOKENS, T - t0)):
-                for j in range(min(width, n - v0 * L)):
-                    out[t0 + t, r0 + v0 * L + j] = scratch[t * width + j]
+                _micro_32_16(*a)
+        elif vnni:
+            if G == 16:
+                _micro_16_8v(*a)
+            else:
+                _micro_32_8v(*a)
+        elif G == 16:
+            _micro_16_8(*a)
+        else:
+            _micro_32_8(*a)
+        for t in range(min(TOKENS, T - t0)):
+            for j in range(n):
+                out[t0 + t, c0 + j] = scratch[t * width + j]
 
 
 @nb.njit(inline="always")

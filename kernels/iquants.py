@@ -201,14 +201,14 @@ def _levels4(wr, o, shift):
     return c
 
 
-@nb.njit(cache=True, parallel=True)
-def unpack_iq4(w, r0, r1, tq, tsm):
+@nb.njit(cache=True)
+def unpack_rows_iq4(w, r0, r1, tq, tsm, v0):
     """IQ4_NL (18-byte blocks: s = d) or IQ4_XS (136 per 256: s = d * (6-bit scale - 32)); m = -128 s."""
     L = tq.shape[2]
     k = tq.shape[1] * 4
     xs = w.shape[1] * 256 == k * 136
-    for i in nb.prange(r1 - r0):
-        wr, v, l = w[r0 + i], i // L, i % L
+    for i in range(r1 - r0):
+        wr, v, l = w[r0 + i], v0 + i // L, i % L
         for b in range(k // 32):
             if xs:
                 o = (b // 8) * 136
@@ -226,6 +226,14 @@ def unpack_iq4(w, r0, r1, tq, tsm):
             for c in range(4):
                 tq[v, b * 8 + c, l] = _levels4(wr, qs + 4 * c, 0)
                 tq[v, b * 8 + 4 + c, l] = _levels4(wr, qs + 4 * c, 4)
+
+
+@nb.njit(cache=True, parallel=True)
+def unpack_iq4(w, r0, r1, tq, tsm):
+    """Rows r0..r1 into the tile from rowvec 0, a rowvec of rows on each thread (unpack_rows_iq4)."""
+    L = tq.shape[2]
+    for c in nb.prange(-(-(r1 - r0) // L)):
+        unpack_rows_iq4(w, r0 + c * L, min(r1, r0 + (c + 1) * L), tq, tsm, c)
 
 
 # The integer dots (kernels/dot_simd_lowbit.py): IQ4_NL on Q8_0 activations, IQ4_XS on Q8_K, as llama.cpp.
@@ -261,11 +269,13 @@ class IQ4_NL(BlockFormat, QuantFormat, qtype=T.IQ4_NL):
     _kernel = staticmethod(quantize_iq4_nl_nb)
     _ref = staticmethod(iquants_ref.iq4_nl_quantize_ref)
     _deref = staticmethod(iquants_ref.iq4_nl_dequantize_ref)
-    dot = DotKernels("q8_32", matmul_iq4, dequant_iq4, rows=rows_iq4, unpack=unpack_iq4, unpack_max=241)
+    dot = DotKernels("q8_32", matmul_iq4, dequant_iq4, rows=rows_iq4,
+                     unpack=unpack_iq4, unpack_rows=unpack_rows_iq4, unpack_max=241)
 
 
 class IQ4_XS(BlockFormat, QuantFormat, qtype=T.IQ4_XS):
     _kernel = staticmethod(quantize_iq4_xs_nb)
     _ref = staticmethod(iquants_ref.iq4_xs_quantize_ref)
     _deref = staticmethod(iquants_ref.iq4_xs_dequantize_ref)
-    dot = DotKernels("q8_k", matmul_iq4, dequant_iq4, rows=rows_iq4, unpack=unpack_iq4, unpack_max=241)
+    dot = DotKernels("q8_k", matmul_iq4, dequant_iq4, rows=rows_iq4,
+                     unpack=unpack_iq4, unpack_rows=unpack_rows_iq4, unpack_max=241)

@@ -567,14 +567,14 @@ def dequant_q6_k(w, r0, r1, out):
 _NIB = np.uint32(0x0F0F0F0F)
 
 
-@nb.njit(cache=True, parallel=True)
-def unpack_q45_k(w, r0, r1, tq, tsm):
+@nb.njit(cache=True)
+def unpack_rows_q45_k(w, r0, r1, tq, tsm, v0):
     """Q4_K (144-byte super-blocks) or Q5_K (176: a fifth bit per weight in qh)."""
     L = tq.shape[2]
     bb = w.shape[1] * 64 // tq.shape[1]        # bytes a super-block: k = 4 * tq.shape[1]
     q0 = bb - 128
-    for i in nb.prange(r1 - r0):
-        wr, v, l = w[r0 + i], i // L, i % L
+    for i in range(r1 - r0):
+        wr, v, l = w[r0 + i], v0 + i // L, i % L
         for sb in range(w.shape[1] // bb):
             o = sb * bb
             d = load_f16(w, r0 + i, o)
@@ -597,12 +597,20 @@ def unpack_q45_k(w, r0, r1, tq, tsm):
 
 
 @nb.njit(cache=True, parallel=True)
-def unpack_q6_k(w, r0, r1, tq, tsm):
+def unpack_q45_k(w, r0, r1, tq, tsm):
+    """Rows r0..r1 into the tile from rowvec 0, a rowvec of rows on each thread (unpack_rows_q45_k)."""
+    L = tq.shape[2]
+    for c in nb.prange(-(-(r1 - r0) // L)):
+        unpack_rows_q45_k(w, r0 + c * L, min(r1, r0 + (c + 1) * L), tq, tsm, c)
+
+
+@nb.njit(cache=True)
+def unpack_rows_q6_k(w, r0, r1, tq, tsm, v0):
     """Q6_K (210-byte super-blocks), in blocks of 16: q = the 6-bit value, s = d * scale, m = -32 s."""
     L = tq.shape[2]
     wi = w.view(np.int8)
-    for i in nb.prange(r1 - r0):
-        wr, v, l = w[r0 + i], i // L, i % L
+    for i in range(r1 - r0):
+        wr, v, l = w[r0 + i], v0 + i // L, i % L
         for sb in range(w.shape[1] // 210):
             o = sb * 210
             d = load_f16(w, r0 + i, o + 208)
@@ -620,6 +628,14 @@ def unpack_q6_k(w, r0, r1, tq, tsm):
                     tq[v, at + 8, l] = (b & _NIB) | ((h & np.uint32(0x0C0C0C0C)) << np.uint32(2))
                     tq[v, at + 16, l] = ((a >> np.uint32(4)) & _NIB) | (h & np.uint32(0x30303030))
                     tq[v, at + 24, l] = ((b >> np.uint32(4)) & _NIB) | ((h >> np.uint32(2)) & np.uint32(0x30303030))
+
+
+@nb.njit(cache=True, parallel=True)
+def unpack_q6_k(w, r0, r1, tq, tsm):
+    """Rows r0..r1 into the tile from rowvec 0, a rowvec of rows on each thread (unpack_rows_q6_k)."""
+    L = tq.shape[2]
+    for c in nb.prange(-(-(r1 - r0) // L)):
+        unpack_rows_q6_k(w, r0 + c * L, min(r1, r0 + (c + 1) * L), tq, tsm, c)
 
 
 # ---- the decode step's row kernels (kernels/dot_rows.py): rows r0..r1, the weight at byte `off` -----
@@ -668,14 +684,16 @@ def rows_q6_k_fast(bufs, off, rb, r0, r1, k, acts, out):
 class Q4_K(BlockFormat, QuantFormat, qtype=T.Q4_K):
     _kernel = staticmethod(quantize_q4_k_nb)
     dot = DotKernels("q8_k", matmul_q4_k, dequant_q4_k, rows=rows_q4_k, rows_repacked=rows_q4_k_x8,
-                     rows_fast=rows_q4_k_fast, matmul_llama_cpp=matmul_q4_k_llama_cpp, unpack=unpack_q45_k)
+                     rows_fast=rows_q4_k_fast, matmul_llama_cpp=matmul_q4_k_llama_cpp,
+                     unpack=unpack_q45_k, unpack_rows=unpack_rows_q45_k)
     _ref = staticmethod(kquants_ref.q4_k_quantize_ref)
     _deref = staticmethod(kquants_ref.q4_k_dequantize_ref)
 
 
 class Q5_K(BlockFormat, QuantFormat, qtype=T.Q5_K):
     _kernel = staticmethod(quantize_q5_k_nb)
-    dot = DotKernels("q8_k", matmul_q5_k, dequant_q5_k, rows=rows_q5_k, unpack=unpack_q45_k, unpack_max=31)
+    dot = DotKernels("q8_k", matmul_q5_k, dequant_q5_k, rows=rows_q5_k,
+                     unpack=unpack_q45_k, unpack_rows=unpack_rows_q45_k, unpack_max=31)
     _ref = staticmethod(kquants_ref.q5_k_quantize_ref)
     _deref = staticmethod(kquants_ref.q5_k_dequantize_ref)
 
@@ -683,7 +701,8 @@ class Q5_K(BlockFormat, QuantFormat, qtype=T.Q5_K):
 class Q6_K(BlockFormat, QuantFormat, qtype=T.Q6_K):
     _kernel = staticmethod(quantize_q6_k_nb)
     dot = DotKernels("q8_k", matmul_q6_k, dequant_q6_k, rows=rows_q6_k, rows_fast=rows_q6_k_fast,
-                     matmul_llama_cpp=matmul_q6_k_llama_cpp, unpack=unpack_q6_k, unpack_block=16, unpack_max=63)
+                     matmul_llama_cpp=matmul_q6_k_llama_cpp,
+                     unpack=unpack_q6_k, unpack_rows=unpack_rows_q6_k, unpack_block=16, unpack_max=63)
     _ref = staticmethod(kquants_ref.q6_k_quantize_ref)
     _deref = staticmethod(kquants_ref.q6_k_dequantize_ref)
 

@@ -513,15 +513,16 @@ def _dequant_row_q2_k(w, off, k, y):
 # Q2_K: q the 2-bit value, s = d * (scale & 15), m = -dmin * (scale >> 4); Q3_K: q the 2 low bits plus 4 x
 # the hmask bit (0..7), s = d * (6-bit scale - 32), m = -4 s. Sub-block j holds weights 16 j .. 16 j + 15.
 
-@nb.njit(cache=True, parallel=True)
-def unpack_k_low(w, r0, r1, tq, tsm):
+
+@nb.njit(cache=True)
+def unpack_rows_k_low(w, r0, r1, tq, tsm, v0):
     """Q2_K (84-byte super-blocks) or Q3_K (110), told apart by the row's length."""
     L = tq.shape[2]
     k = tq.shape[1] * 4
     q2 = _is_q2_k(w.shape[1], k)
     bb = 84 if q2 else 110
-    for i in nb.prange(r1 - r0):
-        wr, v, l = w[r0 + i], i // L, i % L
+    for i in range(r1 - r0):
+        wr, v, l = w[r0 + i], v0 + i // L, i % L
         for sb in range(k // 256):
             at = sb * bb
             d = get_f16(wr, at + 80) if q2 else fp16_to_fp32(np.int64(wr[at + 108]) | (np.int64(wr[at + 109]) << 8))
@@ -547,6 +548,14 @@ def unpack_k_low(w, r0, r1, tq, tsm):
                         h = (u32_at(wr, at + 16 * (j % 2) + 4 * c) >> np.uint32(4 * half + shift)) \
                             & np.uint32(0x01010101)
                         tq[v, bi * 4 + c, l] = q | (h << np.uint32(2))
+
+
+@nb.njit(cache=True, parallel=True)
+def unpack_k_low(w, r0, r1, tq, tsm):
+    """Rows r0..r1 into the tile from rowvec 0, a rowvec of rows on each thread (unpack_rows_k_low)."""
+    L = tq.shape[2]
+    for c in nb.prange(-(-(r1 - r0) // L)):
+        unpack_rows_k_low(w, r0 + c * L, min(r1, r0 + (c + 1) * L), tq, tsm, c)
 
 
 # One dequantizer, matmul and row kernel for both formats: a row's length says which (Q2_K: 84 bytes a
@@ -592,7 +601,8 @@ def rows_k_low(bufs, off, rb, r0, r1, k, acts, out):
 
 
 # the pair's runtime functions tell the two apart by a row's length
-_K_LOW_DOT = DotKernels("q8_k", matmul_k_low, dequant_k_low, rows=rows_k_low, unpack=unpack_k_low, unpack_block=16,
+_K_LOW_DOT = DotKernels("q8_k", matmul_k_low, dequant_k_low, rows=rows_k_low,
+                     unpack=unpack_k_low, unpack_rows=unpack_rows_k_low, unpack_block=16,
                         unpack_max=7)
 
 

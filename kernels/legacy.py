@@ -389,15 +389,15 @@ def _spread_bits(h, j):
             | ((b & np.uint32(4)) << np.uint32(18)) | ((b & np.uint32(8)) << np.uint32(25)))
 
 
-@nb.njit(cache=True, parallel=True)
-def unpack_q45_legacy(w, r0, r1, tq, tsm):
+@nb.njit(cache=True)
+def unpack_rows_q45_legacy(w, r0, r1, tq, tsm, v0):
     """Q4_0 (18-byte blocks: d, qs; q = the nibble, m = -8 d), Q4_1 (20: d, m, qs), Q5_0 (22: d, qh, qs;
     a fifth bit from qh, m = -16 d) or Q5_1 (24: d, m, qh, qs), told apart by the row's bytes a block."""
     L = tq.shape[2]
     bb = w.shape[1] * 8 // tq.shape[1]     # bytes a block: k = 4 * tq.shape[1]
     five = bb >= 22
-    for i in nb.prange(r1 - r0):
-        wr, v, l = w[r0 + i], i // L, i % L
+    for i in range(r1 - r0):
+        wr, v, l = w[r0 + i], v0 + i // L, i % L
         for b in range(w.shape[1] // bb):
             o = b * bb
             d = load_f16(w, r0 + i, o)
@@ -418,11 +418,19 @@ def unpack_q45_legacy(w, r0, r1, tq, tsm):
 
 
 @nb.njit(cache=True, parallel=True)
-def unpack_q8_0(w, r0, r1, tq, tsm):
+def unpack_q45_legacy(w, r0, r1, tq, tsm):
+    """Rows r0..r1 into the tile from rowvec 0, a rowvec of rows on each thread (unpack_rows_q45_legacy)."""
+    L = tq.shape[2]
+    for c in nb.prange(-(-(r1 - r0) // L)):
+        unpack_rows_q45_legacy(w, r0 + c * L, min(r1, r0 + (c + 1) * L), tq, tsm, c)
+
+
+@nb.njit(cache=True)
+def unpack_rows_q8_0(w, r0, r1, tq, tsm, v0):
     """Q8_0: q = the int8 + 128 (its sign bit flipped), m = -128 d."""
     L = tq.shape[2]
-    for i in nb.prange(r1 - r0):
-        wr, v, l = w[r0 + i], i // L, i % L
+    for i in range(r1 - r0):
+        wr, v, l = w[r0 + i], v0 + i // L, i % L
         for b in range(w.shape[1] // 34):
             o = b * 34
             d = load_f16(w, r0 + i, o)
@@ -430,6 +438,14 @@ def unpack_q8_0(w, r0, r1, tq, tsm):
             tsm[1, v, b, l] = np.float32(-128.0) * d
             for j in range(8):
                 tq[v, b * 8 + j, l] = u32_at(wr, o + 2 + 4 * j) ^ np.uint32(0x80808080)
+
+
+@nb.njit(cache=True, parallel=True)
+def unpack_q8_0(w, r0, r1, tq, tsm):
+    """Rows r0..r1 into the tile from rowvec 0, a rowvec of rows on each thread (unpack_rows_q8_0)."""
+    L = tq.shape[2]
+    for c in nb.prange(-(-(r1 - r0) // L)):
+        unpack_rows_q8_0(w, r0 + c * L, min(r1, r0 + (c + 1) * L), tq, tsm, c)
 
 
 # ---- integer dots: one row per iteration, the block loop inside the rowdot intrinsic --------------
@@ -583,28 +599,32 @@ def rows_q8_0(bufs, off, rb, r0, r1, k, acts, out):
 class Q4_0(BlockFormat, QuantFormat, qtype=T.Q4_0):
     _kernel = staticmethod(quantize_q4_0_nb)
     dot = DotKernels("q8_32", matmul_q4_0, dequant_q4_0, rows=rows_q4_0, rows_repacked=rows_q4_0_x8,
-                     rows_fast=rows_q4_0_fast, matmul_llama_cpp=matmul_q4_0_llama_cpp, unpack=unpack_q45_legacy)
+                     rows_fast=rows_q4_0_fast, matmul_llama_cpp=matmul_q4_0_llama_cpp,
+                     unpack=unpack_q45_legacy, unpack_rows=unpack_rows_q45_legacy)
     _ref = staticmethod(legacy_ref.q4_0_quantize_ref)
     _deref = staticmethod(legacy_ref.q4_0_dequantize_ref)
 
 
 class Q4_1(BlockFormat, QuantFormat, qtype=T.Q4_1):
     _kernel = staticmethod(quantize_q4_1_nb)
-    dot = DotKernels("q8_32", matmul_q4_1, dequant_q4_1, rows=rows_q4_1, unpack=unpack_q45_legacy)
+    dot = DotKernels("q8_32", matmul_q4_1, dequant_q4_1, rows=rows_q4_1,
+                     unpack=unpack_q45_legacy, unpack_rows=unpack_rows_q45_legacy)
     _ref = staticmethod(legacy_ref.q4_1_quantize_ref)
     _deref = staticmethod(legacy_ref.q4_1_dequantize_ref)
 
 
 class Q5_0(BlockFormat, QuantFormat, qtype=T.Q5_0):
     _kernel = staticmethod(quantize_q5_0_nb)
-    dot = DotKernels("q8_32", matmul_q5_0, dequant_q5_0, rows=rows_q5_0, unpack=unpack_q45_legacy, unpack_max=31)
+    dot = DotKernels("q8_32", matmul_q5_0, dequant_q5_0, rows=rows_q5_0,
+                     unpack=unpack_q45_legacy, unpack_rows=unpack_rows_q45_legacy, unpack_max=31)
     _ref = staticmethod(legacy_ref.q5_0_quantize_ref)
     _deref = staticmethod(legacy_ref.q5_0_dequantize_ref)
 
 
 class Q5_1(BlockFormat, QuantFormat, qtype=T.Q5_1):
     _kernel = staticmethod(quantize_q5_1_nb)
-    dot = DotKernels("q8_32", matmul_q5_1, dequant_q5_1, rows=rows_q5_1, unpack=unpack_q45_legacy, unpack_max=31)
+    dot = DotKernels("q8_32", matmul_q5_1, dequant_q5_1, rows=rows_q5_1,
+                     unpack=unpack_q45_legacy, unpack_rows=unpack_rows_q45_legacy, unpack_max=31)
     _ref = staticmethod(legacy_ref.q5_1_quantize_ref)
     _deref = staticmethod(legacy_ref.q5_1_dequantize_ref)
 
@@ -612,6 +632,7 @@ class Q5_1(BlockFormat, QuantFormat, qtype=T.Q5_1):
 class Q8_0(BlockFormat, QuantFormat, qtype=T.Q8_0):
     uses_imatrix = False  # quantize_q8_0 ignores quant_weights
     _kernel = staticmethod(quantize_q8_0_nb)
-    dot = DotKernels("q8_32", matmul_q8_0, dequant_q8_0, rows=rows_q8_0, unpack=unpack_q8_0, unpack_max=255)
+    dot = DotKernels("q8_32", matmul_q8_0, dequant_q8_0, rows=rows_q8_0,
+                     unpack=unpack_q8_0, unpack_rows=unpack_rows_q8_0, unpack_max=255)
     _ref = staticmethod(legacy_ref.q8_0_quantize_ref)
     _deref = staticmethod(legacy_ref.q8_0_dequantize_ref)

@@ -40,7 +40,8 @@ class DotKernels:
     repacks (dot_simd.repacked); rows_fast: the fast arithmetic's, where it is not `rows` (as `matmul`'s)
     unpack(w, r0, r1, tq, tsm): rows r0..r1 as bytes q with a scale and offset per block of `unpack_block`
     (16 or 32) for the batch GEMM (kernels/gemm_q8.py); `unpack_max` the largest q. None: batches of this
-    format go through dequantized tiles and BLAS
+    format go through dequantized tiles and BLAS. unpack_rows(w, r0, r1, tq, tsm, v0): the same on the
+    calling thread, into the tile from rowvec v0 (the compiled batch step's threads unpack their own rows)
     """
     act: str
     matmul: Callable
@@ -51,6 +52,7 @@ class DotKernels:
     rows_repacked: Callable | None = None
     rows_fast: Callable | None = None
     unpack: Callable | None = None
+    unpack_rows: Callable | None = None
     unpack_block: int = 32
     unpack_max: int = 15
 

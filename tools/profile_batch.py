@@ -1,17 +1,16 @@
-"""Where a prompt's time goes: a per-stage profile of one batch of the batch path, with the threads each
-stage keeps busy. A measurement, not a test.
+"""Where a prompt's time goes: a per-stage profile of one batch, with the threads each stage keeps busy.
+A measurement, not a test.
 
-    .venv/bin/python tools/profile_batch.py MODEL.gguf [-p 512] [-t 2] [-r 3]
+    .venv/bin/python tools/profile_batch.py MODEL.gguf [-p 512] [-t 2] [-r 3] [--loop]
 
-Runs a batch of p tokens from an empty cache r + 1 times (the first to compile and warm) and times every
-stage of the forward in the last: the weight products (the integer GEMM: quantizing the activations, unpacking
-weight tiles, the GEMM; formats without one: the float activations' rounding to the kernels' 8-bit grid,
-dequantizing weight tiles, and BLAS sgemm), attention (its BLAS products and softmax, in worker
-threads), and the element-wise ops. For each stage: wall time, share of the batch, and the average number
-of busy threads (the process's CPU time over the stage's wall time: spinning threads count as
-busy). The rest ("outside the stages") is Python between the calls, the embedding and the KV cache's
-writes. Stages at about 1 busy thread on an n-thread run are the serial share that limits the speed-up
-from more threads (Amdahl).
+Runs a batch of p tokens from an empty cache r + 1 times (the first to compile and warm) and profiles
+the last. By default that is the compiled batch step (ggufq/runtime/batch.py), which counts each thread's
+cycles per stage itself: working, and waiting at the barrier that ends the stage. Per stage: wall time
+(a thread's work + wait, averaged over the threads), share of the batch, busy threads (the threads' work
+over the wall time) and the wait (imbalance: the time threads idle at the barrier, the share that more
+threads would not shorten). With --loop (GGUFQ_BATCH_STEP=0: the Python loop over layers), every kernel
+call of the forward is timed from Python instead (the integer GEMM's quantizing, unpacking and products;
+BLAS; attention; the element-wise ops), busy threads as the process's CPU time over the stage's wall time.
 """
 from __future__ import annotations
 
@@ -81,15 +80,21 @@ def main() -> int:
     ap.add_argument("-p", type=int, default=512)
     ap.add_argument("-t", type=int, default=2)
     ap.add_argument("-r", type=int, default=3)
+    ap.add_argument("--loop", action="store_true", help="profile the Python loop over layers instead")
     args = ap.parse_args()
+    if args.loop:
+        os.environ["GGUFQ_BATCH_STEP"] = "0"
     from ggufq.runtime.model import Model
-    instrument()
+    if args.loop:
+        instrument()
     m = Model.load(args.model, n_ctx=max(args.p, 512), n_threads=args.t)
     toks = np.arange(100, 100 + args.p) % m.n_vocab
     totals = []
     for i in range(args.r + 1):
         WALL.clear()
         CPU.clear()
+        if m._batch is not None:
+            m._batch.prof[:] = 0
         m.reset()
         w0, c0 = time.perf_counter(), time.process_time()
         m.eval(toks)
@@ -99,6 +104,8 @@ def main() -> int:
           f"{wall * 1e3:.0f} ms, {args.p / wall:.1f} t/s (runs: {', '.join(f'{w * 1e3:.0f}' for w, _ in totals)} ms); "
           f"{cpu / wall:.2f} threads busy on average")
     print()
+    if not args.loop:
+        return step_profile(m, wall, args.t)
     print("| stage | ms | share | busy threads |")
     print("|---|---:|---:|---:|")
     rest_w, rest_c = wall - sum(WALL.values()), cpu - sum(CPU.values())
@@ -108,6 +115,41 @@ def main() -> int:
         print(f"| {label} | {w * 1e3:.1f} | {100 * w / wall:.1f}% | {c / w if w > 0 else 0:.2f} |")
     serial = sum(w for label, w in rows if (CPU.get(label, rest_c) / w if w > 0 else 0) < 1.5)
     print(f"\nstages with fewer than 1.5 busy threads: {100 * serial / wall:.1f}% of the batch")
+    return 0
+
+
+def cycle_rate() -> float:
+    """The cycle counter's ticks a second, against perf_counter over 0.2 s."""
+    import numba as nb
+    from ggufq.runtime.barrier import cycles
+    read = nb.njit(lambda: cycles())
+    read()
+    c0, t0 = read(), time.perf_counter()
+    time.sleep(0.2)
+    return (read() - c0) / (time.perf_counter() - t0)
+
+
+def step_profile(m, wall: float, nt: int) -> int:
+    """The batch step's own cycle counts of the last run (BatchStep.prof), as a table."""
+    from ggufq.runtime.batch import STAGES
+    if m._batch is None or not m._batch.prof.any():
+        print("the batch step did not run (exact mode, float weights or GGUFQ_BATCH_STEP=0): try --loop")
+        return 1
+    prof = m._batch.prof[:nt].astype(np.float64)          # [thread, stage, (work, wait)]
+    sec = 1.0 / cycle_rate()
+    print("| stage | ms | share | busy threads | waiting at its barrier |")
+    print("|---|---:|---:|---:|---:|")
+    total_wait = 0.0
+    for i in np.argsort(-prof[:, :, :].sum(axis=(0, 2))):
+        stage_wall = prof[:, i, :].sum() / nt * sec
+        work = prof[:, i, 0].sum() * sec
+        wait = prof[:, i, 1].sum() / nt * sec
+        total_wait += wait
+        print(f"| {STAGES[i]} | {stage_wall * 1e3:.1f} | {100 * stage_wall / wall:.1f}% | "
+              f"{work / stage_wall if stage_wall else 0:.2f} | {100 * wait / wall:.1f}% |")
+    outside = wall - prof.sum() / nt * sec
+    print(f"\nthreads idle at barriers: {100 * total_wait / wall:.1f}% of the batch; every stage runs on all "
+          f"{nt} threads; outside the step (embedding, Python): {max(0.0, outside) * 1e3:.1f} ms")
     return 0
 
 

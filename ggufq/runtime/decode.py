@@ -176,6 +176,62 @@ def decode_step(nt, counter, pos, shape, flags, sw, rope, bufs):
         _matvec(tid, nt, buf, ow, d, ad, logits)
 
 
+def row_kind_of(lin, rs) -> int:
+    """The index in ROW_KERNELS of a matrix's row kernel in the run state's arithmetic."""
+    return row_kind(lin.qtype, lin.rows, rs.llama_cpp)
+
+
+def layer_arrays(model):
+    """The layers' small tensors stacked for a compiled step: norms float32[n_layer, 4, d] (attention, FFN,
+    post-attention, post-FFN), qk_norm [n_layer, 2, hd], bias [n_layer, 3, n_head * hd], the sliding window
+    of each layer (0: global) and which layers are local."""
+    c, w = model.config, model.weights
+    hd, d, nq = c.head_dim, c.n_embd, c.n_head * c.head_dim
+    zeros_d = np.zeros(d, np.float32)
+    norms = np.array([[L.attn_norm, L.ffn_norm,
+                            L.post_attn_norm if L.post_attn_norm is not None else zeros_d,
+                            L.post_ffn_norm if L.post_ffn_norm is not None else zeros_d]
+                           for L in w.layers], np.float32)
+    has_qk = w.layers[0].q_norm is not None
+    qk_norm = np.array([[L.q_norm, L.k_norm] if has_qk else [np.zeros(hd), np.zeros(hd)]
+                             for L in w.layers], np.float32)
+    has_bias = w.layers[0].bq is not None
+    bias = np.zeros((c.n_layer, 3, nq), np.float32)
+    if has_bias:
+        for i, L in enumerate(w.layers):
+            bias[i, 0] = L.bq
+            bias[i, 1, :L.bk.size] = L.bk
+            bias[i, 2, :L.bv.size] = L.bv
+    windows = np.array([c.sliding_window if c.is_swa(i) else 0 for i in range(c.n_layer)], np.int64)
+    swa = np.array([c.is_swa(i) for i in range(c.n_layer)], np.bool_)
+    return norms, qk_norm, bias, windows, swa
+
+
+def file_views(g):
+    """The file's bytes as (uint8, uint16, float32) views, as the row kernels take them (dot_rows)."""
+    b8 = np.frombuffer(g._mmap, dtype=np.uint8)
+    return b8, b8[:b8.size // 2 * 2].view(np.uint16), b8[:b8.size // 4 * 4].view(np.float32)
+
+
+def family_flags(model) -> Flags:
+    """What the model's block does beyond llama's (Flags), for both compiled steps."""
+    c, L0 = model.config, model.weights.layers[0]
+    return Flags(neox=bool(c.neox), bias=L0.bq is not None, qk_norm=L0.q_norm is not None,
+                 post_norms=bool(c.post_norms), scale_q=bool(c.scale_q), gelu=bool(c.gelu))
+
+
+def act_buffers(rs, k, rows):
+    """The first `rows` rows of the run state's activation buffers of width k for the row kernels:
+    (q8_32: q, d, s) + (q8_k: q, d, s), a form no matrix of that width reads empty ([rows, 0])."""
+    def get(kind):
+        a = rs.acts.get((kind, k))
+        if a is None:
+            return (np.zeros((rows, 0), np.int8), np.zeros((rows, 0), np.float32),
+                    np.zeros((rows, 0), np.float32 if kind == "q8_32" else np.int32))
+        return a.xq[:rows], a.xd[:rows], a.xs[:rows]
+    return get("q8_32") + get("q8_k")
+
+
 class DecodeStep:
     """The arguments of decode_step gathered once from a loaded Model; run(pos) after the embedding of
     the token is in rs.x[0]."""
@@ -183,56 +239,27 @@ class DecodeStep:
     def __init__(self, model):
         c, w, rs = model.config, model.weights, model.rs
         g = model.gguf
-        b8 = np.frombuffer(g._mmap, dtype=np.uint8)
-        self.buf = (b8, b8[:b8.size // 2 * 2].view(np.uint16), b8[:b8.size // 4 * 4].view(np.float32))
-        base = b8.ctypes.data
+        self.buf = file_views(g)
+        base = self.buf[0].ctypes.data
         hd, d, nq = c.head_dim, c.n_embd, c.n_head * c.head_dim
 
         def meta(lin):
-            return [lin.w.ctypes.data - base, row_kind(lin.qtype, lin.rows, rs.llama_cpp), lin.rows,
-                    lin.w.strides[0]]  # row bytes
+            return [lin.w.ctypes.data - base, row_kind_of(lin, rs), lin.rows, lin.w.strides[0]]  # row bytes
 
         self.lw = np.array([[meta(m) for m in L.matrices()] for L in w.layers], np.int64)
         self.ow = np.array(meta(w.output), np.int64)
-        zeros_d = np.zeros(d, np.float32)
-        self.norms = np.array([[L.attn_norm, L.ffn_norm,
-                                L.post_attn_norm if L.post_attn_norm is not None else zeros_d,
-                                L.post_ffn_norm if L.post_ffn_norm is not None else zeros_d]
-                               for L in w.layers], np.float32)
-        has_qk = w.layers[0].q_norm is not None
-        self.qk_norm = np.array([[L.q_norm, L.k_norm] if has_qk else [np.zeros(hd), np.zeros(hd)]
-                                 for L in w.layers], np.float32)
-        has_bias = w.layers[0].bq is not None
-        self.bias = np.zeros((c.n_layer, 3, nq), np.float32)
-        if has_bias:
-            for i, L in enumerate(w.layers):
-                self.bias[i, 0] = L.bq
-                self.bias[i, 1, :L.bk.size] = L.bk
-                self.bias[i, 2, :L.bv.size] = L.bv
-        windows = np.array([c.sliding_window if c.is_swa(i) else 0 for i in range(c.n_layer)], np.int64)
-        swa = np.array([c.is_swa(i) for i in range(c.n_layer)], np.bool_)
+        self.norms, self.qk_norm, self.bias, windows, swa = layer_arrays(model)
         self.shape = Shape(c.n_layer, c.n_head, c.n_kv, hd, c.n_rot, d, c.n_ff)
-        self.flags = Flags(neox=bool(c.neox), bias=has_bias, qk_norm=has_qk, post_norms=bool(c.post_norms),
-                           scale_q=bool(c.scale_q), gelu=bool(c.gelu))
+        self.flags = family_flags(model)
         self.weights = StepWeights(self.buf, self.lw, self.ow, self.norms, self.qk_norm, self.bias, w.output_norm,
                                    windows, swa, np.float32(c.eps), float(c.attn_scale))
         self.rope = Rope(*model.rope_global, *model.rope_local)
-        acts = (self._act_buffers(rs, d) + (rs.xb[:1],), self._act_buffers(rs, nq) + (rs.att_out[:1],),
-                self._act_buffers(rs, c.n_ff) + (rs.hg[:1],))
+        acts = (act_buffers(rs, d, 1) + (rs.xb[:1],), act_buffers(rs, nq, 1) + (rs.att_out[:1],),
+                act_buffers(rs, c.n_ff, 1) + (rs.hg[:1],))
         self.bufs = Buffers(rs.x[:1], rs.xb[:1], rs.xb2[:1], rs.q[:1], rs.k[:1], rs.v[:1], rs.att_out[:1],
                             rs.hg[:1], rs.hu[:1], rs.logits, *acts, rs.kc_k, rs.vc_k, rs.att)
         self.counter = np.zeros(1, np.int64)
         self.rs = rs
-
-    @staticmethod
-    def _act_buffers(rs, k):
-        def get(kind):
-            a = rs.acts.get((kind, k))
-            if a is None:
-                return (np.zeros((1, 0), np.int8), np.zeros((1, 0), np.float32),
-                        np.zeros((1, 0), np.float32 if kind == "q8_32" else np.int32))
-            return a.xq[:1], a.xd[:1], a.xs[:1]
-        return get("q8_32") + get("q8_k")
 
     @staticmethod
     def supported(model) -> bool:

@@ -11,7 +11,11 @@ view of its bytes and the kernels (ggufq.kernels.dot_*) read its blocks in place
 few tokens goes through the integer-dot kernels with activations quantized as llama.cpp does; a larger
 batch (prompt, perplexity) through the integer GEMM (kernels/gemm_q8.py) a tile of unpacked rows at a
 time, or BLAS on dequantized tiles for formats without an unpacker, the activations rounded the same
-way. Every buffer (activations, scratch, KV cache) is allocated once, in RunState, in lazily mapped pages.
+way. In the fast arithmetic a batch runs as one compiled call (batch.py), a token as another (decode.py);
+the Python loop over layers below (_forward, _block) is the same forward for the other cases (exact mode,
+llama.cpp's arithmetic, float weights in a large batch, an importance matrix being collected) and the
+reference the compiled steps are tested against. Every buffer (activations, scratch, KV cache) is
+allocated once, in RunState, in lazily mapped pages.
 """
 from __future__ import annotations
 
@@ -53,6 +57,9 @@ FA_MAX_TOKENS = 64
 # GGUFQ_DECODE_STEP=0: decode one token through the batch path (a Python loop over layers) instead of
 # the compiled step of decode.py; for comparisons, the numbers are the same.
 DECODE_STEP = os.environ.get('GGUFQ_DECODE_STEP', '1') != '0'
+# GGUFQ_BATCH_STEP=0: batches through the Python loop over layers (Model._block) instead of the compiled
+# batch step of batch.py; for comparisons (the same numbers but for the attention of long batches)
+BATCH_STEP = os.environ.get('GGUFQ_BATCH_STEP', '1') != '0'
 
 
 def fits_in_memory(path) -> bool:
@@ -230,6 +237,8 @@ class Model:
         self.rope_local = (ops.rope_table(n_ctx, c.n_rot, c.rope_base_swa, 1.0, ff)
                            if c.swa_layers else self.rope_global)
         self._step = None      # the compiled one-token forward (decode.py), made on first use
+        self._batch = None     # the compiled batch forward (batch.py), made on first use
+        self._batch_rows = False
         # the decode step's float rows are fastmath loops: in llama.cpp-avx2 arithmetic, float weights
         # take the batch path's lane kernels instead
         floats = llama_cpp and any(lin.dot.act == "f32" and lin.dot.matmul_llama_cpp
@@ -373,6 +382,21 @@ class Model:
                 self._step = DecodeStep(self)
         return bool(self._step_ok)
 
+    def _use_batch_step(self, small: bool) -> bool:
+        """Whether a batch runs as one compiled call (batch.BatchStep): the fast arithmetic, no imatrix
+        collecting (it reads each product's input in Python), every product through a row kernel (small
+        batches) or the GEMM, and threads that run together (the step's barrier)."""
+        if not BATCH_STEP or self.rs.exact or self.rs.llama_cpp or self.rs.collector is not None:
+            return False
+        if self._batch is None:
+            from ggufq.runtime.batch import BatchStep
+            from ggufq.runtime.decode import DecodeStep
+            self._batch = BatchStep(self)
+            self._batch_rows = DecodeStep.supported(self)
+        if small and not self._batch_rows:
+            return False
+        return self._batch.supported(small) and threads_run_together()
+
     def _decode_one(self, tokens: np.ndarray) -> np.ndarray:
         """One token through decode.DecodeStep: the same numbers as _forward + _project."""
         self._embed(tokens, self.rs.x[:1])
@@ -407,9 +431,13 @@ class Model:
         T = len(tokens)
         x = rs.x[:T]
         self._embed(tokens, x)
-        for il in range(c.n_layer):
-            self._block(il, T)
-        ops.for_tokens(T).rmsnorm(x, w.output_norm, np.float32(c.eps), rs.xb[:T])
+        small = T < rs.blas_min
+        if self._use_batch_step(small):
+            self._batch.run(self.n_past, T, small, numba.get_num_threads())
+        else:
+            for il in range(c.n_layer):
+                self._block(il, T)
+            ops.for_tokens(T).rmsnorm(x, w.output_norm, np.float32(c.eps), rs.xb[:T])
         self.n_past += T
         return rs.xb[:T]
 

@@ -186,6 +186,16 @@ def rope_batch(x, n_head, hd, n_rot, pos0, cos, sin, neox):
 
 # ggml_v_expf's constants (ggml-cpu/vec.h): exp(x) = 2^n * (1 + polynomial(b)), b = x - n*ln2 in two parts
 _EXP_SHIFTER = f32(float.fromhex("0x1.8p23"))
+_EXP_SHIFTER_BITS = np.int32(0x4B400000)
+
+
+@nb.njit(cache=True, inline="always")
+def _shifted_int(z):
+    """z - _EXP_SHIFTER for z = _EXP_SHIFTER + n (|n| < 2^22: the same exponent), exactly n: read from z's
+    bits, not subtracted. In a fastmath caller, LLVM may fold fma(x, c, S) - S into x * c (reassociation)
+    where it emulates fma (a target without FMA), which drops the rounding to an integer this trick is
+    for: e^x came out as 2^n (tools/isa.sh generic: softmax off by 4%)."""
+    return f32(np.int32(f32_as_u32(z)) - _EXP_SHIFTER_BITS)
 _LOG2E = f32(float.fromhex("0x1.715476p+0"))
 _LN2_HI = f32(float.fromhex("0x1.62e4p-1"))
 _LN2_LO = f32(float.fromhex("0x1.7f7d1cp-20"))
@@ -202,7 +212,7 @@ def _silu_mul_row(gi, ui):
         x = gi[j]
         y = f32(0.0) - x
         z = fma32(y, _LOG2E, _EXP_SHIFTER)
-        m = z - _EXP_SHIFTER
+        m = _shifted_int(z)
         b = fma32(-m, _LN2_LO, fma32(-m, _LN2_HI, y))
         e = np.uint32(f32_as_u32(z) << np.uint32(23))
         k = u32_as_f32(np.uint32(e + np.uint32(0x3F800000)))
@@ -240,7 +250,6 @@ def silu_mul_batch(g, u):
 
 @nb.njit(cache=True, inline="always")
 def _gelu_mul_row(g, u, i):
-    c = f32(math.sqrt(2.0 / math.pi))
     for j in range(g.shape[1]):
         v = g[i, j]
         if v <= -10.0:
@@ -248,10 +257,24 @@ def _gelu_mul_row(g, u, i):
         elif v >= 10.0:
             r = v
         else:
-            h = f16_to_f32(f32_to_f16(v))
-            inner = (c * h) * fma32(f32(0.044715) * h, h, f32(1.0))
-            r = f16_to_f32(f32_to_f16((f32(0.5) * h) * (f32(1.0) + math.tanh(inner))))
+            r = GELU_F16[f32_to_f16(v)]
         g[i, j] = r * u[i, j]
+
+
+@nb.njit(cache=True)
+def _gelu_f16_table():
+    """ggml's table of GELU (the tanh form) for every fp16 input, each value rounded to fp16: what GEGLU
+    reads per element (a tanh each cost ~10 ns; the lookup is one load)."""
+    c = f32(math.sqrt(2.0 / math.pi))
+    table = np.empty(65536, np.float32)
+    for b in range(65536):
+        h = f16_to_f32(np.uint16(b))
+        inner = (c * h) * fma32(f32(0.044715) * h, h, f32(1.0))
+        table[b] = f16_to_f32(f32_to_f16((f32(0.5) * h) * (f32(1.0) + math.tanh(inner))))
+    return table
+
+
+GELU_F16 = _gelu_f16_table()   # a global: frozen into the kernels that read it
 
 
 @nb.njit(cache=True)
@@ -403,7 +426,7 @@ def _exp_nonpositive(x):
     polynomial is evaluated at max(x, -87) so that no lane meets a denormal (a microcode assist each)."""
     xc = max(x, f32(-87.0))
     z = fma32(xc, _LOG2E, _EXP_SHIFTER)
-    m = z - _EXP_SHIFTER
+    m = _shifted_int(z)
     b = fma32(-m, _LN2_LO, fma32(-m, _LN2_HI, xc))
     k = u32_as_f32(np.uint32(np.uint32(f32_as_u32(z) << np.uint32(23)) + np.uint32(0x3F800000)))
     bb = b * b
