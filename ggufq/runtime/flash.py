@@ -12,6 +12,11 @@ a prompt from an empty cache costs about half of the T x T products.
 The numbers are the fast arithmetic's, not llama.cpp's: scores in float32 with the query pre-scaled, the
 running maximum and sum per row (exp by ggml's polynomial, ops._exp_nonpositive), the weighted values
 summed in float32 and divided once at the end. Tested against a float64 softmax(QK^T)V in numpy.
+
+attend_tile is compiled with fastmath (its exp and max loops vectorize), but every sum it adds is in an
+order written here (_lane_sum, _dot, explicit fma): with reassociation allowed, LLVM summed a row's
+exponentials in one order in the copy of attend_tile compiled into the batch step and in another in the
+copy called from Python, and the step's logits depended on which copy the process had loaded first.
 """
 from __future__ import annotations
 
@@ -19,6 +24,7 @@ import numba as nb
 import numpy as np
 
 from ggufq.kernels import gemm_f32
+from ggufq.kernels.dot_common import fma32
 from ggufq.runtime.ops import _exp_nonpositive, kv_to_f32
 
 QUERY_TILE = 32     # query tokens a tile
@@ -54,6 +60,39 @@ def cache_to_f32(kc, vc, j0, j1, kt, vf, n_kv, hd):
             for c in range(hd):
                 kt[a, c, j] = kv_to_f32(kc[j, a * hd + c])
                 vf[j, a * hd + c] = kv_to_f32(vc[j, a * hd + c])
+
+
+@nb.njit(cache=True)
+def _lane_sum(p, n):
+    """p[0] + ... + p[n - 1] in one order in every build: eight running sums (p[l], p[l + 8], ...), added
+    pairwise, then the tail in turn. Not fastmath, so no caller's flags can reorder it (the eight adds of a
+    step are still one vector add)."""
+    s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = f32(0.0)
+    j = 0
+    while j + 8 <= n:
+        s0 += p[j]
+        s1 += p[j + 1]
+        s2 += p[j + 2]
+        s3 += p[j + 3]
+        s4 += p[j + 4]
+        s5 += p[j + 5]
+        s6 += p[j + 6]
+        s7 += p[j + 7]
+        j += 8
+    tot = ((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7))
+    while j < n:
+        tot += p[j]
+        j += 1
+    return tot
+
+
+@nb.njit(cache=True)
+def _dot(Q, r, kt, a, j, hd):
+    """Q[r] . kt[a, :, j] in order (the scores of a head size the micro-kernel's vectors do not divide)."""
+    s = f32(0.0)
+    for c in range(hd):
+        s = fma32(Q[r, c], kt[a, c, j], s)
+    return s
 
 
 @nb.njit(cache=True, fastmath=FAST)
@@ -103,10 +142,7 @@ def attend_tile(q, kt, vf, pos0, t0, t1, a, heads, window, scale, out, scr):
             else:
                 for i in range(4):
                     for j in range(nk):
-                        s = f32(0.0)
-                        for c in range(hd):
-                            s += Q[r0 + i, c] * kt[a, c, j0 + j]
-                        P[i, j] = s
+                        P[i, j] = _dot(Q, r0 + i, kt, a, j0 + j, hd)
             for i in range(4):
                 p = pos0 + t0 + min(R - 1, r0 + i) // g
                 lo = max(0, p - window + 1) - j0 if window > 0 else -1
@@ -118,13 +154,10 @@ def attend_tile(q, kt, vf, pos0, t0, t1, a, heads, window, scale, out, scr):
                     pr[j] = sj
                     m = max(m, sj)
                 corr = _exp_nonpositive(M[r0 + i] - m)
-                tot = f32(0.0)
                 for j in range(nk):
-                    e = _exp_nonpositive(pr[j] - m)
-                    pr[j] = e
-                    tot += e
+                    pr[j] = _exp_nonpositive(pr[j] - m)
                 M[r0 + i] = m
-                S[r0 + i] = S[r0 + i] * corr + tot
+                S[r0 + i] = fma32(S[r0 + i], corr, _lane_sum(pr, nk))
                 if corr != f32(1.0):
                     orow = O[r0 + i]
                     for c in range(hd):
@@ -136,7 +169,7 @@ def attend_tile(q, kt, vf, pos0, t0, t1, a, heads, window, scale, out, scr):
                     for j in range(nk):
                         e = P[i, j]
                         for c in range(hd):
-                            O[r0 + i, c] += e * vf[j0 + j, a * hd + c]
+                            O[r0 + i, c] = fma32(e, vf[j0 + j, a * hd + c], O[r0 + i, c])
     for r in range(R):
         t, h = t0 + r // g, a * g + r % g
         inv = f32(1.0) / S[r] if S[r] > f32(0.0) else f32(0.0)
