@@ -19,6 +19,7 @@ Arguments of a row kernel (bufs, off, rb, r0, r1, k, acts, out):
 """
 from __future__ import annotations
 
+import functools
 import warnings
 
 import numba as nb
@@ -38,10 +39,17 @@ def row_kernel(fn=None, *, fastmath=False):
     return nb.njit(cache=True, fastmath=fastmath)(fn)
 
 
-def _entries() -> list[tuple[int, str, object]]:
+def _entries() -> tuple[tuple[int, str, object], ...]:
     """(GGML type, variant, kernel) for every format with a row kernel, in type order; variant "llama.cpp"
     (llama.cpp's numbers), "repacked" (its kernel for repacked matrices) or "fast" (the fast arithmetic's,
     where the format has its own)."""
+    return _entries_of(len(FORMATS))
+
+
+@functools.lru_cache(maxsize=None)
+def _entries_of(n_formats: int) -> tuple[tuple[int, str, object], ...]:
+    # once per registry size (formats register when their modules are imported): a model's step asks
+    # for 200+ matrices' kinds, and sorting the registry each time took 65 ms of a first token
     out = []
     for qtype in sorted(FORMATS, key=int):
         dot = FORMATS[qtype].dot
@@ -51,7 +59,7 @@ def _entries() -> list[tuple[int, str, object]]:
                 out.append((int(qtype), "repacked", dot.rows_repacked))
             if dot.rows_fast is not None:
                 out.append((int(qtype), "fast", dot.rows_fast))
-    return out
+    return tuple(out)
 
 
 def row_table() -> tuple:
@@ -74,4 +82,9 @@ def row_kind(qtype, rows: int, llama_cpp: bool = False) -> int:
         variant = "repacked" if dot.rows_repacked is not None and bool(repacked(rows)) else "llama.cpp"
     else:
         variant = "fast" if dot.rows_fast is not None else "llama.cpp"
-    return [e[:2] for e in _entries()].index((int(qtype), variant))
+    return _kinds(len(FORMATS))[(int(qtype), variant)]
+
+
+@functools.lru_cache(maxsize=None)
+def _kinds(n_formats: int) -> dict[tuple[int, str], int]:
+    return {e[:2]: i for i, e in enumerate(_entries_of(n_formats))}

@@ -49,10 +49,21 @@ class _StringArray:
         self.buf, self.starts, self.what = buf, starts, what
 
     def decode(self) -> list[str]:
-        buf = self.buf
-        unpack = struct.Struct("<Q").unpack_from
+        if not self.starts:
+            return []
+        # the strings lie back to back, each after its 8-byte length: string i ends 8 bytes before string
+        # i + 1 starts. The array's bytes copied once, then a slice and a decode a string (Llama 3's 280k
+        # merges 151 -> 80 ms, SmolLM2's vocabulary 27 -> 19: a first token's time)
+        starts = np.frombuffer(self.starts, np.uint64).astype(np.int64)
+        lo, last = int(starts[0]), int(starts[-1])
+        ends = np.empty_like(starts)
+        ends[:-1] = starts[1:] - 8
+        ends[-1] = last + struct.unpack_from("<Q", self.buf, last - 8)[0]
+        raw = bytes(self.buf[lo:int(ends[-1])])
+        starts -= lo
+        ends -= lo
         try:
-            return [bytes(buf[a:a + unpack(buf, a - 8)[0]]).decode("utf-8") for a in self.starts]
+            return [raw[a:b].decode("utf-8") for a, b in zip(starts.tolist(), ends.tolist())]
         except UnicodeDecodeError as e:
             raise GGUFFormatError(f"{self.what} is not valid UTF-8 ({e.reason})") from None
 
