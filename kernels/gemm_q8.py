@@ -237,28 +237,35 @@ def multiply_rowvecs(tq, tq0, tsm, ts0, rstride, sstride, G, L, vnni, aqf, adf, 
     """ROWVECS rowvecs of an unpacked tile (from tq[tq0], tsm[ts0]; rstride, sstride as gemm_tile's) times
     tokens 0..T of the flat activations: out[t, c0 + j] = row j . token t for j < n. scratch: float32
     [TOKENS * ROWVECS * L]."""
-    nbk = k // G
-    nad = k // 32
     width = ROWVECS * L
     for t0 in range(0, T, TOKENS):
-        a = (tq, tq0, tsm, ts0, rstride, sstride, nbk, aqf, t0 * k, k, adf, t0 * nad, nad, axf, t0 * nbk, scratch)
-        if L == 16:
-            if G == 16:
-                _micro_16_16(*a)
-            else:
-                _micro_32_16(*a)
-        elif vnni:
-            if G == 16:
-                _micro_16_8v(*a)
-            else:
-                _micro_32_8v(*a)
-        elif G == 16:
-            _micro_16_8(*a)
-        else:
-            _micro_32_8(*a)
+        micro_rowvecs(tq, tq0, tsm, ts0, rstride, sstride, G, L, vnni, aqf, adf, axf, k, t0, scratch)
         for t in range(min(TOKENS, T - t0)):
             for j in range(n):
                 out[t0 + t, c0 + j] = scratch[t * width + j]
+
+
+@nb.njit(inline="always")
+def micro_rowvecs(tq, tq0, tsm, ts0, rstride, sstride, G, L, vnni, aqf, adf, axf, k, t0, scratch):
+    """The micro-kernel for the tile's (G, L, vnni): scratch[t * ROWVECS * L + j] = row j . token t0 + t
+    for the TOKENS tokens from t0 (multiply_rowvecs's step; the batch step's fused FFN calls it too)."""
+    nbk = k // G
+    nad = k // 32
+    a = (tq, tq0, tsm, ts0, rstride, sstride, nbk, aqf, t0 * k, k, adf, t0 * nad, nad, axf, t0 * nbk, scratch)
+    if L == 16:
+        if G == 16:
+            _micro_16_16(*a)
+        else:
+            _micro_32_16(*a)
+    elif vnni:
+        if G == 16:
+            _micro_16_8v(*a)
+        else:
+            _micro_32_8v(*a)
+    elif G == 16:
+        _micro_16_8(*a)
+    else:
+        _micro_32_8(*a)
 
 
 @nb.njit(inline="always")

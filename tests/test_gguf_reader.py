@@ -167,3 +167,32 @@ def test_in_memory_file_equals_the_mapped_one(monkeypatch):
     assert fits_in_memory(SMOL)
     monkeypatch.setenv("GGUFQ_MMAP", "1")
     assert not fits_in_memory(SMOL)
+
+
+def test_compiled_string_walk_equals_the_python_one(tmp_path, monkeypatch):
+    """Where numba is loaded (the runtime, quantizers) a large string array's starts come from a compiled
+    walk (kernels/gguf_strings.py); elsewhere from the Python loop. Same starts on both vocabularies, the
+    same message for an array cut short."""
+    import numba  # noqa: F401
+    cut = _file(tmp_path, open(SMOL, "rb").read(300_000))   # inside SmolLM2's 49k tokens
+
+    def walk(path):
+        with GGUFFile(path) as g:
+            return {k: kv.raw.starts for k, kv in g.kv.items() if hasattr(kv.raw, "starts")}
+
+    def refusal():
+        with pytest.raises(GGUFFormatError) as e:
+            GGUFFile(cut)
+        return str(e.value)
+
+    for path in (SMOL, GEMMA):
+        fast, message = walk(path), refusal()
+        with monkeypatch.context() as m:
+            m.delitem(sys.modules, "numba")
+            ref, ref_message = walk(path), refusal()
+        assert isinstance(fast["tokenizer.ggml.tokens"], np.ndarray)   # the compiled walk ran
+        assert not isinstance(ref["tokenizer.ggml.tokens"], np.ndarray)
+        assert list(fast) == list(ref)
+        for k in ref:
+            np.testing.assert_array_equal(np.asarray(fast[k], np.uint64), np.frombuffer(ref[k], np.uint64))
+        assert message == ref_message and "needs" in message

@@ -1,7 +1,7 @@
 """Where a prompt's time goes: a per-stage profile of one batch, with the threads each stage keeps busy.
 A measurement, not a test.
 
-    .venv/bin/python tools/profile_batch.py MODEL.gguf [-p 512] [-t 2] [-r 3] [--loop]
+    .venv/bin/python tools/profile_batch.py MODEL.gguf [-p 512] [-t 2] [-r 3] [--loop | --scaling 1,2]
 
 Runs a batch of p tokens from an empty cache r + 1 times (the first to compile and warm) and profiles
 the last. By default that is the compiled batch step (ggufq/runtime/batch.py), which counts each thread's
@@ -11,6 +11,7 @@ over the wall time) and the wait (imbalance: the time threads idle at the barrie
 threads would not shorten). With --loop (GGUFQ_BATCH_STEP=0: the Python loop over layers), every kernel
 call of the forward is timed from Python instead (the integer GEMM's quantizing, unpacking and products;
 BLAS; attention; the element-wise ops), busy threads as the process's CPU time over the stage's wall time.
+With --scaling 1,2 the batch step runs at each thread count and each stage's speed-up is printed.
 """
 from __future__ import annotations
 
@@ -81,7 +82,10 @@ def main() -> int:
     ap.add_argument("-t", type=int, default=2)
     ap.add_argument("-r", type=int, default=3)
     ap.add_argument("--loop", action="store_true", help="profile the Python loop over layers instead")
+    ap.add_argument("--scaling", metavar="T1,T2,...", help="each stage's time at these thread counts instead")
     args = ap.parse_args()
+    if args.scaling:
+        return scaling(args.model, args.p, [int(t) for t in args.scaling.split(",")], args.r)
     if args.loop:
         os.environ["GGUFQ_BATCH_STEP"] = "0"
     from ggufq.runtime.model import Model
@@ -129,27 +133,83 @@ def cycle_rate() -> float:
     return (read() - c0) / (time.perf_counter() - t0)
 
 
-def step_profile(m, wall: float, nt: int) -> int:
-    """The batch step's own cycle counts of the last run (BatchStep.prof), as a table."""
+# The batch step's stages that are matrix products or attention (the compute-bound work, tiled so that it
+# scales with threads); every other stage is element-wise float work over T x width activations (norms,
+# RoPE, the roundings to 8 bits, the KV cache's conversion), whose share issue 17 asks to keep under 3%:
+# it is the work that stops scaling first, bound by memory once many threads share it.
+COMPUTE = ("products:", "product:", "attention")
+
+
+def stage_table(m, nt: int) -> dict[str, tuple[float, float, float]]:
+    """The last run's per stage (BatchStep.prof): seconds of wall time (a thread's work + wait, averaged
+    over the threads), busy threads (work over wall), seconds waiting at its barrier (averaged)."""
     from ggufq.runtime.batch import STAGES
+    prof = m._batch.prof[:nt].astype(np.float64)          # [thread, stage, (work, wait)]
+    sec = 1.0 / cycle_rate()
+    out = {}
+    for i in np.argsort(-prof.sum(axis=(0, 2))):
+        stage_wall = prof[:, i, :].sum() / nt * sec
+        if stage_wall > 0:
+            out[STAGES[i]] = (stage_wall, prof[:, i, 0].sum() * sec / stage_wall, prof[:, i, 1].sum() / nt * sec)
+    return out
+
+
+def step_profile(m, wall: float, nt: int) -> int:
+    """The batch step's own cycle counts of the last run, as a table, and the shares issue 17 asks for."""
     if m._batch is None or not m._batch.prof.any():
         print("the batch step did not run (exact mode, float weights or GGUFQ_BATCH_STEP=0): try --loop")
         return 1
-    prof = m._batch.prof[:nt].astype(np.float64)          # [thread, stage, (work, wait)]
-    sec = 1.0 / cycle_rate()
+    table = stage_table(m, nt)
     print("| stage | ms | share | busy threads | waiting at its barrier |")
     print("|---|---:|---:|---:|---:|")
-    total_wait = 0.0
-    for i in np.argsort(-prof[:, :, :].sum(axis=(0, 2))):
-        stage_wall = prof[:, i, :].sum() / nt * sec
-        work = prof[:, i, 0].sum() * sec
-        wait = prof[:, i, 1].sum() / nt * sec
-        total_wait += wait
-        print(f"| {STAGES[i]} | {stage_wall * 1e3:.1f} | {100 * stage_wall / wall:.1f}% | "
-              f"{work / stage_wall if stage_wall else 0:.2f} | {100 * wait / wall:.1f}% |")
-    outside = wall - prof.sum() / nt * sec
-    print(f"\nthreads idle at barriers: {100 * total_wait / wall:.1f}% of the batch; every stage runs on all "
-          f"{nt} threads; outside the step (embedding, Python): {max(0.0, outside) * 1e3:.1f} ms")
+    for name, (w, busy, wait) in table.items():
+        print(f"| {name} | {w * 1e3:.1f} | {100 * w / wall:.1f}% | {busy:.2f} | {100 * wait / wall:.1f}% |")
+    total_wait = sum(wait for _, _, wait in table.values())
+    outside = max(0.0, wall - sum(w for w, _, _ in table.values()))
+    elementwise = sum(w for name, (w, _, _) in table.items() if not name.startswith(COMPUTE))
+    few = [name for name, (_, busy, _) in table.items() if busy < 0.75 * nt]
+    print(f"\nelement-wise float stages: {100 * elementwise / wall:.1f}% of the batch; outside the step "
+          f"(embedding, Python, on one thread): {outside * 1e3:.1f} ms = {100 * outside / wall:.1f}%; threads idle "
+          f"at barriers: {100 * total_wait / wall:.1f}%")
+    print(f"stages with fewer than {0.75 * nt:.2f} busy threads: {', '.join(few) if few else 'none'}")
+    return 0
+
+
+def scaling(model: str, p: int, threads: list[int], r: int) -> int:
+    """Each stage's time at each thread count (one process, the model loaded once per count), and its
+    speed-up over the first count: the stages that stop scaling show here first."""
+    from ggufq.runtime.model import Model
+    tables, walls = [], []
+    for nt in threads:
+        m = Model.load(model, n_ctx=max(p, 512), n_threads=nt)
+        toks = np.arange(100, 100 + p) % m.n_vocab
+        best = None
+        for _ in range(r + 1):
+            m.reset()
+            if m._batch is not None:
+                m._batch.prof[:] = 0
+            w0 = time.perf_counter()
+            m.eval(toks)
+            wall = time.perf_counter() - w0
+            if m._batch is None:
+                print("the batch step did not run: no per-stage scaling")
+                return 1
+            if best is None or wall < best[0]:
+                best = (wall, stage_table(m, nt))
+        walls.append(best[0])
+        tables.append(best[1])
+        del m
+    t0 = threads[0]
+    print(f"{Path(model).name}: pp{p}, the fastest of {r + 1} runs at each thread count\n")
+    print("| stage | " + " | ".join(f"ms at -t {t}" for t in threads) + " | "
+          + " | ".join(f"speed-up {t0} -> {t}" for t in threads[1:]) + " |")
+    print("|---|" + "---:|" * (2 * len(threads) - 1))
+    for name in tables[-1]:
+        ms = [tb.get(name, (0.0, 0, 0))[0] for tb in tables]
+        print(f"| {name} | " + " | ".join(f"{x * 1e3:.1f}" for x in ms) + " | "
+              + " | ".join(f"{ms[0] / x:.2f}x" if x else "-" for x in ms[1:]) + " |")
+    print("| whole batch | " + " | ".join(f"{w * 1e3:.1f}" for w in walls) + " | "
+          + " | ".join(f"{walls[0] / w:.2f}x" for w in walls[1:]) + " |")
     return 0
 
 

@@ -10,6 +10,7 @@ of a known type, whole blocks, and must not overlap. Tensor data are numpy views
 from __future__ import annotations
 
 import mmap
+import sys
 import struct
 from array import array
 from dataclasses import dataclass, field
@@ -48,8 +49,11 @@ class _StringArray:
         # of (start, end) tuples took about 120 (50 MB for Llama 3's vocabulary and merges)
         self.buf, self.starts, self.what = buf, starts, what
 
+    def __len__(self) -> int:
+        return len(self.starts)
+
     def decode(self) -> list[str]:
-        if not self.starts:
+        if len(self.starts) == 0:
             return []
         # the strings lie back to back, each after its 8-byte length: string i ends 8 bytes before string
         # i + 1 starts. The array's bytes copied once, then a slice and a decode a string (Llama 3's 280k
@@ -177,6 +181,12 @@ class GGUFFile:
         if kv is None:
             return default
         return kv.value if keep or not isinstance(kv.raw, _StringArray) else kv.raw.decode()
+
+    def length(self, key: str) -> int | None:
+        """An array's element count without decoding it (a vocabulary's 49k-262k strings: a load need
+        not pay their decoding, 20-100 ms, to check the count); None if the key is missing or no array."""
+        kv = self.kv.get(key)
+        return len(kv.raw) if kv is not None and kv.vtype == GGUFValueType.ARRAY else None
 
     def require(self, key: str) -> Any:
         if key not in self.kv:
@@ -320,7 +330,19 @@ class GGUFFile:
         return [self._value(c, sub, key, depth + 1)[0] for _ in range(n)], sub
 
     def _string_array(self, c: _Cursor, n: int, key: str) -> _StringArray:
-        # the hot loop of opening a file (262k tokens): one unpack per string
+        starts = None
+        if n > 1024 and "numba" in sys.modules:   # the runtime or a quantizer: numba is loaded anyway
+            from ggufq.kernels.gguf_strings import string_starts
+            walked = np.empty(n, np.uint64)
+            end = string_starts(np.frombuffer(self._mmap, np.uint8, count=self.size), c.pos, n, walked)
+            if end >= 0:
+                starts, c.pos = walked, end
+        if starts is None:   # no numba, or a corrupt array: the reference walk says what is wrong
+            starts = self._walk_strings(c, n, key)
+        # a memoryview keeps the mapping open for a later decode, as tensor views do
+        return _StringArray(memoryview(self._mmap), starts, f"{self.path}: an element of {key}")
+
+    def _walk_strings(self, c: _Cursor, n: int, key: str) -> array:
         buf, size, pos = self._mmap, self.size, c.pos
         unpack = struct.Struct("<Q").unpack_from
         starts = array("Q")
@@ -335,8 +357,7 @@ class GGUFFile:
             starts.append(pos)
             pos += length
         c.pos = pos
-        # a memoryview keeps the mapping open for a later decode, as tensor views do
-        return _StringArray(memoryview(buf), starts, f"{self.path}: an element of {key}")
+        return starts
 
     def _view(self, start: int, nbytes: int, qtype: GGMLQuantizationType, shape) -> np.ndarray:
         raw = np.frombuffer(self._mmap, dtype=np.uint8, count=nbytes, offset=start)

@@ -9,6 +9,8 @@ on every thread. Each thread takes:
   - for a weight product, its share of the weight rows, ROWVECS * LANES rows at a time: it unpacks them into
     its own tile (kernels/gemm_q8.py) and multiplies them by every token at once while they are in its L2
     (under BLAS_MIN_TOKENS tokens: the format's row kernels, each chunk of rows against every token);
+  - in the GEMM's case, the FFN's gate and up products a span of columns at a time, each span's GLU and
+    rounding to 8 bits done while its floats are in cache (_feed_forward_gemm), not as a stage of its own;
   - attention tiles (flash.py: one KV head and QUERY_TILE tokens; under FA_MAX_TOKENS tokens ggml's
     per-row flash attention, ops.attend_head), handed out by an atomic counter, the longest first.
 The numbers are those of the batch path (Model._forward) in the fast arithmetic, but for the attention of
@@ -23,7 +25,8 @@ import numpy as np
 from numba import literal_unroll
 
 from ggufq.kernels.dot_common import lazy_zeros, quantize_q8_32, quantize_q8_k
-from ggufq.kernels.gemm_q8 import LANES, ROWVECS, TOKENS, VNNI, multiply_rowvecs, quantize_act_row
+from ggufq.kernels.gemm_q8 import (LANES, ROWVECS, TOKENS, VNNI, micro_rowvecs, multiply_rowvecs,
+                                   quantize_act_row)
 from ggufq.kernels.registry import FORMATS
 from ggufq.runtime import ops
 from ggufq.runtime.barrier import atomic_add, barrier, cycles
@@ -34,6 +37,7 @@ from ggufq.runtime.flash import QUERY_TILE, attend_tile, cache_rows, cache_to_f3
 f32 = np.float32
 ROW_CHUNK = 16      # rows of a small batch's product that every token passes while they are in L1
 PAD = 32            # 4-byte words between two threads' scratch rows
+GLU_SPAN = 256      # the fused FFN's columns at a time (_feed_forward_gemm): a Q8_K activation block, 8 Q8_0's
 
 
 def _unpackers() -> tuple:
@@ -56,14 +60,15 @@ BatchWeights = namedtuple("BatchWeights", "buf lw norms qk_norm bias out_norm wi
 # no matrix of the input reads is empty ([B, 0])
 # kt, vf: a layer's cache in float32 for flash.attend_tile; tq, tsm, scratch, fscr: each thread's GEMM tile and
 # attention scratch
-Buffers = namedtuple("Buffers", "x xb xb2 q k v att_out hg hu ad aq af kc vc att kt vf tq tsm scratch fscr")
+Buffers = namedtuple("Buffers", "x xb xb2 q k v att_out hg hu ad aq af kc vc att kt vf tq tsm scratch fscr glu")
 
 
 # The stages between the step's barriers, for its profile: prof[tid, stage] = (cycles working, cycles
 # waiting at the barrier that ends the stage); read by tools/profile_batch.py.
 STAGES = ("residual, attention norm, activations to 8 bits", "products: q, k, v", "biases, q/k norms, RoPE, KV cache writes",
           "KV cache to float32", "attention", "attention output to 8 bits", "product: attention output",
-          "residual, FFN norm, activations to 8 bits", "products: gate, up", "SwiGLU/GeGLU, to 8 bits",
+          "residual, FFN norm, activations to 8 bits", "products: gate, up (large batches: and GLU, to 8 bits)",
+          "SwiGLU/GeGLU, to 8 bits (small batches)",
           "product: down", "output norm")
 LAST = len(STAGES) - 1
 
@@ -120,28 +125,94 @@ def _product(tid, nt, buf, meta, k, a, T, small, out, tq, tsm, scratch):
                 acts = (a[0][t], a[1][t], a[2][t], a[3][t], a[4][t], a[5][t], a[6][t])
                 matvec_rows(meta[1], buf, meta[0], rb, c0, c1, k, acts, out[t])
         return
-    G, L = meta[5], LANES
-    W = ROWVECS * L
+    ng = -(-R // (ROWVECS * LANES))
+    _gemm_groups(buf, meta, k, a, T, out, tq, tsm, scratch, ng * tid // nt, ng * (tid + 1) // nt)
+
+
+@nb.njit(inline="always")
+def _tile(buf, meta, k, a, tq, tsm, tq0, ts0):
+    """Matrix meta's rows and its unpacked tile's layout at tq[tq0:], tsm[ts0:] (a group of ROWVECS * LANES
+    rows), with the flat activations its format reads: w, tq3, tsm4, rstride, sstride, G, aqf, adf, axf."""
+    R, rb, G, L = meta[2], meta[3], meta[5], LANES
     w = buf[0][meta[0]:meta[0] + R * rb].reshape((R, rb))
     nbk = k // G
     rstride = nbk * (G // 4) * L
     sstride = ROWVECS * nbk * L
-    tq3 = tq[:ROWVECS * rstride].reshape((ROWVECS, k // 4, L))
-    tsm4 = tsm[:2 * sstride].reshape((2, ROWVECS, nbk, L))
+    tq3 = tq[tq0:tq0 + ROWVECS * rstride].reshape((ROWVECS, k // 4, L))
+    tsm4 = tsm[ts0:ts0 + 2 * sstride].reshape((2, ROWVECS, nbk, L))
     if meta[6] == 0:   # the tuple's items are picked by constant indices (their types differ)
         aqf, adf, axf = a[7].reshape(-1), a[8].reshape(-1), (a[9] if G == 16 else a[10]).reshape(-1)
     else:
         aqf, adf, axf = a[11].reshape(-1), a[12].reshape(-1), (a[13] if G == 16 else a[14]).reshape(-1)
-    ng = -(-R // W)
-    for gi in range(ng * tid // nt, ng * (tid + 1) // nt):
-        r0 = gi * W
-        n = min(W, R - r0)
-        unpack_rows(meta[4], w, r0, r0 + n, tq3, tsm4, 0)
-        for i in range(n, W):   # rows past the matrix: zero scale and offset
-            for b in range(nbk):
-                tsm4[0, i // L, b, i % L] = 0.0
-                tsm4[1, i // L, b, i % L] = 0.0
-        multiply_rowvecs(tq, 0, tsm, 0, rstride, sstride, G, L, VNNI, aqf, adf, axf, k, T, scratch, out, r0, n)
+    return w, tq3, tsm4, rstride, sstride, G, aqf, adf, axf
+
+
+@nb.njit(inline="always")
+def _unpack_group(meta, w, gi, tq3, tsm4):
+    """Rows gi * W .. of w into the tile; the rows past the matrix get zero scales and offsets. Their count."""
+    W, L = ROWVECS * LANES, LANES
+    r0 = gi * W
+    n = min(W, meta[2] - r0)
+    unpack_rows(meta[4], w, r0, r0 + n, tq3, tsm4, 0)
+    for i in range(n, W):
+        for b in range(tsm4.shape[2]):
+            tsm4[0, i // L, b, i % L] = 0.0
+            tsm4[1, i // L, b, i % L] = 0.0
+    return n
+
+
+@nb.njit(cache=True)
+def _gemm_groups(buf, meta, k, a, T, out, tq, tsm, scratch, g0, g1):
+    """out[:T, rows of groups g0..g1] = x W^T: each group of ROWVECS * LANES rows unpacked into the thread's
+    tile and multiplied by every token while it is in L2."""
+    w, tq3, tsm4, rstride, sstride, G, aqf, adf, axf = _tile(buf, meta, k, a, tq, tsm, 0, 0)
+    for gi in range(g0, g1):
+        n = _unpack_group(meta, w, gi, tq3, tsm4)
+        multiply_rowvecs(tq, 0, tsm, 0, rstride, sstride, G, LANES, VNNI, aqf, adf, axf, k, T, scratch, out,
+                         gi * ROWVECS * LANES, n)
+
+
+@nb.njit(cache=True)
+def _feed_forward_gemm(tid, nt, buf, m_gate, m_up, d, ad, T, gelu, af, glu, tq, tsm, scratch):
+    """The FFN's first half for a large batch, fused: GLU(x W_gate^T, x W_up^T) rounded to 8 bits for the
+    down product, this thread's share of the n_ff columns a span at a time. Per group of rows, the gate's
+    and the up's rows are unpacked side by side in the thread's tile, and each TOKENS tokens' products go
+    through the GLU while in registers, into glu (this thread's float32[T, span]); a finished span is
+    rounded into af. The gate's and up's float32[T, n_ff] outputs are never written: apart, the GLU read
+    and wrote 2 x T x n_ff floats from memory (32 MB a layer at 512 tokens on a 1B model) as a stage of its
+    own: 2.4% of a 1B pp512. A span is whole activation blocks (Q8_K's 256 values: a block's scale needs all
+    of them) and whole groups; the numbers are the unfused ones (element-wise, block-local)."""
+    n_ff, W, span = m_gate[2], ROWVECS * LANES, GLU_SPAN
+    wg, tqg, tsg, rsg, ssg, Gg, aqg, adg, axg = _tile(buf, m_gate, d, ad, tq, tsm, 0, 0)
+    tq_u, ts_u = ROWVECS * rsg, 2 * ssg     # the up rows' tile after the gate's
+    wu, tqu, tsu, rsu, ssu, Gu, aqu, adu, axu = _tile(buf, m_up, d, ad, tq, tsm, tq_u, ts_u)
+    sg, su = scratch[:TOKENS * W], scratch[TOKENS * W:2 * TOKENS * W]
+    n_span = -(-n_ff // span)
+    for si in range(n_span * tid // nt, n_span * (tid + 1) // nt):
+        c0, c1 = si * span, min(n_ff, (si + 1) * span)
+        for gi in range(c0 // W, -(-c1 // W)):
+            n = _unpack_group(m_gate, wg, gi, tqg, tsg)
+            _unpack_group(m_up, wu, gi, tqu, tsu)
+            j0 = gi * W - c0
+            for t0 in range(0, T, TOKENS):
+                micro_rowvecs(tq, 0, tsm, 0, rsg, ssg, Gg, LANES, VNNI, aqg, adg, axg, d, t0, sg)
+                micro_rowvecs(tq, tq_u, tsm, ts_u, rsu, ssu, Gu, LANES, VNNI, aqu, adu, axu, d, t0, su)
+                for t in range(min(TOKENS, T - t0)):
+                    g, u = sg[t * W:t * W + n], su[t * W:t * W + n]
+                    if gelu:
+                        ops._gelu_mul_row(g, u)
+                    else:
+                        ops._silu_mul_row(g, u)
+                    for j in range(n):
+                        glu[t0 + t, j0 + j] = g[j]
+        for t in range(T):
+            h = glu[t, :c1 - c0]
+            if af[8].shape[1]:
+                quantize_act_row(h, af[7][t, c0:c1], af[8][t, c0 // 32:c1 // 32], af[9][t, c0 // 16:c1 // 16],
+                                 af[10][t, c0 // 32:c1 // 32], 32)
+            if af[12].shape[1]:
+                quantize_act_row(h, af[11][t, c0:c1], af[12][t, c0 // 32:c1 // 32], af[13][t, c0 // 16:c1 // 16],
+                                 af[14][t, c0 // 32:c1 // 32], 256)
 
 
 @nb.njit(cache=True)
@@ -173,7 +244,7 @@ def batch_step(nt, counter, pos0, T, small, shape, flags, bw, rope, bufs, prof):
     n_layer, n_head, n_kv, hd, n_rot, d, n_ff = shape
     buf, lw, norms, qk_norm, bias, out_norm, windows, swa, eps, attn_scale = bw
     cos_g, sin_g, cos_l, sin_l = rope
-    x, xb, xb2, q, k, v, att_out, hg, hu, ad, aq, af, kc, vc, att, kt, vf, tq, tsm, scratch, fscr = bufs
+    x, xb, xb2, q, k, v, att_out, hg, hu, ad, aq, af, kc, vc, att, kt, vf, tq, tsm, scratch, fscr, glu = bufs
     nq, nkv = n_head * hd, n_kv * hd
     heads = (n_head, n_kv, hd)
     qh = q.reshape((q.shape[0] * n_head, hd))
@@ -237,16 +308,21 @@ def batch_step(nt, counter, pos0, T, small, shape, flags, bw, rope, bufs, prof):
                 ops._add_rmsnorm_row(x, xb2, norms[il, 1], eps, xb, t)
             _quantize_rows(xb, ad, t0, t1, small)
             nbar, last = _meet(counter, nt, nbar, prof, tid, 7, last)
-            _product(tid, nt, buf, lw[il, WGATE], d, ad, T, small, hg, tqt, tsmt, scr)
-            _product(tid, nt, buf, lw[il, WUP], d, ad, T, small, hu, tqt, tsmt, scr)
-            nbar, last = _meet(counter, nt, nbar, prof, tid, 8, last)
-            for t in range(t0, t1):
-                if flags.gelu:
-                    ops._gelu_mul_row(hg, hu, t)
-                else:
-                    ops._silu_mul_row(hg[t], hu[t])
-            _quantize_rows(hg, af, t0, t1, small)
-            nbar, last = _meet(counter, nt, nbar, prof, tid, 9, last)
+            if small:
+                _product(tid, nt, buf, lw[il, WGATE], d, ad, T, small, hg, tqt, tsmt, scr)
+                _product(tid, nt, buf, lw[il, WUP], d, ad, T, small, hu, tqt, tsmt, scr)
+                nbar, last = _meet(counter, nt, nbar, prof, tid, 8, last)
+                for t in range(t0, t1):
+                    if flags.gelu:
+                        ops._gelu_mul_row(hg[t], hu[t])
+                    else:
+                        ops._silu_mul_row(hg[t], hu[t])
+                _quantize_rows(hg, af, t0, t1, small)
+                nbar, last = _meet(counter, nt, nbar, prof, tid, 9, last)
+            else:
+                _feed_forward_gemm(tid, nt, buf, lw[il, WGATE], lw[il, WUP], d, ad, T, flags.gelu, af, glu[tid],
+                                   tqt, tsmt, scr)
+                nbar, last = _meet(counter, nt, nbar, prof, tid, 8, last)
             _product(tid, nt, buf, lw[il, WDOWN], n_ff, af, T, small, xb2, tqt, tsmt, scr)
             nbar, last = _meet(counter, nt, nbar, prof, tid, 10, last)
             for t in range(t0, t1):     # the next layer's norm reads only these tokens: no barrier
@@ -289,15 +365,17 @@ class BatchStep:
         nt = nb.config.NUMBA_NUM_THREADS
         kmax = max(d, nq, c.n_ff)
         # each thread's row padded by 128 bytes: no two threads write one cache line (false sharing)
+        kmax = max(kmax, 2 * d)      # the fused FFN's tile: the gate's and the up's rows side by side
         tq = np.zeros((nt, ROWVECS * kmax // 4 * LANES + PAD), np.uint32)
         tsm = np.zeros((nt, 2 * ROWVECS * kmax // 16 * LANES + PAD), np.float32)
-        scratch = np.zeros((nt, TOKENS * ROWVECS * LANES + PAD), np.float32)
+        scratch = np.zeros((nt, 2 * TOKENS * ROWVECS * LANES + PAD), np.float32)
+        glu = lazy_zeros((nt, B, GLU_SPAN), np.float32)
         fscr = np.zeros((nt, scratch_floats(c.n_head, c.n_kv, hd) + PAD), np.float32)
         n_ctx = rs.kc.shape[1]
         kt = lazy_zeros((c.n_kv, hd, cache_rows(n_ctx)), np.float32)
         vf = lazy_zeros((n_ctx, c.n_kv * hd), np.float32)
         self.bufs = Buffers(rs.x, rs.xb, rs.xb2, rs.q, rs.k, rs.v, rs.att_out, rs.hg, rs.hu, *acts, rs.kc_k, rs.vc_k,
-                            rs.att, kt, vf, tq, tsm, scratch, fscr)
+                            rs.att, kt, vf, tq, tsm, scratch, fscr, glu)
         self.counter = np.zeros(c.n_layer + 1, np.int64)
         self.prof = np.zeros((nt, len(STAGES), 2), np.int64)   # cycles per stage (_meet), since load
         mats = [m for L in w.layers for m in L.matrices()]

@@ -79,9 +79,9 @@ class Config:
         if emb is None:
             raise GGUFQError(f"{g.path}: missing tensor token_embd.weight")
         n_vocab = int(emb.shape[1])
-        tokens = g.get("tokenizer.ggml.tokens")
-        if tokens is not None and len(tokens) != n_vocab:  # ids past either end would index out of range
-            raise GGUFQError(f"{g.path}: the vocabulary has {len(tokens)} tokens but token_embd.weight has "
+        n_tokens = g.length("tokenizer.ggml.tokens")
+        if n_tokens is not None and n_tokens != n_vocab:  # ids past either end would index out of range
+            raise GGUFQError(f"{g.path}: the vocabulary has {n_tokens} tokens but token_embd.weight has "
                              f"{n_vocab} rows")
         scaling = g.arch_get("rope.scaling.type", "none" if g.arch_get("rope.scaling.factor") is None else "linear")
         if scaling not in ("none", "linear"):

@@ -77,10 +77,10 @@ def silence() -> None:
 def runtime_modules():
     from ggufq.runtime import batch, decode, flash, ops
     from ggufq.quantize import imatrix
-    from ggufq.kernels import (dot_common, dot_rows, dot_simd, floats, gemm_q8, kquants, kquants_runtime, legacy,
-                               legacy_runtime, numerics)
+    from ggufq.kernels import (dot_common, dot_rows, dot_simd, floats, gemm_q8, gguf_strings, kquants,
+                               kquants_runtime, legacy, legacy_runtime, numerics)
     return [ops, decode, batch, flash, imatrix, dot_common, floats, gemm_q8, kquants, kquants_runtime, legacy,
-            legacy_runtime, dot_rows, dot_simd, numerics]
+            legacy_runtime, dot_rows, dot_simd, numerics, gguf_strings]
 
 
 def quantizer_modules():

@@ -249,16 +249,16 @@ def silu_mul_batch(g, u):
 
 
 @nb.njit(cache=True, inline="always")
-def _gelu_mul_row(g, u, i):
-    for j in range(g.shape[1]):
-        v = g[i, j]
+def _gelu_mul_row(gi, ui):
+    for j in range(gi.shape[0]):
+        v = gi[j]
         if v <= -10.0:
             r = f32(0.0)
         elif v >= 10.0:
             r = v
         else:
             r = GELU_F16[f32_to_f16(v)]
-        g[i, j] = r * u[i, j]
+        gi[j] = r * ui[j]
 
 
 @nb.njit(cache=True)
@@ -283,13 +283,13 @@ def gelu_mul(g, u):
     stored as fp16, the table's formula as compiled: 1 + 0.044715 x^2 fused, libm's tanhf); exact 0 below
     -10 and identity above 10."""
     for i in range(g.shape[0]):
-        _gelu_mul_row(g, u, i)
+        _gelu_mul_row(g[i], u[i])
 
 
 @nb.njit(cache=True, parallel=True)
 def gelu_mul_batch(g, u):
     for i in nb.prange(g.shape[0]):
-        _gelu_mul_row(g, u, i)
+        _gelu_mul_row(g[i], u[i])
 
 
 @nb.njit(cache=True, parallel=True)
