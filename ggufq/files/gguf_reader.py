@@ -10,8 +10,8 @@ of a known type, whole blocks, and must not overlap. Tensor data are numpy views
 from __future__ import annotations
 
 import mmap
-import sys
 import struct
+import sys
 from array import array
 from dataclasses import dataclass, field
 from pathlib import Path

@@ -363,9 +363,8 @@ class BatchStep:
         acts = tuple(act_buffers(rs, kk, B) + (x,) + self._gemm_buffers(rs, kk, B)
                      for kk, x in ((d, rs.xb), (nq, rs.att_out), (c.n_ff, rs.hg)))
         nt = nb.config.NUMBA_NUM_THREADS
-        kmax = max(d, nq, c.n_ff)
+        kmax = max(d, nq, c.n_ff, 2 * d)    # 2 * d: the fused FFN's tile, the gate's and the up's rows side by side
         # each thread's row padded by 128 bytes: no two threads write one cache line (false sharing)
-        kmax = max(kmax, 2 * d)      # the fused FFN's tile: the gate's and the up's rows side by side
         tq = np.zeros((nt, ROWVECS * kmax // 4 * LANES + PAD), np.uint32)
         tsm = np.zeros((nt, 2 * ROWVECS * kmax // 16 * LANES + PAD), np.float32)
         scratch = np.zeros((nt, 2 * TOKENS * ROWVECS * LANES + PAD), np.float32)
