@@ -21,6 +21,7 @@ os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")  # as ggufq/__init__.py: b
 
 import argparse  # noqa: E402
 import collections  # noqa: E402
+import functools  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -122,8 +123,9 @@ def main() -> int:
     return 0
 
 
+@functools.cache
 def cycle_rate() -> float:
-    """The cycle counter's ticks a second, against perf_counter over 0.2 s."""
+    """The cycle counter's ticks a second, against perf_counter over 0.2 s (measured once a process)."""
     import numba as nb
     from ggufq.runtime.barrier import cycles
     read = nb.njit(lambda: cycles())

@@ -105,10 +105,19 @@ def _quantize_rows(x, a, t0, t1, small):
             if a[4].shape[1]:
                 quantize_q8_k(x[t:t + 1], a[3][t:t + 1], a[4][t:t + 1], a[5][t:t + 1])
         else:
-            if a[8].shape[1]:
-                quantize_act_row(x[t], a[7][t], a[8][t], a[9][t], a[10][t], 32)
-            if a[12].shape[1]:
-                quantize_act_row(x[t], a[11][t], a[12][t], a[13][t], a[14][t], 256)
+            _round_for_gemm(x[t], a, t, 0, x.shape[1])
+
+
+@nb.njit(inline="always")
+def _round_for_gemm(h, a, t, c0, c1):
+    """Columns c0..c1 of token t (h: their float32 values) into the GEMM's forms of `a` that some matrix
+    reads: q, d, sums per 16 and per 32, a block of 32 (q8_32) or 256 (q8_k) at a time."""
+    if a[8].shape[1]:
+        quantize_act_row(h, a[7][t, c0:c1], a[8][t, c0 // 32:c1 // 32], a[9][t, c0 // 16:c1 // 16],
+                         a[10][t, c0 // 32:c1 // 32], 32)
+    if a[12].shape[1]:
+        quantize_act_row(h, a[11][t, c0:c1], a[12][t, c0 // 32:c1 // 32], a[13][t, c0 // 16:c1 // 16],
+                         a[14][t, c0 // 32:c1 // 32], 256)
 
 
 @nb.njit(cache=True)
@@ -206,13 +215,7 @@ def _feed_forward_gemm(tid, nt, buf, m_gate, m_up, d, ad, T, gelu, af, glu, tq, 
                     for j in range(n):
                         glu[t0 + t, j0 + j] = g[j]
         for t in range(T):
-            h = glu[t, :c1 - c0]
-            if af[8].shape[1]:
-                quantize_act_row(h, af[7][t, c0:c1], af[8][t, c0 // 32:c1 // 32], af[9][t, c0 // 16:c1 // 16],
-                                 af[10][t, c0 // 32:c1 // 32], 32)
-            if af[12].shape[1]:
-                quantize_act_row(h, af[11][t, c0:c1], af[12][t, c0 // 32:c1 // 32], af[13][t, c0 // 16:c1 // 16],
-                                 af[14][t, c0 // 32:c1 // 32], 256)
+            _round_for_gemm(glu[t, :c1 - c0], af, t, c0, c1)
 
 
 @nb.njit(cache=True)
