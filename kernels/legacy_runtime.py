@@ -9,9 +9,14 @@ import numpy as np
 from .dot_common import load_f16
 from .dot_rows import row_kernel
 from .dot_simd import (dequant32_q4_0, dequant32_q4_1, dequant32_q5_0, dequant32_q5_1, dequant32_q8_0, repacked,
-                       rowdot_q4_0, rowdot_q4_0_x8, rowdot_q4_1, rowdot_q5_0, rowdot_q5_1, rowdot_q8_0)
+                       rowdot_q4_0, rowdot_q4_0_x8, rowdot_q4_1, rowdot_q5_0, rowdot_q5_1, rowdot_q8_0,
+                       rows4_q4_0_x8)
 from .dot_vnni import rowdot_q4_0_fast
-from .gemm_q8 import u32_at
+from .gemm_q8 import VNNI512, u32_at
+
+# The fast arithmetic's Q4_0 dot where there is no AVX-512 VNNI: four rows at a time (dot_simd.rows4_q4_0_x8,
+# the repacked kernel's numbers); on VNNI hosts dot_vnni's row dot, two blocks a step, is faster.
+FAST_FOUR_ROWS = not VNNI512
 
 
 # Runtime kernels for the 32-weight block formats: Q4_0, Q4_1, Q5_0, Q5_1, Q8_0.
@@ -159,9 +164,22 @@ def unpack_q8_0(w, r0, r1, tq, tsm):
 # cached: numba keys a closure's cache entry by its cell contents, and a dispatcher pickles differently in
 # every process, so each run would compile them again (measured: the index grows by one entry per run).
 
+@nb.njit(cache=True)
+def _rows_q4_0_x8(w, wi, rb, xq, xi, xd, si, nb, r0, r1, out):
+    """out[r] = row r . x for r in r0..r1 (rows rb bytes apart from byte wi), with the repacked kernel's
+    numbers: four rows a call to rows4_q4_0_x8, the last r1 - r0 mod 4 by rowdot_q4_0_x8."""
+    r = r0
+    while r + 4 <= r1:
+        rows4_q4_0_x8(w, wi + r * rb, rb, xq, xi, xd, si, nb, out, r)
+        r += 4
+    for j in range(r, r1):
+        out[j] = rowdot_q4_0_x8(w, wi + j * rb, xq, xi, xd, xd, si, nb)
+
+
 @nb.njit(cache=True, parallel=True)
 def _matmul_q4_0(w, xf, xq, xd, xs, out, variant):
-    """variant 0: llama.cpp's AVX2 kernel, 1: its repacked one, 2: the fast one (dot_vnni)."""
+    """variant 0: llama.cpp's AVX2 kernel, 1: its repacked one, 2: the fast one (dot_vnni, or the repacked
+    numbers four rows at a time where there is no VNNI: FAST_FOUR_ROWS)."""
     R, rb = w.shape
     Tn, nbk = xd.shape
     k = xq.shape[1]
@@ -169,10 +187,10 @@ def _matmul_q4_0(w, xf, xq, xd, xs, out, variant):
     xv = xq.reshape(-1)
     dv = xd.reshape(-1)
     sv = xs.reshape(-1)
-    if variant == 1:  # one float accumulation per block
-        for r in nb.prange(R):
+    if variant == 1 or (variant == 2 and FAST_FOUR_ROWS):
+        for g in nb.prange((R + 3) // 4):
             for t in range(Tn):
-                out[t, r] = rowdot_q4_0_x8(wf, r * rb, xv, t * k, dv, sv, t * nbk, nbk)
+                _rows_q4_0_x8(wf, 0, rb, xv, t * k, dv, t * nbk, nbk, 4 * g, min(R, 4 * g + 4), out[t])
         return
     if variant == 2:
         for r in nb.prange(R):
@@ -186,8 +204,8 @@ def _matmul_q4_0(w, xf, xq, xd, xs, out, variant):
 
 @nb.njit(cache=True)
 def matmul_q4_0(w, xf, xq, xd, xs, out):
-    """The fast default: two blocks a step with VNNI (dot_vnni), else llama.cpp's AVX2 kernel (8 float
-    lanes a row: the repacked kernel's one float per block is slower)."""
+    """The fast default: two blocks a step with VNNI (dot_vnni), else four rows at a time with the repacked
+    kernel's numbers (FAST_FOUR_ROWS)."""
     _matmul_q4_0(w, xf, xq, xd, xs, out, 2)
 
 
@@ -263,14 +281,16 @@ def rows_q4_0(bufs, off, rb, r0, r1, k, acts, out):
 
 @row_kernel
 def rows_q4_0_fast(bufs, off, rb, r0, r1, k, acts, out):
-    for r in range(r0, r1):
-        out[r] = rowdot_q4_0_fast(bufs[0], off + r * rb, acts[0], 0, acts[1], acts[2], 0, k // 32)
+    if FAST_FOUR_ROWS:
+        _rows_q4_0_x8(bufs[0], off, rb, acts[0], 0, acts[1], 0, k // 32, r0, r1, out)
+    else:
+        for r in range(r0, r1):
+            out[r] = rowdot_q4_0_fast(bufs[0], off + r * rb, acts[0], 0, acts[1], acts[2], 0, k // 32)
 
 
 @row_kernel
 def rows_q4_0_x8(bufs, off, rb, r0, r1, k, acts, out):
-    for r in range(r0, r1):
-        out[r] = rowdot_q4_0_x8(bufs[0], off + r * rb, acts[0], 0, acts[1], acts[2], 0, k // 32)
+    _rows_q4_0_x8(bufs[0], off, rb, acts[0], 0, acts[1], 0, k // 32, r0, r1, out)
 
 
 @row_kernel

@@ -214,3 +214,40 @@ def test_q4_0_fast_kernel_odd_block_counts(k):
     rng = np.random.default_rng(k)
     w, deq = make_weights(T.Q4_0, 21, k, rng)
     check_matmul(T.Q4_0, w, deq, rng.standard_normal((3, k)).astype(np.float32))
+
+
+@pytest.mark.parametrize("k", [32, 96, 2048])
+def test_q4_0_four_rows_equal_the_repacked_row_dot(k):
+    """rows4_q4_0_x8 (four rows a call, two blocks a step, the last block alone when their count is odd)
+    gives rowdot_q4_0_x8's numbers bit for bit for every row of a range that starts anywhere and ends
+    anywhere (the last rows one at a time), for the decode row kernels of both arithmetics that call it,
+    and equals dequantize + numpy to float rounding."""
+    import numba as nb
+    from ggufq.kernels.dot_simd import rowdot_q4_0_x8
+    from ggufq.kernels.legacy_runtime import _rows_q4_0_x8
+
+    @nb.njit
+    def one_at_a_time(w, rb, rows, xq, xi, xd, si, nb_, out):
+        for r in range(rows):
+            out[r] = rowdot_q4_0_x8(w, r * rb, xq, xi, xd, xd, si, nb_)
+
+    rng = np.random.default_rng(k + 7)
+    rows = 13
+    w, deq = make_weights(T.Q4_0, rows, k, rng)
+    x = rng.standard_normal((2, k)).astype(np.float32)
+    a = Activations("q8_32", 2, k).set(x)
+    flat = np.ascontiguousarray(w).reshape(-1)
+    rb, nb = w.shape[1], k // 32
+    for t in range(2):
+        xq, xd = a.xq.reshape(-1), a.xd.reshape(-1)
+        want = np.zeros(rows, np.float32)
+        one_at_a_time(flat, rb, rows, xq, t * k, xd, t * nb, nb, want)
+        for r0, r1 in ((0, rows), (1, 10), (3, 4), (5, 5)):
+            out = np.full(rows, np.nan, np.float32)
+            _rows_q4_0_x8(flat, 0, rb, xq, t * k, xd, t * nb, nb, r0, r1, out)
+            np.testing.assert_array_equal(out[r0:r1], want[r0:r1], err_msg=f"{k=} {t=} rows {r0}..{r1}")
+            assert np.isnan(out[:r0]).all() and np.isnan(out[r1:]).all()
+    exact = rounded("q8_32", x) @ deq.astype(np.float64).T
+    got = np.zeros((2, rows), np.float32)
+    get_format(T.Q4_0).dot.matmul_llama_cpp(w[:8], a.xf, a.xq, a.xd, a.xs, got[:, :8])   # 8 rows: repacked
+    assert np.abs(got[:, :8] - exact[:, :8]).max() <= 2e-6 * np.abs(exact).max()
