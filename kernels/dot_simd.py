@@ -105,6 +105,18 @@ def _dot_lanes(builder, a, x):
     return builder.add(builder.add(parts[0], parts[1]), builder.add(parts[2], parts[3]))
 
 
+def _scaled_lanes(builder, q, x, sc16):
+    """_dot_lanes(q, x) times the scales: lane l of the 8 int32 lanes by sc16's i16 lanes 2l and 2l + 1 (equal).
+    q holds unsigned weights (a K-quant's 0..63 before its offset), so on AVX2 vpmaddubsw takes them as they
+    are and vpmaddwd multiplies by the scales while it adds the pairs: the same lanes as the sign trick, a
+    vpmaddwd with ones and a vpmulld, in two instructions instead of five (pairs stay below 2 x 63 x 127)."""
+    if AVX2:
+        return builder.call(_fn(builder, "llvm.x86.avx2.pmadd.wd", _vec(I32, 8), [_vec(I16, 16)] * 2),
+                            [_maddubs(builder, q, x), sc16])
+    sc = builder.shuffle_vector(sc16, ir.Constant(sc16.type, None), ir.Constant(_vec(I32, 8), list(range(0, 16, 2))))
+    return builder.mul(_dot_lanes(builder, q, x), builder.sext(sc, _vec(I32, 8)))
+
+
 def _hsum8(builder, v):
     """llama.cpp's hsum_float_8: lanes i + (i + 4), then (0 + 2) + (1 + 3)."""
     e = [builder.extract_element(v, ir.Constant(I32, j)) for j in range(8)]
@@ -277,8 +289,12 @@ def _maddubs(builder, u8, s8):
 
 
 def _pair_sums(builder, v, n):
-    """<n x T>: v[2i] + v[2i + 1] of a <2n x T>."""
+    """<n x T>: v[2i] + v[2i + 1] of a <2n x T> (of 16 int32 on AVX2: a vphaddd and a vpermq)."""
     undef = ir.Constant(v.type, None)
+    if AVX2 and n == 8 and v.type.element == I32:
+        lo, hi = (builder.shuffle_vector(v, undef, ir.Constant(_vec(I32, 8), list(range(h, h + 8)))) for h in (0, 8))
+        h = _hadd(builder, lo, hi)
+        return builder.shuffle_vector(h, ir.Constant(h.type, None), ir.Constant(_vec(I32, 8), [0, 1, 4, 5, 2, 3, 6, 7]))
     ev = builder.shuffle_vector(v, undef, ir.Constant(_vec(I32, n), [2 * i for i in range(n)]))
     od = builder.shuffle_vector(v, undef, ir.Constant(_vec(I32, n), [2 * i + 1 for i in range(n)]))
     return builder.add(ev, od)
@@ -484,6 +500,24 @@ def _scales_mins_k4(builder, bp):
     return sc, m
 
 
+def _scales_mins_k4_vec(builder, bp):
+    """get_scale_min_k4 for j = 0..7 from the 12 bytes at bp + 4, as <16 x i8>: the scales, then the
+    minimums. In four 32-bit words, as llama.cpp's kernels do (utmp and kmask1..3): 12 integer operations
+    where the byte-by-byte form took about 90 of a Q4_K super-block's 190 instructions."""
+    c = lambda v: ir.Constant(I32, v)  # noqa: E731
+    u = [builder.load(builder.bitcast(builder.gep(bp, [ir.Constant(I64, 4 + 4 * k)]), I32.as_pointer()), align=1)
+         for k in range(3)]
+    m1, m2, m3 = c(0x3F3F3F3F), c(0x0F0F0F0F), c(0x03030303)
+    u3 = builder.or_(builder.and_(builder.lshr(u[2], c(4)), m2), builder.shl(builder.and_(builder.lshr(u[1], c(6)), m3), c(4)))
+    u2 = builder.and_(u[1], m1)
+    u1 = builder.or_(builder.and_(u[2], m2), builder.shl(builder.and_(builder.lshr(u[0], c(6)), m3), c(4)))
+    u0 = builder.and_(u[0], m1)
+    v = ir.Constant(_vec(I32, 4), None)
+    for k, w in enumerate((u0, u1, u2, u3)):
+        v = builder.insert_element(v, w, c(k))
+    return builder.bitcast(v, _vec(I8, 16))
+
+
 def superblock(builder, wp, xp, dp, i, block_bytes):
     """Super-block i of a K-quant row: its first byte, its 256 activations and their scale; and every cache
     line of the super-block PREFETCH_BYTES on asked for. A super-block spans 84 to 210 bytes: one prefetch
@@ -540,21 +574,24 @@ def _make_rowdot_k(kind):
 
             bp, xb, yd = superblock(builder, wp, xp, dp, i, block_bytes)
             bsum = builder.gep(sp, [builder.mul(i, ir.Constant(I64, 16))])
-            bs = [builder.load(builder.gep(bsum, [ir.Constant(I64, k)])) for k in range(16)]
-            bs = [builder.trunc(v, I32) if sty.width > 32 else (builder.sext(v, I32) if sty.width < 32 else v)
-                  for v in bs]
+            # the 16 sums of 16 activations as <16 x i32> (one vector load of the runtime's int32 sums)
+            bsv = builder.load(builder.bitcast(bsum, _vec(sty, 16).as_pointer()), align=4)
+            if sty.width != 32:
+                bsv = builder.trunc(bsv, _vec(I32, 16)) if sty.width > 32 else builder.sext(bsv, _vec(I32, 16))
             sumi = ir.Constant(_vec(I32, 8), [0] * 8)
             if kind in ("q4_k", "q5_k"):
                 dw = _load_half(builder, bp)
                 mw = _load_half(builder, builder.gep(bp, [ir.Constant(I64, 2)]))
                 d = builder.fmul(yd, dw)  # = fl(d_w * d_y) of the repacked kernels too
                 dmin = builder.fmul(builder.fneg(yd), mw)  # = -fl(dmin_w * d_y)
-                sc, m = _scales_mins_k4(builder, bp)
+                scm = _scales_mins_k4_vec(builder, bp)   # <16 x i8>: the 8 scales, then the 8 minimums
                 qs_at = 48 if kind == "q5_k" else 16
                 hv = _load_vec(builder, bp, 16) if kind == "q5_k" else None
-                q8s = [builder.add(bs[2 * k], bs[2 * k + 1]) for k in range(8)]
-                prod = [builder.add(builder.mul(m[2 * k], q8s[2 * k]), builder.mul(m[2 * k + 1], q8s[2 * k + 1]))
-                        for k in range(4)]
+                mins = builder.zext(builder.shuffle_vector(scm, ir.Constant(scm.type, None),
+                                                           ir.Constant(_vec(I32, 8), list(range(8, 16)))), _vec(I32, 8))
+                # prod[k]: the minimums of sub-blocks 2k, 2k + 1 times their activations' 32-sums
+                prodv = _pair_sums(builder, builder.mul(mins, _pair_sums(builder, bsv, 8)), 4)
+                prod = [builder.extract_element(prodv, c32(k)) for k in range(4)]
                 red = _fn(builder, "llvm.vector.reduce.add.v8i32", I32, [_vec(I32, 8)])
                 if x8:
                     dxv, mxv = _splat_val(builder, d, 8, F32T), _splat_val(builder, builder.fneg(dmin), 4, F32T)
@@ -568,8 +605,10 @@ def _make_rowdot_k(kind):
                             bit = builder.and_(builder.lshr(hv, _splat(2 * c + h, 32)), _splat(1, 32))
                             q = builder.or_(q, builder.shl(bit, _splat(4, 32)))
                         xv = _load_vec(builder, xb, 64 * c + 32 * h)
-                        lanes = _dot_lanes(builder, q, xv)
-                        sumi = builder.add(sumi, builder.mul(lanes, _splat_val(builder, sc[2 * c + h], 8, I32)))
+                        sc16 = builder.zext(builder.shuffle_vector(scm, ir.Constant(scm.type, None),
+                                                                   ir.Constant(_vec(I32, 16), [2 * c + h] * 16)),
+                                            _vec(I16, 16))
+                        sumi = builder.add(sumi, _scaled_lanes(builder, q, xv, sc16))
                     if per_pair:  # ggml_gemm_q4_K_8x8_q8_K: fma after every pair of sub-blocks
                         isum = builder.sitofp(builder.call(red, [sumi]), F32T)
                         acc_p = builder.call(fma8, [_splat_val(builder, isum, 8, F32T), dxv, acc_p])
@@ -604,27 +643,28 @@ def _make_rowdot_k(kind):
                     accm2 = builder.call(fma1, [dmin, builder.sitofp(tot, F32T), accm])
             else:  # q6_k
                 d = builder.fmul(yd, _load_half(builder, builder.gep(bp, [ir.Constant(I64, 208)])))
-                sc = [_byte(builder, bp, 192 + k, signed=True) for k in range(16)]
+                scv = _load_vec(builder, bp, 192, 16)   # the 16 sub-block scales, int8
                 for j in range(2):
                     ql1, ql2 = _load_vec(builder, bp, 64 * j), _load_vec(builder, bp, 64 * j + 32)
                     qh = _load_vec(builder, bp, 128 + 32 * j)
-                    hb = [builder.shl(builder.and_(builder.lshr(qh, _splat(2 * k, 32)), _splat(3, 32)), _splat(4, 32))
+                    # bits 2k, 2k + 1 of qh moved to bits 4, 5: one shift (none for k = 2) and a mask
+                    hb = [builder.and_(builder.shl(qh, _splat(4 - 2 * k, 32)) if k < 2 else
+                                       (builder.lshr(qh, _splat(2, 32)) if k == 3 else qh), _splat(0x30, 32))
                           for k in range(4)]
                     qk = [builder.or_(builder.and_(ql1, _splat(15, 32)), hb[0]),
                           builder.or_(builder.and_(ql2, _splat(15, 32)), hb[1]),
                           builder.or_(builder.lshr(ql1, _splat(4, 32)), hb[2]),
                           builder.or_(builder.lshr(ql2, _splat(4, 32)), hb[3])]
                     for k in range(4):
-                        lanes = _dot_lanes(builder, qk[k], _load_vec(builder, xb, 128 * j + 32 * k))
-                        sv = ir.Constant(_vec(I32, 8), None)
-                        for lane in range(8):
-                            sv = builder.insert_element(sv, sc[8 * j + 2 * k + lane // 4], c32(lane))
-                        sumi = builder.add(sumi, builder.mul(lanes, sv))
-                sub = ir.Constant(_vec(I32, 8), None)
-                for lane in range(8):
-                    v = builder.add(builder.mul(bs[2 * lane], sc[2 * lane]), builder.mul(bs[2 * lane + 1], sc[2 * lane + 1]))
-                    sub = builder.insert_element(sub, builder.shl(v, c32(5)), c32(lane))
-                sumi = builder.sub(sumi, sub)
+                        a = 8 * j + 2 * k   # this step's 32 weights: sub-blocks a and a + 1
+                        sc16 = builder.sext(builder.shuffle_vector(scv, ir.Constant(scv.type, None),
+                                                                   ir.Constant(_vec(I32, 16), [a] * 8 + [a + 1] * 8)),
+                                            _vec(I16, 16))
+                        sumi = builder.add(sumi, _scaled_lanes(builder, qk[k], _load_vec(builder, xb, 128 * j + 32 * k),
+                                                               sc16))
+                # the offset 32: lane l less 32 x (its two sub-blocks' scale x 16-sum), in vector operations
+                prod = builder.mul(bsv, builder.sext(scv, _vec(I32, 16)))
+                sumi = builder.sub(sumi, builder.shl(_pair_sums(builder, prod, 8), _splat(5, 8, I32)))
                 if tiled:
                     red = _fn(builder, "llvm.vector.reduce.add.v8i32", I32, [_vec(I32, 8)])
                     dw = _load_half(builder, builder.gep(bp, [ir.Constant(I64, 208)]))
