@@ -155,6 +155,27 @@ def _close_loop(builder, i, nbv, entry, loop, done, carried):
     return out
 
 
+def _odd_last_block(builder, nbv, values, body):
+    """After a loop over pairs of blocks: when nbv is odd, values = body(last block's index, values) in a
+    block of its own; returns the values as they are then (phis)."""
+    head = builder.block
+    tail = builder.append_basic_block("odd_block")
+    end = builder.append_basic_block("pairs_end")
+    builder.cbranch(builder.icmp_signed("!=", builder.and_(nbv, ir.Constant(I64, 1)), ir.Constant(I64, 0)), tail, end)
+    builder.position_at_end(tail)
+    tail_values = body(builder.sub(nbv, ir.Constant(I64, 1)), values)
+    tail_end = builder.block
+    builder.branch(end)
+    builder.position_at_end(end)
+    out = []
+    for v, t in zip(values, tail_values):
+        ph = builder.phi(v.type)
+        ph.add_incoming(v, head)
+        ph.add_incoming(t, tail_end)
+        out.append(ph)
+    return out
+
+
 def _data_ptr(context, builder, aryty, ary, idx, elem):
     a = context.make_array(aryty)(context, builder, ary)
     return builder.bitcast(builder.gep(a.data, [idx]), elem.as_pointer())
@@ -399,20 +420,8 @@ def rows4_q4_0_x8(typingctx, w, wi, rb, xq, xi, xd, si, nb, out, oi):
         acc = builder.phi(v4f)
         acc2 = _rows4_q4_0_step(builder, rows, xp, dp, builder.mul(i, ir.Constant(I64, 2)), True, acc)
         (accf,) = _close_loop(builder, i, pairs, entry, loop, done, [(acc, zero, acc2)])
-        # an odd last block
-        head = builder.block
-        tail = builder.append_basic_block("odd_block")
-        end = builder.append_basic_block("rows4_end")
-        builder.cbranch(builder.icmp_signed("!=", builder.and_(nbv, ir.Constant(I64, 1)), ir.Constant(I64, 0)),
-                        tail, end)
-        builder.position_at_end(tail)
-        acc_t = _rows4_q4_0_step(builder, rows, xp, dp, builder.sub(nbv, ir.Constant(I64, 1)), False, accf)
-        tail_end = builder.block
-        builder.branch(end)
-        builder.position_at_end(end)
-        res = builder.phi(v4f)
-        res.add_incoming(accf, head)
-        res.add_incoming(acc_t, tail_end)
+        (res,) = _odd_last_block(builder, nbv, [accf], lambda bl, v: [_rows4_q4_0_step(builder, rows, xp, dp, bl,
+                                                                                          False, v[0])])
         builder.store(res, builder.bitcast(op, v4f.as_pointer()), align=4)
         return context.get_dummy_value()
 

@@ -25,7 +25,7 @@ from numba.extending import intrinsic
 from numba import types
 
 from .dot_simd import (F32T, I8, I32, I64, PREFETCH_BYTES, _close_loop, _fn, _is_arr, _is_int, _load_half,
-                       _load_vec, _open_loop, _prefetch, _splat, _splat_val, _vec, q8k_row_args, rowdot_pointers,
+                       _load_vec, _odd_last_block, _open_loop, _prefetch, _splat, _splat_val, _vec, q8k_row_args, rowdot_pointers,
                        superblock)
 from .gemm_q8 import VNNI512
 
@@ -100,38 +100,27 @@ def _make_rowdot_vnni_q4(block_bytes, qs_at, offset, has_min):
             accf, mf = _close_loop(builder, i, pairs, entry, loop, done,
                                    [(acc, ir.Constant(v16f, [0.0] * 16), acc2), (accm, ir.Constant(F32T, 0.0), accm2)])
             # an odd last block: the same in 8 lanes
-            odd = builder.icmp_signed("!=", builder.and_(nbv, ir.Constant(I64, 1)), ir.Constant(I64, 0))
-            head = builder.block
-            tail = builder.append_basic_block("odd_block")
-            end = builder.append_basic_block("rowdot_end")
-            builder.cbranch(odd, tail, end)
-            builder.position_at_end(tail)
-            bl = builder.sub(nbv, ir.Constant(I64, 1))
-            bp = builder.gep(wp, [builder.mul(bl, ir.Constant(I64, block_bytes))])
-            q = _nibbles_one(builder, builder.gep(bp, [ir.Constant(I64, qs_at)]))
-            a = builder.load(builder.bitcast(builder.gep(xp, [builder.mul(bl, ir.Constant(I64, 32))]),
-                                             _vec(I8, 32).as_pointer()), align=1)
-            zero8i = ir.Constant(_vec(I32, 8), [0] * 8)
-            isum = _dpbusd(builder, zero8i, q, a, 8)
-            if offset:
-                isum = builder.sub(isum, _dpbusd(builder, zero8i, _splat(offset, 32), a, 8))
-            s = builder.fmul(_load_half(builder, bp), builder.load(builder.gep(dp, [bl])))
-            part = builder.fmul(builder.sitofp(isum, v8f), _splat_val(builder, s, 8, F32T))
-            acc_t = builder.fadd(accf, builder.shuffle_vector(part, ir.Constant(v8f, [0.0] * 8),
-                                                               ir.Constant(_vec(I32, 16), list(range(16)))))
-            accm_t = mf
-            if has_min:
-                m = _load_half(builder, builder.gep(bp, [ir.Constant(I64, 2)]))
-                accm_t = builder.call(fma1, [m, builder.load(builder.gep(sp, [bl])), mf])
-            tail_end = builder.block
-            builder.branch(end)
-            builder.position_at_end(end)
-            accv = builder.phi(v16f)
-            accv.add_incoming(accf, head)
-            accv.add_incoming(acc_t, tail_end)
-            mv = builder.phi(F32T)
-            mv.add_incoming(mf, head)
-            mv.add_incoming(accm_t, tail_end)
+
+            def last_block(bl, vals):
+                accf, mf = vals
+                bp = builder.gep(wp, [builder.mul(bl, ir.Constant(I64, block_bytes))])
+                q = _nibbles_one(builder, builder.gep(bp, [ir.Constant(I64, qs_at)]))
+                a = builder.load(builder.bitcast(builder.gep(xp, [builder.mul(bl, ir.Constant(I64, 32))]),
+                                                 _vec(I8, 32).as_pointer()), align=1)
+                zero8i = ir.Constant(_vec(I32, 8), [0] * 8)
+                isum = _dpbusd(builder, zero8i, q, a, 8)
+                if offset:
+                    isum = builder.sub(isum, _dpbusd(builder, zero8i, _splat(offset, 32), a, 8))
+                s = builder.fmul(_load_half(builder, bp), builder.load(builder.gep(dp, [bl])))
+                part = builder.fmul(builder.sitofp(isum, v8f), _splat_val(builder, s, 8, F32T))
+                acc_t = builder.fadd(accf, builder.shuffle_vector(part, ir.Constant(v8f, [0.0] * 8),
+                                                                   ir.Constant(_vec(I32, 16), list(range(16)))))
+                if has_min:
+                    m = _load_half(builder, builder.gep(bp, [ir.Constant(I64, 2)]))
+                    mf = builder.call(fma1, [m, builder.load(builder.gep(sp, [bl])), mf])
+                return [acc_t, mf]
+
+            accv, mv = _odd_last_block(builder, nbv, [accf, mf], last_block)
             return builder.fadd(_hsum16(builder, accv), mv)
 
         return types.float32(w, wi, xq, xi, xd, xs, si, nb), codegen
