@@ -9,6 +9,7 @@ fma, so the logits are its bytes:
 
     rowdot_q4_0 .. rowdot_q8_0   ggml_vec_dot_q*_q8_* (8 float lanes, hsum_float_8)
     rowdot_q4_0_x8               the repacked ggml_gemv/gemm_q4_0_8x8_q8_0 (one float per block)
+    rows4_q4_0_x8                its numbers for four rows a call, in the file's layout (the fast decode without VNNI)
     rowdot_q4_k/q5_k/q6_k        ggml_vec_dot_q*_K_q8_K
     rowdot_q4_k_x8(_gemm)        the repacked ggml_gemv/gemm_q4_K_8x8_q8_K
     rowdot_q*_k_tiled            ggml's tiled K-quant matmul (batches of 8 tokens or more)
