@@ -21,7 +21,8 @@ from numba.extending import intrinsic
 
 from .dot_simd import (AVX2, F32T, I8, I32, I64, _byte, _close_loop, _dot_lanes, _dot_portable, _fn, _hsum8,
                        _is_arr, _is_int, _load_half, _load_vec, _make_rowdot, _nibbles, _open_loop, _splat,
-                       _splat_val, _vec, q8k_row_args, superblock)
+                       _splat_val, _vec)
+from .dot_simd_k import q8k_row_args, superblock
 from .iquants_ref import KVALUES_IQ4NL
 
 

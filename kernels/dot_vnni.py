@@ -25,8 +25,8 @@ from numba.extending import intrinsic
 from numba import types
 
 from .dot_simd import (F32T, I8, I32, I64, PREFETCH_BYTES, _close_loop, _fn, _is_arr, _is_int, _load_half,
-                       _load_vec, _odd_last_block, _open_loop, _prefetch, _splat, _splat_val, _vec, q8k_row_args, rowdot_pointers,
-                       superblock)
+                       _load_vec, _odd_last_block, _open_loop, _prefetch, _splat, _splat_val, _vec, rowdot_pointers)
+from .dot_simd_k import _scales_mins_k4_vec, q8k_row_args, superblock
 from .gemm_q8 import VNNI512
 
 
@@ -152,26 +152,9 @@ def _dpwssd(builder, acc, a, b):
     return builder.call(_fn(builder, "llvm.x86.avx512.vpdpwssd.512", vi, [vi] * 3), [acc, a, b])
 
 
-def _scales_mins_k4_vec(builder, bp):
-    """<16 x i32>: the 8 six-bit scales then the 8 minimums of a Q4_K/Q5_K super-block at bp, from its 12
-    bytes at bp + 4 with four 32-bit operations (llama.cpp's utmp / kmask unpacking)."""
-    c = lambda v: ir.Constant(I32, v)  # noqa: E731
-    u = [builder.load(builder.bitcast(builder.gep(bp, [ir.Constant(I64, 4 + 4 * k)]), I32.as_pointer()), align=1)
-         for k in range(3)]
-    k1, k2, k3 = c(0x3F3F3F3F), c(0x0F0F0F0F), c(0x03030303)
-    u3 = builder.or_(builder.and_(builder.lshr(u[2], c(4)), k2), builder.shl(builder.and_(builder.lshr(u[1], c(6)), k3), c(4)))
-    u1 = builder.or_(builder.and_(u[2], k2), builder.shl(builder.and_(builder.lshr(u[0], c(6)), k3), c(4)))
-    u2 = builder.and_(u[1], k1)
-    u0 = builder.and_(u[0], k1)
-    v = ir.Constant(_vec(I32, 4), None)
-    for k, x in enumerate((u0, u1, u2, u3)):
-        v = builder.insert_element(v, x, c(k))
-    return builder.zext(builder.bitcast(v, _vec(I8, 16)), _vec(I32, 16))
-
-
 def _make_rowdot_vnni_k(kind):
     """rowdot(w, wo, nbk, xq, xo, xd, xdo, xs, xso) -> float32 over nbk super-blocks of a Q4_K or Q6_K row
-    times Q8_K activations (the arguments of dot_simd's rowdot_q4_k). A `vpdpbusd` lane sums 4 products
+    times Q8_K activations (the arguments of dot_simd_k's rowdot_q4_k). A `vpdpbusd` lane sums 4 products
     (at most 4 * 63 * 128 < 2^15), so the scale goes on by `vpdpwssd`; the minimums' term (Q4_K, with
     -d_y * dmin) and Q6_K's offset (32 * scale * 16-sum) are lane-wise too, summed once at the row's end."""
     block_bytes = {"q4_k": 144, "q6_k": 210}[kind]
@@ -197,7 +180,7 @@ def _make_rowdot_vnni_k(kind):
             if kind == "q4_k":
                 d = builder.fmul(yd, _load_half(builder, bp))
                 dmin = builder.fmul(builder.fneg(yd), _load_half(builder, builder.gep(bp, [ir.Constant(I64, 2)])))
-                scm = _scales_mins_k4_vec(builder, bp)
+                scm = builder.zext(_scales_mins_k4_vec(builder, bp), v16i)   # 8 scales, 8 minimums
                 for c in range(4):  # bytes 32c..32c+31: sub-block 2c in the low nibbles, 2c + 1 in the high
                     qv = _load_vec(builder, bp, 16 + 32 * c)
                     q = builder.shuffle_vector(builder.and_(qv, _splat(15, 32)), builder.lshr(qv, _splat(4, 32)),
@@ -249,4 +232,4 @@ if VNNI512:
     rowdot_q6_k_fast = _make_rowdot_vnni_k("q6_k")
 else:  # the AVX2 kernels are the fast ones there
     from .dot_simd import rowdot_q4_0 as rowdot_q4_0_fast, rowdot_q4_1 as rowdot_q4_1_fast  # noqa: F401
-    from .dot_simd import rowdot_q4_k as rowdot_q4_k_fast, rowdot_q6_k as rowdot_q6_k_fast  # noqa: F401
+    from .dot_simd_k import rowdot_q4_k as rowdot_q4_k_fast, rowdot_q6_k as rowdot_q6_k_fast  # noqa: F401

@@ -1,6 +1,6 @@
 """The runtime's kernels for the K-quants Q4_K, Q5_K, Q6_K: batch matmuls, row dequantizers, the GEMM's
 unpackers and the decode step's row kernels (kquants.py has the quantizers and the registry classes that
-carry these; the SIMD row dots are in dot_simd.py and dot_vnni.py)."""
+carry these; the SIMD row dots are in dot_simd_k.py and dot_vnni.py)."""
 from __future__ import annotations
 
 import numba as nb
@@ -8,8 +8,9 @@ import numpy as np
 
 from .dot_common import load_f16
 from .dot_rows import row_kernel
-from .dot_simd import (repacked, rowdot_q4_k, rowdot_q4_k_tiled, rowdot_q4_k_x8, rowdot_q4_k_x8_gemm, rowdot_q5_k,
-                       rowdot_q5_k_tiled, rowdot_q6_k, rowdot_q6_k_tiled)
+from .dot_simd import repacked
+from .dot_simd_k import (rowdot_q4_k, rowdot_q4_k_tiled, rowdot_q4_k_x8, rowdot_q4_k_x8_gemm, rowdot_q5_k,
+                         rowdot_q5_k_tiled, rowdot_q6_k, rowdot_q6_k_tiled)
 from .dot_vnni import rowdot_q4_k_fast, rowdot_q6_k_fast
 from .gemm_q8 import u32_at
 
@@ -20,7 +21,7 @@ from .gemm_q8 import u32_at
 # the sum of every 16 values); per super-block the kernel forms int32 sums per sub-block, weights them by
 # the 6-bit (Q4_K/Q5_K) or 8-bit (Q6_K) sub-block scales, and takes the minimums through the activation
 # sums, in the lanes and order of llama.cpp's AVX2 ggml_vec_dot_q{4,5,6}_K_q8_K or of the repacked and
-# tiled kernels it picks instead (dot_simd.rowdot_q*_k*). Layouts (bytes per super-block):
+# tiled kernels it picks instead (dot_simd_k.rowdot_q*_k*). Layouts (bytes per super-block):
 #
 #     Q4_K 144: d f16, dmin f16, scales[12] (8 six-bit scales and mins), qs[128]
 #               sub-block j (32 values) = low (j even) or high (j odd) nibbles of qs[32 * (j // 2):][:32]
