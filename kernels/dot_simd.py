@@ -94,10 +94,7 @@ def _dot_lanes(builder, a, x):
     (callers weight lanes by sub-block scales, so the portable path keeps the lanes too)."""
     if AVX2:
         sign = _fn(builder, "llvm.x86.avx2.psign.b", _vec(I8, 32), [_vec(I8, 32)] * 2)
-        maddubs = _fn(builder, "llvm.x86.avx2.pmadd.ub.sw", _vec(I16, 16), [_vec(I8, 32)] * 2)
-        maddwd = _fn(builder, "llvm.x86.avx2.pmadd.wd", _vec(I32, 8), [_vec(I16, 16)] * 2)
-        p16 = builder.call(maddubs, [builder.call(sign, [a, a]), builder.call(sign, [x, a])])
-        return builder.call(maddwd, [p16, _splat(1, 16, I16)])
+        return _widen_pairs(builder, _maddubs(builder, builder.call(sign, [a, a]), builder.call(sign, [x, a])))
     p = builder.mul(builder.sext(a, _vec(I32, 32)), builder.sext(x, _vec(I32, 32)))
     undef = ir.Constant(_vec(I32, 32), None)
     parts = [builder.shuffle_vector(p, undef, ir.Constant(_vec(I32, 8), [4 * lane + k for lane in range(8)]))
@@ -309,8 +306,8 @@ rowdot_q8_0 = _make_rowdot(34, lambda b, p: b.load(b.bitcast(b.gep(p, [ir.Consta
 # equal to rowdot_q4_0_x8 bit for bit.
 
 def _maddubs(builder, u8, s8):
-    """<16 x i16>: the pairwise sums of u8 (unsigned) times s8 (signed) bytes (vpmaddubsw; the pairs here
-    never reach its saturation: 2 x 15 x 127)."""
+    """<16 x i16>: the pairwise sums of u8 (unsigned) times s8 (signed) bytes (vpmaddubsw; its callers keep
+    every pair below its saturation at 2^15)."""
     if AVX2:
         return builder.call(_fn(builder, "llvm.x86.avx2.pmadd.ub.sw", _vec(I16, 16), [_vec(I8, 32)] * 2), [u8, s8])
     p = builder.mul(builder.zext(u8, _vec(I16, 32)), builder.sext(s8, _vec(I16, 32)))

@@ -40,8 +40,8 @@ from numba import types
 from numba.extending import intrinsic
 
 from .dot_common import f16_to_f32, f32_to_f16, lazy_zeros
-from .dot_simd import (AVX2, F32T, HOST_FEATURES, I8, I16, I32, I64, _close_loop, _data_ptr, _fn, _open_loop,
-                       _splat, _splat_val, _vec)
+from .dot_simd import (AVX2, F32T, HOST_FEATURES, I8, I32, I64, _close_loop, _data_ptr, _fn, _maddubs, _open_loop,
+                       _splat_val, _vec, _widen_pairs)
 
 VNNI512 = "+avx512vnni" in HOST_FEATURES and "+avx512bw" in HOST_FEATURES
 # vpdpbusd on 8 lanes: AVX-512 VNNI with VL, or AVX-VNNI (client CPUs without AVX-512)
@@ -71,10 +71,8 @@ def _dot4(builder, acc, wv, av, lanes, vnni):
         fn = _fn(builder, f"llvm.x86.avx512.vpdpbusd.{32 * lanes}", vi32, [vi32] * 3)
         return builder.call(fn, [acc, wv, av])
     if not vnni and lanes == 8 and AVX2:
-        maddubs = _fn(builder, "llvm.x86.avx2.pmadd.ub.sw", _vec(I16, 16), [_vec(I8, 32)] * 2)
-        maddwd = _fn(builder, "llvm.x86.avx2.pmadd.wd", _vec(I32, 8), [_vec(I16, 16)] * 2)
-        p16 = builder.call(maddubs, [builder.bitcast(wv, _vec(I8, 32)), builder.bitcast(av, _vec(I8, 32))])
-        return builder.add(acc, builder.call(maddwd, [p16, _splat(1, 16, I16)]))
+        p16 = _maddubs(builder, builder.bitcast(wv, _vec(I8, 32)), builder.bitcast(av, _vec(I8, 32)))
+        return builder.add(acc, _widen_pairs(builder, p16))
     n = 4 * lanes
     p = builder.mul(builder.zext(builder.bitcast(wv, _vec(I8, n)), _vec(I32, n)),
                     builder.sext(builder.bitcast(av, _vec(I8, n)), _vec(I32, n)))
